@@ -1,0 +1,228 @@
+"""Streaming aggregation of attribution samples: SmoothGrad, SmoothGrad-Square, VarGrad.
+
+The Noise Tunnel aggregations (Kokhlikyan et al. 2020; Smilkov et al. 2017; Adebayo et al. 2018)
+of samples ``a_1 .. a_n`` of an attribution map are, per element:
+
+* ``smoothgrad``:    ``mean(a)``
+* ``smoothgrad_sq``: ``mean(a^2)`` (the Noise Tunnel article's eq. 2 prints a square root; the
+  method, as in Captum and in SmoothGrad's paper, is the mean of squares)
+* ``vargrad``:       ``mean(a^2) - mean(a)^2``, the population variance, computed as ``M2 / n``
+  with Chan et al.'s pairwise update of ``(n, mean, M2)`` so it never suffers the catastrophic
+  cancellation of the textbook formula.
+
+Samples arrive in chunks. Each chunk is reduced with a two-pass formula and merged into the
+running state, so memory is O(chunk) however many samples there are. Samples whose attribution is
+not finite are masked out (``mask = 0``) and counted instead of poisoning the mean.
+
+Standard errors. The estimate averages over *independent units*: single noise draws for
+SmoothGrad, weight draws (each with its own ``N`` input draws) for NoiseGrad and FusionGrad. For
+every unit ``u`` the state keeps the shifted unit means ``x_u = mean_u(a) - c`` and
+``y_u = mean_u((a - c)^2)`` and their co-moments (shift ``c`` = first chunk's mean, for accuracy).
+The aggregate is a smooth function of the means of ``x`` and ``y``; its standard error is the
+delta method over units:
+
+* smoothgrad:    ``Var(x)``
+* smoothgrad_sq: ``Var(y) + 4 c^2 Var(x) + 4 c Cov(x, y)``           (``a^2 = y + 2 c x + c^2``)
+* vargrad:       ``Var(y) + 4 d^2 Var(x) - 4 d Cov(x, y)``, ``d = mean(a) - c``
+  (the influence function of the variance, ``(a - mean)^2``),
+
+each divided by the number of units ``G``; with fewer than two units it is NaN.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+__all__ = ["AGGREGATIONS", "State", "finalize", "init_state", "merge_chunk", "merge_unit"]
+
+AGGREGATIONS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+class State(NamedTuple):
+    """Running statistics for a block of examples. ``[Bc]`` counts, ``[Bc, D]`` moments."""
+
+    n: tf.Tensor  # finite samples
+    mean: tf.Tensor
+    m2: tf.Tensor
+    g: tf.Tensor  # finite units
+    ux: tf.Tensor
+    uy: tf.Tensor
+    cxx: tf.Tensor
+    cyy: tf.Tensor
+    cxy: tf.Tensor
+    shift: tf.Tensor
+    started: tf.Tensor  # scalar bool: shift set
+
+
+def init_state(batch: tf.Tensor, size: int, dtype: tf.DType) -> State:
+    """A zero state for ``batch`` examples of ``size`` elements."""
+    zeros = tf.zeros(tf.stack([batch, size]), dtype)
+    count = tf.zeros(tf.reshape(batch, [1]), dtype)
+    return State(count, zeros, zeros, count, zeros, zeros, zeros, zeros, zeros, zeros,
+                 tf.constant(False))
+
+
+def _expand(v: tf.Tensor) -> tf.Tensor:
+    return v[:, None]
+
+
+def _merge_moments(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+    """Chan et al. pairwise merge of ``(n, mean, M2)``; counts ``[Bc]``, moments ``[Bc, D]``."""
+    n = n_a + n_b
+    frac = _expand(tf.math.divide_no_nan(n_b, n))
+    delta = mean_b - mean_a
+    mean = mean_a + delta * frac
+    m2 = m2_a + m2_b + tf.square(delta) * _expand(tf.math.divide_no_nan(n_a * n_b, n))
+    return n, mean, m2
+
+
+def _merge_comoments(g_a, xa, ya, cxx_a, cyy_a, cxy_a, g_b, xb, yb, cxx_b, cyy_b, cxy_b):
+    """Pairwise merge of bivariate ``(g, mean_x, mean_y, Cxx, Cyy, Cxy)``."""
+    g = g_a + g_b
+    frac = _expand(tf.math.divide_no_nan(g_b, g))
+    w = _expand(tf.math.divide_no_nan(g_a * g_b, g))
+    dx = xb - xa
+    dy = yb - ya
+    return (
+        g,
+        xa + dx * frac,
+        ya + dy * frac,
+        cxx_a + cxx_b + dx * dx * w,
+        cyy_a + cyy_b + dy * dy * w,
+        cxy_a + cxy_b + dx * dy * w,
+    )
+
+
+def _masked_moments(values: tf.Tensor, mask: tf.Tensor):
+    """Two-pass count, mean and M2 over axis 1 of ``values [Bc, n, D]`` with ``mask [Bc, n]``."""
+    m = mask[:, :, None]
+    n = tf.reduce_sum(mask, axis=1)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(values * m, axis=1), _expand(n))
+    centred = (values - mean[:, None, :]) * m
+    m2 = tf.reduce_sum(tf.square(centred), axis=1)
+    return n, mean, m2, centred
+
+
+def _set_shift(state: State, chunk_mean: tf.Tensor) -> State:
+    shift = tf.cond(state.started, lambda: state.shift, lambda: chunk_mean)
+    return state._replace(shift=shift, started=tf.constant(True))
+
+
+def clean(samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Masks non-finite samples.
+
+    Args:
+        samples: ``[Bc, n, D]`` attribution samples.
+
+    Returns:
+        ``(values, mask)``: values with non-finite samples replaced by 0, and a ``[Bc, n]`` float
+        mask that is 1 for samples whose every element is finite.
+    """
+    finite = tf.reduce_all(tf.math.is_finite(samples), axis=2)
+    values = tf.where(finite[:, :, None], samples, tf.zeros_like(samples))
+    return values, tf.cast(finite, samples.dtype)
+
+
+def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samples: bool) -> State:
+    """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
+
+    Args:
+        state: Running state.
+        values: Finite-cleaned samples (see :func:`clean`).
+        mask: 1 for samples to include.
+        units_are_samples: True when every sample is an independent unit (SmoothGrad); False
+            when samples are grouped into units that :func:`merge_unit` closes (NoiseGrad,
+            FusionGrad: one unit per weight draw).
+
+    Returns:
+        The updated state.
+    """
+    n_c, mean_c, m2_c, _ = _masked_moments(values, mask)
+    state = _set_shift(state, mean_c)
+    n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, n_c, mean_c, m2_c)
+    state = state._replace(n=n, mean=mean, m2=m2)
+    if not units_are_samples:
+        return state
+    m = mask[:, :, None]
+    x = (values - state.shift[:, None, :]) * m
+    y = tf.square(x)
+    g_c, x_c, _, _ = _masked_moments(x, mask)
+    _, y_c, cyy_c, _ = _masked_moments(y, mask)
+    cx = (x - x_c[:, None, :]) * m
+    cy = (y - y_c[:, None, :]) * m
+    cxx_c = tf.reduce_sum(cx * cx, axis=1)
+    cxy_c = tf.reduce_sum(cx * cy, axis=1)
+    merged = _merge_comoments(
+        state.g, state.ux, state.uy, state.cxx, state.cyy, state.cxy,
+        g_c, x_c, y_c, cxx_c, cyy_c, cxy_c,
+    )
+    return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
+
+
+def merge_unit(state: State, unit: State) -> State:
+    """Closes one unit (a weight draw): merges its samples and its unit means into ``state``.
+
+    Args:
+        state: Running state over previous units.
+        unit: The state accumulated over the unit's samples only (``units_are_samples=False``).
+
+    Returns:
+        The updated state; a unit with no finite sample contributes nothing.
+    """
+    state = _set_shift(state, unit.mean)
+    n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, unit.n, unit.mean, unit.m2)
+    has = tf.cast(unit.n > 0, unit.mean.dtype)
+    x = (unit.mean - state.shift) * _expand(has)
+    y = (tf.math.divide_no_nan(unit.m2, _expand(unit.n)) + tf.square(unit.mean - state.shift))
+    y = y * _expand(has)
+    zeros = tf.zeros_like(x)
+    merged = _merge_comoments(
+        state.g, state.ux, state.uy, state.cxx, state.cyy, state.cxy,
+        has, x, y, zeros, zeros, zeros,
+    )
+    state = state._replace(n=n, mean=mean, m2=m2)
+    return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
+
+
+def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """The aggregate and its Monte Carlo standard error, both ``[Bc, D]``.
+
+    Args:
+        state: Final running state.
+        aggregation: One of :data:`AGGREGATIONS`.
+
+    Returns:
+        ``(value, stderr)``. Examples with no finite sample give NaN; ``stderr`` is NaN with
+        fewer than two finite units.
+    """
+    n = _expand(state.n)
+    g = _expand(state.g)
+    var_pop = tf.math.divide_no_nan(state.m2, n)
+    if aggregation == "smoothgrad":
+        value = state.mean
+    elif aggregation == "smoothgrad_sq":
+        value = var_pop + tf.square(state.mean)
+    elif aggregation == "vargrad":
+        value = var_pop
+    else:  # pragma: no cover - validated at the public boundary
+        raise ValueError(f"Unknown aggregation {aggregation!r}")
+    nan = tf.fill(tf.shape(value), tf.constant(float("nan"), value.dtype))
+    value = tf.where(n > 0, value, nan)
+
+    dof = g - 1.0
+    vx = tf.math.divide_no_nan(state.cxx, dof)
+    vy = tf.math.divide_no_nan(state.cyy, dof)
+    cov = tf.math.divide_no_nan(state.cxy, dof)
+    c = state.shift
+    if aggregation == "smoothgrad":
+        var = vx
+    elif aggregation == "smoothgrad_sq":
+        var = vy + 4.0 * c * c * vx + 4.0 * c * cov
+    else:
+        d = state.mean - c
+        var = vy + 4.0 * d * d * vx - 4.0 * d * cov
+    stderr = tf.sqrt(tf.math.divide_no_nan(tf.maximum(var, 0.0), g))
+    stderr = tf.where(g > 1, stderr, nan)
+    return value, stderr

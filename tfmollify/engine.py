@@ -1,0 +1,204 @@
+"""The compiled Monte Carlo core: SmoothGrad, NoiseGrad and FusionGrad in one ``tf.function``.
+
+For a block of ``Bc`` examples the function evaluates the attribution at noisy inputs and/or
+under noisy weights and streams the samples into :mod:`tfmollify.aggregation`:
+
+* ``sg``: ``a(x_b + eps_b z_bi)``, ``z_bi`` i.i.d. per input element from the kernel, ``i < N``.
+* ``ng``: ``a(x_b; w (1 + weight_eps zeta_j))``, ``zeta_j`` per weight element, ``j < M``.
+* ``fg``: ``a(x_b + eps_b z_bji; w (1 + weight_eps zeta_j))``, ``M x N`` samples.
+
+Weights are perturbed functionally with Keras 3 ``stateless_call`` on tensors; the model's
+variables are only ever read, so nothing can leave them perturbed. A ``tf.while_loop`` over weight
+draws and over chunks of at most ``chunk`` input draws (``parallel_iterations=1``) bounds the
+evaluations in flight, and aggregation is streamed, so memory does not grow with ``N`` or ``M``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmollify import aggregation, attribution, sampling
+from tfmollify.kernels import Kernel
+
+__all__ = ["Plan", "build"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static configuration of one compiled explainer function.
+
+    Attributes:
+        mode: ``"sg"``, ``"ng"`` or ``"fg"``.
+        kernel: Noise kernel for inputs and weights.
+        num_samples: Input draws per weight draw (``N``; 1 and no input noise for ``ng``).
+        num_weight_samples: Weight draws (``M``; 1 and no weight noise for ``sg``).
+        aggregation: One of :data:`tfmollify.aggregation.AGGREGATIONS`.
+        attribution: One of :data:`tfmollify.attribution.ATTRIBUTIONS`.
+        ig_steps: Quadrature points for integrated gradients.
+        ig_baseline: Integrated-gradients baseline (broadcastable to one example).
+        chunk: Input draws evaluated in one pass (per example of the block).
+        input_shape: Shape of one example.
+        compute_dtype: float32 or float64.
+        weight_epsilon: Relative weight-noise scale.
+        jit_compile: Compile with XLA.
+    """
+
+    mode: str
+    kernel: Kernel
+    num_samples: int
+    num_weight_samples: int
+    aggregation: str
+    attribution: str
+    ig_steps: int
+    ig_baseline: Any
+    chunk: int
+    input_shape: tuple[int, ...]
+    compute_dtype: tf.DType
+    weight_epsilon: float
+    jit_compile: bool = False
+
+
+def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
+    if target_fn is not None:
+        return tf.reshape(target_fn(scores), [-1])
+    scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+    return tf.gather(scores, targets, axis=1, batch_dims=1)
+
+
+def _model_input_dtype(model: Any, default: tf.DType) -> tf.DType:
+    """The dtype the model's first input expects (``default`` when unknown)."""
+    try:
+        return tf.as_dtype(model.inputs[0].dtype)
+    except Exception:  # subclassed models have no symbolic inputs
+        return default
+
+
+def build(
+    model: Any,
+    plan: Plan,
+    target_fn: Callable | None = None,
+    on_trace: Callable[[], None] | None = None,
+) -> Callable:
+    """Compiles the explainer core for ``model`` and ``plan``.
+
+    Args:
+        model: A Keras model (required for ``ng``/``fg``) or a callable ``inputs -> scores``.
+        plan: Static configuration.
+        target_fn: Optional callable ``scores [n, ...] -> [n]`` replacing class indices.
+        on_trace: Called each time the function is traced (to count retracing).
+
+    Returns:
+        ``run(x [Bc, *shape], targets int32 [Bc], eps [Bc], keys uint64 [Bc], wkey uint64 [1])``
+        returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
+        samples with finite attributions.
+    """
+    dtype = plan.compute_dtype
+    size = int(np.prod(plan.input_shape, dtype=np.int64))
+    shape = list(plan.input_shape)
+    kernel = plan.kernel
+    n_in = plan.num_samples if plan.mode != "ng" else 1
+    n_w = plan.num_weight_samples if plan.mode != "sg" else 1
+    chunk = max(1, min(plan.chunk, n_in))
+    n_chunks = -(-n_in // chunk)
+    attribute = attribution.make(plan.attribution, plan.ig_steps, plan.ig_baseline)
+    input_noise = plan.mode in ("sg", "fg")
+    weight_noise = plan.mode in ("ng", "fg")
+
+    is_keras = hasattr(model, "stateless_call")
+    model_dtype = _model_input_dtype(model, dtype)
+    if weight_noise:
+        trainable = list(model.trainable_variables)
+        non_trainable = list(model.non_trainable_variables)
+        sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in trainable]
+        total = int(sum(sizes))
+        w_dtype = tf.float64 if trainable[0].dtype == "float64" else tf.float32
+
+    def forward(x: tf.Tensor, weights: list[tf.Tensor] | None) -> Any:
+        if weights is None:
+            return model(x, training=False) if is_keras else model(x)
+        nt = [v.value for v in non_trainable]
+        out, _ = model.stateless_call(weights, nt, x, training=False)
+        return out
+
+    def perturbed_weights(j: tf.Tensor, wkey: tf.Tensor) -> list[tf.Tensor]:
+        u = sampling.stream_uniforms(wkey, j, 1, total, sampling.WEIGHT_STREAM, w_dtype)[0]
+        z = kernel.icdf(u)
+        out = []
+        for v, part in zip(trainable, tf.split(z, sizes), strict=True):
+            val = v.value
+            noise = tf.cast(tf.reshape(part, v.shape), val.dtype)
+            out.append(val * (1.0 + tf.cast(plan.weight_epsilon, val.dtype) * noise))
+        return out
+
+    def samples(x, targets, eps, keys, first, count, weights):
+        """Attribution samples ``[Bc, count, D]`` for flat input-draw indices ``first..``."""
+        bc = tf.shape(x)[0]
+        flat = tf.reshape(tf.cast(x, dtype), [bc, size])
+        if input_noise:
+            u = sampling.example_uniforms(keys, first, count, size, dtype)
+            noisy = flat[:, None, :] + eps[:, None, None] * kernel.icdf(u)
+        else:
+            noisy = flat[:, None, :]
+        xs = tf.reshape(noisy, [-1, *shape])
+        ts = tf.repeat(targets, count)
+
+        def grad(inp: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(inp)
+                out = forward(tf.cast(inp, model_dtype), weights)
+                score = tf.cast(_select(out, t, target_fn), dtype)
+            return tf.cast(tape.gradient(score, inp), dtype)
+
+        a = attribute(xs, ts, grad)
+        return tf.reshape(a, [bc, count, size])
+
+    def chunk_loop(state, x, targets, eps, keys, base, weights, units_are_samples):
+        def body(k, st):
+            first = k * chunk
+            count = tf.minimum(chunk, n_in - first)
+            vals, mask = aggregation.clean(
+                samples(x, targets, eps, keys, base + first, count, weights)
+            )
+            return k + 1, aggregation.merge_chunk(st, vals, mask, units_are_samples)
+
+        _, state = tf.while_loop(
+            lambda k, st: k < n_chunks, body, (tf.constant(0), state), parallel_iterations=1
+        )
+        return state
+
+    def run(x, targets, eps, keys, wkey):
+        if on_trace is not None:
+            on_trace()
+        bc = tf.shape(x)[0]
+        state = aggregation.init_state(bc, size, dtype)
+        eps = tf.cast(eps, dtype)
+        if not weight_noise:
+            state = chunk_loop(state, x, targets, eps, keys, 0, None, True)
+        else:
+            def outer(j, st):
+                weights = perturbed_weights(j, wkey)
+                unit = aggregation.init_state(bc, size, dtype)
+                unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
+                return j + 1, aggregation.merge_unit(st, unit)
+
+            _, state = tf.while_loop(
+                lambda j, st: j < n_w, outer, (tf.constant(0), state), parallel_iterations=1
+            )
+        value, stderr = aggregation.finalize(state, plan.aggregation)
+        return value, stderr, state.n
+
+    signature = [
+        tf.TensorSpec([None, *shape], dtype),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], dtype),
+        tf.TensorSpec([None], tf.uint64),
+        tf.TensorSpec([1], tf.uint64),
+    ]
+    return tf.function(
+        run, input_signature=signature, jit_compile=plan.jit_compile, reduce_retracing=False
+    )

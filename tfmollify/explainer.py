@@ -1,0 +1,580 @@
+"""The user-facing explainer: argument checking, defaults, seeds, batching and results.
+
+All validation lives here, at the public boundary, so :mod:`tfmollify.engine` stays plain tensor
+code. Every error names the argument, echoes the value received and says what is expected.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmollify import aggregation as aggregation_lib
+from tfmollify import attribution as attribution_lib
+from tfmollify import engine, sampling
+from tfmollify import kernels as kernels_lib
+
+__all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "SmoothGrad"]
+
+MODES = ("sg", "ng", "fg")
+_MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
+
+
+class NonFiniteError(FloatingPointError):
+    """Every noise sample of some example gave a non-finite (NaN or Inf) attribution."""
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"Argument `{name}` must be one of {list(choices)}. Received: {name}={value!r}"
+        )
+    v = value.lower().strip()
+    if v not in choices:
+        raise ValueError(
+            f"Argument `{name}` must be one of {list(choices)}. Received: {name}={value!r}"
+        )
+    return v
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Argument `{name}` must be a positive number. Received: {name}={value!r}"
+        ) from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(
+            f"Argument `{name}` must be positive and finite. Received: {name}={value!r}"
+        )
+    return v
+
+
+class Explainer:
+    """Smoothed attributions by Monte Carlo mollification of a model's gradient.
+
+    The estimate of example ``x`` is an average over noisy copies of a base attribution
+    (Theorem 3.11 of Zhou et al.): noise on the input (``mode="sg"``, SmoothGrad), on the weights
+    (``"ng"``, NoiseGrad) or on both (``"fg"``, FusionGrad), drawn from any mollifier ``kernel``:
+
+    * SG: ``a(x + epsilon * z)`` with ``z`` i.i.d. per input element, ``num_samples`` draws;
+    * NG: ``a(x; w * (1 + weight_epsilon * zeta))`` for every trainable weight ``w``,
+      ``num_weight_samples`` draws shared by all examples (an ensemble of perturbed models);
+    * FG: both, ``num_weight_samples x num_samples`` evaluations.
+
+    The samples are aggregated by ``aggregation`` (mean, mean of squares, or variance) in a
+    streamed, numerically stable way. The whole computation is one ``tf.function`` per input
+    shape; the model is only read (weights are perturbed functionally through Keras 3
+    ``stateless_call``), and layers run in inference mode.
+
+    Args:
+        model: A Keras 3 model (functional, sequential or subclassed, already built). For
+            ``mode="sg"`` any callable ``inputs -> scores`` also works.
+        mode: ``"sg"`` (input noise), ``"ng"`` (weight noise) or ``"fg"`` (both).
+        kernel: A kernel name (see :func:`tfmollify.kernels.names`) or a
+            :class:`~tfmollify.kernels.Kernel`.
+        num_samples: Input-noise draws ``N`` per example (``sg``; per weight draw for ``fg``).
+        num_weight_samples: Weight-noise draws ``M`` (``ng``, ``fg``).
+        epsilon: Input-noise scale in the input's units: a float, or one per example. ``None``
+            solves eq. 30 per example, ``kernel.epsilon(r, alpha)`` with ``r = max(x) - mean(x)``.
+        alpha: Fraction of the input noise inside ``[-r, r]`` when ``epsilon`` is None.
+        weight_epsilon: Relative weight-noise scale: ``w' = w * (1 + weight_epsilon * zeta)``.
+        aggregation: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of squares) or
+            ``"vargrad"`` (population variance).
+        attribution: Base method at each noisy sample: ``"gradient"``, ``"input_x_gradient"``
+            or ``"integrated_gradients"``.
+        batch_size: At most this many model evaluations in one pass (bounds memory); ``None``
+            evaluates all samples of all examples of a call in one pass.
+        seed: An int makes results reproducible (identical for any ``batch_size``); ``None`` draws
+            fresh randomness on every call.
+        ig_steps: Gauss-Legendre points for integrated gradients.
+        ig_baseline: Integrated-gradients baseline, a float or an array of one example's shape.
+        jit_compile: Compile with XLA (often slower on CPU; the noise stream is the same).
+
+    Raises:
+        ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
+            count or scale, or ``ng``/``fg`` on a model without trainable weights.
+        TypeError: For arguments of the wrong type (e.g. a non-Keras callable with ``ng``).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import tfmollify as tfm
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+    >>> x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    >>> sg = tfm.Explainer(model, mode="sg", kernel="rect", num_samples=8, seed=0)
+    >>> bool(np.allclose(sg(x, targets=1), model.get_weights()[0][:, 1], atol=1e-6))
+    True
+    """
+
+    _fixed_mode: str | None = None
+
+    def __init__(
+        self,
+        model: Any,
+        mode: str = "sg",
+        *,
+        kernel: str | kernels_lib.Kernel = "gaussian",
+        num_samples: int = 50,
+        num_weight_samples: int = 10,
+        epsilon: float | Sequence[float] | np.ndarray | None = None,
+        alpha: float = 0.9,
+        weight_epsilon: float = 0.2,
+        aggregation: str = "smoothgrad",
+        attribution: str = "gradient",
+        batch_size: int | None = None,
+        seed: int | None = None,
+        ig_steps: int = 16,
+        ig_baseline: float | np.ndarray = 0.0,
+        jit_compile: bool = False,
+    ) -> None:
+        mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
+        self.mode = _check_choice("mode", mode, MODES)
+        self.kernel = kernels_lib.get(kernel)
+        self.num_samples = _check_int("num_samples", num_samples)
+        self.num_weight_samples = _check_int("num_weight_samples", num_weight_samples)
+        self.alpha = kernels_lib._check_alpha(alpha)
+        self.epsilon = self._check_epsilon(epsilon)
+        self.weight_epsilon = _check_positive("weight_epsilon", weight_epsilon)
+        self.aggregation = _check_choice("aggregation", aggregation, aggregation_lib.AGGREGATIONS)
+        self.attribution = _check_choice(
+            "attribution", attribution, attribution_lib.ATTRIBUTIONS
+        )
+        self.ig_steps = _check_int("ig_steps", ig_steps)
+        self.ig_baseline = np.asarray(ig_baseline)
+        if not np.all(np.isfinite(self.ig_baseline)):
+            raise ValueError(f"Argument `ig_baseline` must be finite. Received: {ig_baseline!r}")
+        per_sample = attribution_lib.evaluations_per_sample(self.attribution, self.ig_steps)
+        if batch_size is not None:
+            batch_size = _check_int("batch_size", batch_size)
+            if batch_size < per_sample:
+                raise ValueError(
+                    f"Argument `batch_size` must be at least ig_steps={self.ig_steps} for "
+                    "integrated gradients (one sample needs that many evaluations). "
+                    f"Received: batch_size={batch_size}"
+                )
+        self.batch_size = batch_size
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise TypeError(f"Argument `seed` must be an int or None. Received: seed={seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.jit_compile = bool(jit_compile)
+        self.model = model
+        self._check_model(model)
+        if self.mode != "sg" and not math.isfinite(self.kernel.variance):
+            warnings.warn(
+                f"kernel={self.kernel.name!r} has no mean or variance: with weight noise "
+                f"(mode={self.mode!r}) the mollified gradient of a model whose gradient grows with "
+                "its weights does not exist, and the estimate does not converge as "
+                "num_weight_samples grows. Prefer a kernel with finite variance for NG/FG.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._functions: dict[Any, Callable] = {}
+        self._probed: dict[Any, tuple[int, ...]] = {}
+        self.trace_count = 0
+        self.last_nonfinite_count: np.ndarray | None = None
+        self.last_num_samples = self._samples_per_example()
+
+    # -- argument checking -------------------------------------------------------------------
+    @staticmethod
+    def _check_epsilon(epsilon: Any) -> np.ndarray | None:
+        if epsilon is None:
+            return None
+        try:
+            arr = np.asarray(epsilon, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "Argument `epsilon` must be None, a positive float or one per example. "
+                f"Received: epsilon={epsilon!r}"
+            ) from None
+        if arr.ndim > 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(
+                "Argument `epsilon` must be None, a positive finite float, or a 1-D array of "
+                f"them (one per example). Received: epsilon={epsilon!r}"
+            )
+        return arr
+
+    def _check_model(self, model: Any) -> None:
+        if self.mode == "sg":
+            if not callable(model):
+                raise TypeError(
+                    "Argument `model` must be a Keras model or a callable inputs -> scores. "
+                    f"Received: model={model!r}"
+                )
+            return
+        if not hasattr(model, "stateless_call") or not hasattr(model, "trainable_variables"):
+            raise TypeError(
+                f"mode={self.mode!r} perturbs weights and needs a Keras 3 model (with "
+                f"`stateless_call`). Received: model of type {type(model).__name__}. Use "
+                "mode='sg' for plain callables."
+            )
+        if not model.trainable_variables:
+            raise ValueError(
+                f"mode={self.mode!r} perturbs trainable weights, but the model has none "
+                f"(model={getattr(model, 'name', model)!r}: not built yet, or all layers frozen). "
+                "Call the model once on data to build it, or use mode='sg'."
+            )
+
+    def _samples_per_example(self) -> int:
+        return {
+            "sg": self.num_samples,
+            "ng": self.num_weight_samples,
+            "fg": self.num_samples * self.num_weight_samples,
+        }[self.mode]
+
+    def _chunking(self, batch: int) -> tuple[int, int]:
+        """(input draws per pass, examples per pass)."""
+        per = attribution_lib.evaluations_per_sample(self.attribution, self.ig_steps)
+        n_in = self.num_samples if self.mode != "ng" else 1
+        if self.batch_size is None:
+            return n_in, max(batch, 1)
+        chunk = max(1, min(n_in, self.batch_size // per))
+        block = max(1, min(batch, self.batch_size // (chunk * per)))
+        return chunk, block
+
+    def _inputs(self, inputs: Any) -> tuple[np.ndarray, bool]:
+        is_tensor = isinstance(inputs, tf.Tensor | tf.Variable)
+        try:
+            arr = inputs.numpy() if is_tensor else np.asarray(inputs)
+        except Exception:
+            raise TypeError(
+                "Argument `inputs` must be an array or tensor of shape [batch, ...]. "
+                f"Received: inputs of type {type(inputs).__name__}"
+            ) from None
+        if arr.dtype.kind in "iub":
+            raise TypeError(
+                f"Argument `inputs` must be floating point; noise on integer inputs (e.g. token "
+                f"ids) is meaningless. Received: inputs with dtype={arr.dtype}. Cast real-valued "
+                "integer data (e.g. uint8 pixels) to float32 first."
+            )
+        if arr.dtype.kind != "f":
+            raise TypeError(
+                f"Argument `inputs` must be a floating-point array. Received: dtype={arr.dtype}"
+            )
+        if arr.ndim < 2:
+            raise ValueError(
+                "Argument `inputs` must have a batch dimension: shape [batch, ...]. "
+                f"Received: inputs.shape={arr.shape}. For one example use inputs[None]."
+            )
+        finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)[:10].tolist()
+            raise ValueError(
+                f"Argument `inputs` contains NaN or Inf values (examples {bad}). "
+                "Attributions of non-finite inputs are undefined."
+            )
+        return arr, is_tensor
+
+    def _probe(self, x: np.ndarray) -> tuple[int, ...]:
+        """Runs the model on one example once per input signature; returns the score shape."""
+        key = (x.shape[1:], x.dtype.str)
+        if key in self._probed:
+            return self._probed[key]
+        sample = tf.convert_to_tensor(x[:1])
+        try:
+            out = (
+                self.model(sample, training=False)
+                if hasattr(self.model, "stateless_call")
+                else self.model(sample)
+            )
+        except Exception as exc:  # the model's own error, summarised
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"The model rejected `inputs` with per-example shape {tuple(x.shape[1:])} and "
+                f"dtype {x.dtype}: {first[:300]}. Pass inputs shaped like the model's input "
+                "with a leading batch dimension."
+            ) from None
+        if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
+            raise TypeError(
+                "The model must return one tensor of scores [batch, ...]. Received output of "
+                f"type {type(out).__name__}."
+            )
+        shape = tuple(int(d) for d in out.shape[1:])
+        self._probed[key] = shape
+        return shape
+
+    def _targets(self, targets: Any, batch: int, score_shape: tuple[int, ...]) -> np.ndarray:
+        n_scores = int(np.prod(score_shape)) if score_shape else 1
+        if targets is None:
+            if n_scores == 1:
+                return np.zeros(batch, np.int32)
+            raise ValueError(
+                f"Argument `targets` is required: the model has {n_scores} outputs per example. "
+                "Pass class indices (one int, or one per example) or a callable scores -> [n]."
+            )
+        try:
+            arr = np.asarray(targets.numpy() if hasattr(targets, "numpy") else targets)
+        except Exception:
+            arr = np.asarray([], dtype=object)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                "Argument `targets` must be integer class indices (one int or one per example) "
+                f"or a callable scores -> [n]. Received: targets={targets!r}"
+            )
+        if arr.ndim == 0:
+            arr = np.full(batch, int(arr))
+        if arr.ndim != 1 or arr.shape[0] != batch:
+            raise ValueError(
+                f"Argument `targets` must hold one class index per example ({batch}). "
+                f"Received: targets with shape {arr.shape}"
+            )
+        if arr.size and (arr.min() < 0 or arr.max() >= n_scores):
+            raise ValueError(
+                f"Argument `targets` must be in [0, {n_scores}) (the model has {n_scores} "
+                f"outputs). Received: targets={arr.tolist()[:20]}"
+            )
+        return arr.astype(np.int32)
+
+    def _epsilons(self, x: np.ndarray) -> np.ndarray:
+        batch = x.shape[0]
+        if self.mode == "ng":
+            return np.zeros(batch)
+        if self.epsilon is not None:
+            if self.epsilon.ndim == 0:
+                return np.full(batch, float(self.epsilon))
+            if self.epsilon.shape[0] != batch:
+                raise ValueError(
+                    f"Argument `epsilon` has {self.epsilon.shape[0]} values but `inputs` has "
+                    f"{batch} examples. Pass one float, or one per example."
+                )
+            return self.epsilon
+        flat = x.reshape(batch, -1).astype(np.float64)
+        r = flat.max(axis=1) - flat.mean(axis=1)
+        if np.any(r <= 0):
+            bad = np.flatnonzero(r <= 0)[:10].tolist()
+            raise ValueError(
+                f"Cannot choose `epsilon` by eq. 30 for examples {bad}: they are constant, so "
+                "r = max(x) - mean(x) = 0. Pass `epsilon` explicitly."
+            )
+        return np.asarray(self.kernel.epsilon(r, self.alpha), dtype=np.float64)
+
+    def _seeds(self, seeds: Any, batch: int, offset: int) -> tuple[np.ndarray, int]:
+        seed = self.seed if self.seed is not None else secrets.randbits(63)
+        if seeds is None:
+            return sampling.example_seeds(seed, batch, offset), seed
+        arr = np.asarray(seeds)
+        if arr.dtype.kind not in "iu" or arr.ndim != 1 or arr.shape[0] != batch:
+            raise ValueError(
+                f"Argument `seeds` must be {batch} integer seeds, one per example. "
+                f"Received: seeds with dtype {arr.dtype} and shape {arr.shape}"
+            )
+        return arr.astype(np.uint64).view(np.int64), seed
+
+    def _function(self, x: np.ndarray, target_fn: Callable | None) -> Callable:
+        compute = tf.float64 if x.dtype == np.float64 else tf.float32
+        key = (x.shape[1:], compute, None if target_fn is None else id(target_fn))
+        fn = self._functions.get(key)
+        if fn is None:
+            chunk, _ = self._chunking(x.shape[0])
+            plan = engine.Plan(
+                mode=self.mode,
+                kernel=self.kernel,
+                num_samples=self.num_samples,
+                num_weight_samples=self.num_weight_samples,
+                aggregation=self.aggregation,
+                attribution=self.attribution,
+                ig_steps=self.ig_steps,
+                ig_baseline=self.ig_baseline,
+                chunk=chunk,
+                input_shape=tuple(int(d) for d in x.shape[1:]),
+                compute_dtype=compute,
+                weight_epsilon=self.weight_epsilon,
+                jit_compile=self.jit_compile,
+            )
+            fn = engine.build(self.model, plan, target_fn, on_trace=self._count_trace)
+            self._functions[key] = fn
+        return fn
+
+    def _count_trace(self) -> None:
+        self.trace_count += 1
+
+    # -- public ------------------------------------------------------------------------------
+    def explain(
+        self,
+        inputs: Any,
+        targets: Any = None,
+        *,
+        return_stderr: bool = False,
+        seeds: Any = None,
+    ) -> Any:
+        """Smoothed attributions of ``inputs`` for ``targets``.
+
+        Args:
+            inputs: Float array or tensor ``[B, ...]`` shaped like the model's input.
+            targets: Class indices ``[B]`` or one int for all; a callable mapping the model's
+                scores ``[n, ...]`` of a batch of noisy inputs to ``[n]`` target scores (row-wise);
+                or ``None`` for a model with a single output.
+            return_stderr: Also return the Monte Carlo standard error of each element.
+            seeds: Optional int64 seeds ``[B]``, one per example: example ``b``'s input noise then
+                depends only on ``seeds[b]`` and the sample index. By default they are derived
+                from the explainer's ``seed`` and the example's position (see
+                :mod:`tfmollify.sampling`).
+
+        Returns:
+            Attributions with the shape and dtype of ``inputs`` (a NumPy array, or a tensor if
+            ``inputs`` was one); with ``return_stderr``, the pair ``(attributions, stderr)``.
+
+        Raises:
+            ValueError: For inputs the model rejects, NaN/Inf inputs, targets out of range or of
+                the wrong length, or constant examples when ``epsilon`` is None.
+            TypeError: For integer inputs or non-integer targets.
+            NonFiniteError: If every sample of an example has a non-finite attribution.
+        """
+        x, is_tensor = self._inputs(inputs)
+        batch = x.shape[0]
+        if batch == 0:
+            empty = np.zeros_like(x)
+            out = tf.convert_to_tensor(empty) if is_tensor else empty
+            return (out, out) if return_stderr else out
+        score_shape = self._probe(x)
+        target_fn = targets if callable(targets) else None
+        idx = (
+            np.zeros(batch, np.int32)
+            if target_fn is not None
+            else self._targets(targets, batch, score_shape)
+        )
+        eps = self._epsilons(x)
+        ex_seeds, seed = self._seeds(seeds, batch, 0)
+        fn = self._function(x, target_fn)
+        compute = fn.input_signature[0].dtype
+        _, block = self._chunking(batch)
+        keys_all = sampling.example_keys(tf.constant(ex_seeds))
+        wkey = tf.constant(sampling.weight_key(seed))
+        values, errors, finite = [], [], []
+        for start in range(0, batch, block):
+            stop = min(batch, start + block)
+            v, s, n = fn(
+                tf.constant(x[start:stop], compute),
+                tf.constant(idx[start:stop]),
+                tf.constant(eps[start:stop], compute),
+                keys_all[start:stop],
+                wkey,
+            )
+            values.append(v.numpy())
+            errors.append(s.numpy())
+            finite.append(n.numpy())
+        finite_n = np.concatenate(finite).astype(np.int64)
+        total = self._samples_per_example()
+        self.last_num_samples = total
+        self.last_nonfinite_count = total - finite_n
+        self._report_nonfinite(finite_n, total)
+        value = np.concatenate(values).reshape(x.shape).astype(x.dtype)
+        stderr = np.concatenate(errors).reshape(x.shape).astype(x.dtype)
+        if is_tensor:
+            value, stderr = tf.convert_to_tensor(value), tf.convert_to_tensor(stderr)
+        return (value, stderr) if return_stderr else value
+
+    def _report_nonfinite(self, finite: np.ndarray, total: int) -> None:
+        dead = np.flatnonzero(finite == 0)
+        if dead.size:
+            raise NonFiniteError(
+                f"Every one of the {total} samples gave a non-finite attribution for examples "
+                f"{dead[:10].tolist()} (mode={self.mode!r}, kernel={self.kernel.name!r}). "
+                "Reduce `weight_epsilon`/`epsilon`, use a lighter-tailed kernel, or check the "
+                "model for overflow."
+            )
+        bad = total - finite
+        if bad.any():
+            warnings.warn(
+                f"{int(bad.sum())} of {total * finite.size} samples gave non-finite attributions "
+                f"and were left out of the average (per example: {bad.tolist()[:20]}); see "
+                "`explainer.last_nonfinite_count`.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def __call__(self, inputs: Any, targets: Any = None, **kwargs: Any) -> Any:
+        """Same as :meth:`explain`."""
+        return self.explain(inputs, targets, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments except ``model`` (JSON-friendly when the kernel is named)."""
+        eps = self.epsilon
+        return {
+            "mode": self.mode,
+            "kernel": self.kernel.name,
+            "num_samples": self.num_samples,
+            "num_weight_samples": self.num_weight_samples,
+            "epsilon": None if eps is None else (float(eps) if eps.ndim == 0 else eps.tolist()),
+            "alpha": self.alpha,
+            "weight_epsilon": self.weight_epsilon,
+            "aggregation": self.aggregation,
+            "attribution": self.attribution,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "ig_steps": self.ig_steps,
+            "ig_baseline": self.ig_baseline.tolist(),
+            "jit_compile": self.jit_compile,
+        }
+
+    @classmethod
+    def from_config(cls, model: Any, config: dict[str, Any]) -> Explainer:
+        """Rebuilds an explainer for ``model`` from :meth:`get_config`'s output."""
+        config = dict(config)
+        if cls._fixed_mode is not None:
+            config.pop("mode", None)
+        return cls(model, **config)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(mode={self.mode!r}, kernel={self.kernel.name!r}, "
+            f"num_samples={self.num_samples}, num_weight_samples={self.num_weight_samples}, "
+            f"aggregation={self.aggregation!r}, attribution={self.attribution!r})"
+        )
+
+
+class _FixedMode(Explainer):
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        if "mode" in kwargs:
+            raise TypeError(
+                f"{type(self).__name__} fixes mode={self._fixed_mode!r}; use tfmollify.Explainer "
+                f"to choose the mode. Received: mode={kwargs['mode']!r}"
+            )
+        super().__init__(model, mode=self._fixed_mode, **kwargs)
+
+
+class SmoothGrad(_FixedMode):
+    """:class:`Explainer` with ``mode="sg"``: noise on the inputs only.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import tfmollify as tfm
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> a = tfm.SmoothGrad(model, num_samples=16, seed=1)(np.ones((2, 4), "float32"), [0, 2])
+    >>> a.shape
+    (2, 4)
+    """
+
+    _fixed_mode = "sg"
+
+
+class NoiseGrad(_FixedMode):
+    """:class:`Explainer` with ``mode="ng"``: multiplicative noise on the trainable weights."""
+
+    _fixed_mode = "ng"
+
+
+class FusionGrad(_FixedMode):
+    """:class:`Explainer` with ``mode="fg"``: noise on the weights and on the inputs."""
+
+    _fixed_mode = "fg"

@@ -1,0 +1,193 @@
+"""Counter-based, stateless noise: the same seed gives the same draws, whatever the chunking.
+
+All randomness in tfmollify comes from the Philox-4x32-10 generator used through TensorFlow's
+stateless ops with an explicit *key* and *counter*. Philox is counter-based: output block ``c``
+depends only on ``(key, c)``. tfmollify gives every stream its own key and places each sample at
+a fixed counter offset, so sample ``i`` of a stream is the same tensor whether it is drawn alone,
+in a chunk with its neighbours, or on another device:
+
+* Input noise of example ``b``: key ``mix(example_seed[b])``, counter
+  ``(i * stride(D), INPUT_STREAM)`` for flat sample index ``i`` (for FusionGrad
+  ``i = j * N + n`` for weight draw ``j`` and input draw ``n``), ``D`` the example's size.
+* Weight noise of draw ``j``: key ``mix(weight_seed)``, counter ``(j * stride(P), WEIGHT_STREAM)``
+  with ``P`` the number of perturbed weights, all variables concatenated in a fixed order. Weight
+  draws are shared by all examples (an ensemble of ``M`` perturbed models, as in NoiseGrad), which
+  is what lets one perturbed model evaluate a whole batch.
+
+Per-example seeds. When the caller gives none, ``example_seed[b] = mix(mix(seed) + b + offset)``
+where ``offset`` is the example's position in the whole job (0 for a single call), and
+``weight_seed = mix(seed ^ WEIGHT_SALT)``. ``mix`` is SplitMix64's finaliser; all arithmetic is
+modulo 2**64. An example's noise therefore depends only on its seed and the sample index: never
+on the batch it shares, the batch size, or the chunk size.
+
+Uniforms are taken from the top 24 (float32) or 53 (float64) bits and shifted by half a step, so
+they lie in the open interval (0, 1) and ``u`` and ``1 - u`` are equally likely: inverse CDFs never
+see 0 or 1 and the noise is exactly symmetric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "INPUT_STREAM",
+    "WEIGHT_STREAM",
+    "example_keys",
+    "example_seeds",
+    "mix64",
+    "stride",
+    "uniform_open",
+    "weight_key",
+]
+
+INPUT_STREAM = 1
+WEIGHT_STREAM = 2
+WEIGHT_SALT = 0x5745494748544E53  # "WEIGHTNS"
+_PHILOX = 1  # tf.random.Algorithm.PHILOX
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_MASK = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    """SplitMix64 finaliser on Python ints (modulo 2**64)."""
+    z = (int(x) + _GOLDEN) & _MASK
+    z = ((z ^ (z >> 30)) * _M1) & _MASK
+    z = ((z ^ (z >> 27)) * _M2) & _MASK
+    return z ^ (z >> 31)
+
+
+def _mix64_tf(x: tf.Tensor) -> tf.Tensor:
+    """SplitMix64 finaliser on a uint64 tensor (wrapping arithmetic)."""
+    u64 = tf.uint64
+    z = x + tf.constant(_GOLDEN, u64)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(30, u64)))
+    z = z * tf.constant(_M1, u64)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(27, u64)))
+    z = z * tf.constant(_M2, u64)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(31, u64)))
+
+
+def example_seeds(seed: int, count: int, offset: int = 0) -> np.ndarray:
+    """Per-example seeds derived from one seed and the examples' positions.
+
+    Args:
+        seed: The explainer's seed (any int; reduced modulo 2**64).
+        count: Number of examples.
+        offset: Position of the first example in the whole job.
+
+    Returns:
+        An int64 array of ``count`` seeds: ``mix(mix(seed) + offset + b)`` reinterpreted as
+        signed 64-bit integers.
+    """
+    base = mix64(int(seed) & _MASK)
+    out = np.array(
+        [mix64((base + offset + b) & _MASK) for b in range(count)], dtype=np.uint64
+    )
+    return out.view(np.int64)
+
+
+def weight_key(seed: int) -> np.ndarray:
+    """The Philox key of the weight-noise stream for an explainer seed, shape ``[1]`` uint64."""
+    return np.array([mix64((int(seed) & _MASK) ^ WEIGHT_SALT)], dtype=np.uint64)
+
+
+def example_keys(seeds: tf.Tensor) -> tf.Tensor:
+    """Philox keys ``mix(seed)`` for int64 example seeds ``[B]`` → uint64 ``[B]``."""
+    return _mix64_tf(tf.bitcast(tf.cast(seeds, tf.int64), tf.uint64))
+
+
+def _bits_per_block(dtype: tf.DType) -> int:
+    """Random values of ``dtype``'s bit source produced per Philox counter increment."""
+    return 2 if dtype == tf.float64 else 4
+
+
+def stride(size: int, dtype: tf.DType) -> int:
+    """Counter increments reserved for one sample of ``size`` values."""
+    per = _bits_per_block(dtype)
+    return -(-int(size) // per)
+
+
+def uniform_open(
+    shape: Sequence[int] | tf.Tensor, key: tf.Tensor, counter: tf.Tensor, dtype: tf.DType
+) -> tf.Tensor:
+    """Uniforms on the open interval (0, 1) from Philox with an explicit key and counter.
+
+    Args:
+        shape: Output shape.
+        key: uint64 tensor of shape ``[1]``.
+        counter: uint64 tensor of shape ``[2]`` (low word first).
+        dtype: ``tf.float32`` (24 random bits) or ``tf.float64`` (53 random bits).
+
+    Returns:
+        ``(k + 0.5) / 2**bits`` for uniform integers ``k``: symmetric about 1/2, never 0 or 1.
+    """
+    if dtype == tf.float64:
+        bits = tf.raw_ops.StatelessRandomUniformFullIntV2(
+            shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.uint64
+        )
+        k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64)
+        return (k + 0.5) * (2.0**-53)
+    bits = tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.uint32
+    )
+    k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
+    return (k + 0.5) * (2.0**-24)
+
+
+def stream_uniforms(
+    key: tf.Tensor, first: Any, count: Any, size: int, stream: int, dtype: tf.DType
+) -> tf.Tensor:
+    """Uniforms for samples ``first .. first + count - 1`` of one keyed stream.
+
+    Sample ``i`` occupies counters ``[i * stride, (i + 1) * stride)`` so that it does not depend on
+    how samples are grouped into calls.
+
+    Args:
+        key: uint64 scalar or ``[1]`` key.
+        first: Index of the first sample (scalar int tensor or int).
+        count: Number of samples.
+        size: Values per sample.
+        stream: High counter word, separating independent streams under one key.
+        dtype: float32 or float64.
+
+    Returns:
+        A ``[count, size]`` tensor of open-interval uniforms.
+    """
+    s = stride(size, dtype)
+    per = _bits_per_block(dtype)
+    lo = tf.cast(first, tf.uint64) * tf.constant(s, tf.uint64)
+    counter = tf.stack([lo, tf.constant(stream, tf.uint64)])
+    key = tf.reshape(tf.cast(key, tf.uint64), [1])
+    shape = tf.stack([tf.cast(count, tf.int32), tf.constant(s * per, tf.int32)])
+    u = uniform_open(shape, key, counter, dtype)
+    return u[:, :size]
+
+
+def example_uniforms(
+    keys: tf.Tensor, first: Any, count: Any, size: int, dtype: tf.DType
+) -> tf.Tensor:
+    """Input-noise uniforms for a block of examples: ``[len(keys), count, size]``.
+
+    Args:
+        keys: uint64 ``[Bc]`` example keys (from :func:`example_keys`).
+        first: Flat index of the first sample.
+        count: Number of consecutive samples.
+        size: Number of input elements of one example.
+        dtype: float32 or float64.
+
+    Returns:
+        Uniforms on (0, 1); row ``b`` depends only on ``keys[b]`` and the sample indices.
+    """
+    return tf.map_fn(
+        lambda k: stream_uniforms(k, first, count, size, INPUT_STREAM, dtype),
+        keys,
+        fn_output_signature=tf.TensorSpec([None, size], dtype),
+        parallel_iterations=16,
+    )
