@@ -41,7 +41,11 @@ AGGREGATIONS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 class State(NamedTuple):
-    """Running statistics for a block of examples. ``[Bc]`` counts, ``[Bc, D]`` moments."""
+    """Running statistics for a block of examples. ``[Bc]`` counts, ``[Bc, D]`` moments.
+
+    ``mean`` is the mean of ``a - shift``; ``ux``/``uy`` are the means over units of
+    ``x_u = mean_u(a) - shift`` and ``y_u = mean_u((a - shift)^2)``.
+    """
 
     n: tf.Tensor  # finite samples
     mean: tf.Tensor
@@ -105,8 +109,8 @@ def _masked_moments(values: tf.Tensor, mask: tf.Tensor):
     return n, mean, m2, centred
 
 
-def _set_shift(state: State, chunk_mean: tf.Tensor) -> State:
-    shift = tf.cond(state.started, lambda: state.shift, lambda: chunk_mean)
+def _set_shift(state: State, first_mean: tf.Tensor) -> State:
+    shift = tf.cond(state.started, lambda: state.shift, lambda: first_mean)
     return state._replace(shift=shift, started=tf.constant(True))
 
 
@@ -125,8 +129,19 @@ def clean(samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return values, tf.cast(finite, samples.dtype)
 
 
+def _merge_units(state: State, g_c, x_c, y_c, cxx_c, cyy_c, cxy_c) -> State:
+    merged = _merge_comoments(
+        state.g, state.ux, state.uy, state.cxx, state.cyy, state.cxy,
+        g_c, x_c, y_c, cxx_c, cyy_c, cxy_c,
+    )
+    return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
+
+
 def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samples: bool) -> State:
     """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
+
+    All moments are kept about the shift ``c`` (the first chunk's mean), so a large common
+    offset in the attributions costs no precision.
 
     Args:
         state: Running state.
@@ -139,26 +154,20 @@ def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samp
     Returns:
         The updated state.
     """
-    n_c, mean_c, m2_c, _ = _masked_moments(values, mask)
-    state = _set_shift(state, mean_c)
+    n_first, mean_first, _, _ = _masked_moments(values, mask)
+    del n_first
+    state = _set_shift(state, mean_first)
+    m = mask[:, :, None]
+    x = (values - state.shift[:, None, :]) * m
+    n_c, mean_c, m2_c, centred = _masked_moments(x, mask)
     n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, n_c, mean_c, m2_c)
     state = state._replace(n=n, mean=mean, m2=m2)
     if not units_are_samples:
         return state
-    m = mask[:, :, None]
-    x = (values - state.shift[:, None, :]) * m
     y = tf.square(x)
-    g_c, x_c, _, _ = _masked_moments(x, mask)
-    _, y_c, cyy_c, _ = _masked_moments(y, mask)
-    cx = (x - x_c[:, None, :]) * m
-    cy = (y - y_c[:, None, :]) * m
-    cxx_c = tf.reduce_sum(cx * cx, axis=1)
-    cxy_c = tf.reduce_sum(cx * cy, axis=1)
-    merged = _merge_comoments(
-        state.g, state.ux, state.uy, state.cxx, state.cyy, state.cxy,
-        g_c, x_c, y_c, cxx_c, cyy_c, cxy_c,
-    )
-    return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
+    _, y_c, cyy_c, centred_y = _masked_moments(y, mask)
+    cxy_c = tf.reduce_sum(centred * centred_y, axis=1)
+    return _merge_units(state, n_c, mean_c, y_c, m2_c, cyy_c, cxy_c)
 
 
 def merge_unit(state: State, unit: State) -> State:
@@ -171,19 +180,15 @@ def merge_unit(state: State, unit: State) -> State:
     Returns:
         The updated state; a unit with no finite sample contributes nothing.
     """
-    state = _set_shift(state, unit.mean)
-    n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, unit.n, unit.mean, unit.m2)
+    state = _set_shift(state, unit.shift + unit.mean)
+    mean_u = (unit.shift - state.shift) + unit.mean  # the unit's mean about state's shift
+    n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, unit.n, mean_u, unit.m2)
     has = tf.cast(unit.n > 0, unit.mean.dtype)
-    x = (unit.mean - state.shift) * _expand(has)
-    y = (tf.math.divide_no_nan(unit.m2, _expand(unit.n)) + tf.square(unit.mean - state.shift))
-    y = y * _expand(has)
-    zeros = tf.zeros_like(x)
-    merged = _merge_comoments(
-        state.g, state.ux, state.uy, state.cxx, state.cyy, state.cxy,
-        has, x, y, zeros, zeros, zeros,
-    )
+    x = mean_u * _expand(has)
+    y = (tf.math.divide_no_nan(unit.m2, _expand(unit.n)) + tf.square(mean_u)) * _expand(has)
     state = state._replace(n=n, mean=mean, m2=m2)
-    return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
+    zeros = tf.zeros_like(x)
+    return _merge_units(state, has, x, y, zeros, zeros, zeros)
 
 
 def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
@@ -200,10 +205,11 @@ def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
     n = _expand(state.n)
     g = _expand(state.g)
     var_pop = tf.math.divide_no_nan(state.m2, n)
+    mean = state.shift + state.mean
     if aggregation == "smoothgrad":
-        value = state.mean
+        value = mean
     elif aggregation == "smoothgrad_sq":
-        value = var_pop + tf.square(state.mean)
+        value = var_pop + tf.square(mean)
     elif aggregation == "vargrad":
         value = var_pop
     else:  # pragma: no cover - validated at the public boundary
@@ -221,7 +227,7 @@ def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
     elif aggregation == "smoothgrad_sq":
         var = vy + 4.0 * c * c * vx + 4.0 * c * cov
     else:
-        d = state.mean - c
+        d = state.mean  # mean(a) - c
         var = vy + 4.0 * d * d * vx - 4.0 * d * cov
     stderr = tf.sqrt(tf.math.divide_no_nan(tf.maximum(var, 0.0), g))
     stderr = tf.where(g > 1, stderr, nan)

@@ -115,7 +115,6 @@ def build(
         trainable = list(model.trainable_variables)
         non_trainable = list(model.non_trainable_variables)
         sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in trainable]
-        total = int(sum(sizes))
         w_dtype = tf.float64 if trainable[0].dtype == "float64" else tf.float32
 
     def forward(x: tf.Tensor, weights: list[tf.Tensor] | None) -> Any:
@@ -126,10 +125,9 @@ def build(
         return out
 
     def perturbed_weights(j: tf.Tensor, wkey: tf.Tensor) -> list[tf.Tensor]:
-        u = sampling.stream_uniforms(wkey, j, 1, total, sampling.WEIGHT_STREAM, w_dtype)[0]
-        z = kernel.icdf(u)
+        parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype)
         out = []
-        for v, part in zip(trainable, tf.split(z, sizes), strict=True):
+        for v, part in zip(trainable, parts, strict=True):
             val = v.value
             noise = tf.cast(tf.reshape(part, v.shape), val.dtype)
             out.append(val * (1.0 + tf.cast(plan.weight_epsilon, val.dtype) * noise))

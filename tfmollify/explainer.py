@@ -26,6 +26,11 @@ MODES = ("sg", "ng", "fg")
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
 
 
+def _compute_dtype(x: np.ndarray) -> tf.DType:
+    """float64 inputs are computed in float64, every other float dtype in float32."""
+    return tf.float64 if x.dtype == np.float64 else tf.float32
+
+
 class NonFiniteError(FloatingPointError):
     """Every noise sample of some example gave a non-finite (NaN or Inf) attribution."""
 
@@ -275,7 +280,7 @@ class Explainer:
                 "Argument `inputs` must have a batch dimension: shape [batch, ...]. "
                 f"Received: inputs.shape={arr.shape}. For one example use inputs[None]."
             )
-        finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+        finite = np.isfinite(arr).reshape(arr.shape[0], int(np.prod(arr.shape[1:]))).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)[:10].tolist()
             raise ValueError(
@@ -380,7 +385,7 @@ class Explainer:
         return arr.astype(np.uint64).view(np.int64), seed
 
     def _function(self, x: np.ndarray, target_fn: Callable | None) -> Callable:
-        compute = tf.float64 if x.dtype == np.float64 else tf.float32
+        compute = _compute_dtype(x)
         key = (x.shape[1:], compute, None if target_fn is None else id(target_fn))
         fn = self._functions.get(key)
         if fn is None:
@@ -455,7 +460,7 @@ class Explainer:
         eps = self._epsilons(x)
         ex_seeds, seed = self._seeds(seeds, batch, 0)
         fn = self._function(x, target_fn)
-        compute = fn.input_signature[0].dtype
+        compute = _compute_dtype(x)
         _, block = self._chunking(batch)
         keys_all = sampling.example_keys(tf.constant(ex_seeds))
         wkey = tf.constant(sampling.weight_key(seed))

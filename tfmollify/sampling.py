@@ -191,3 +191,44 @@ def example_uniforms(
         fn_output_signature=tf.TensorSpec([None, size], dtype),
         parallel_iterations=16,
     )
+
+
+def weight_noise(
+    kernel: Any, wkey: tf.Tensor, draw: Any, sizes: Sequence[int], dtype: tf.DType
+) -> list[tf.Tensor]:
+    """Standard kernel noise for weight draw ``draw``, split into flat parts of ``sizes``.
+
+    Args:
+        kernel: A :class:`tfmollify.kernels.Kernel`.
+        wkey: uint64 ``[1]`` key (from :func:`weight_key`).
+        draw: Weight-draw index ``j``.
+        sizes: Number of elements of each perturbed variable, in order.
+        dtype: float32 or float64.
+
+    Returns:
+        One flat tensor per variable.
+    """
+    total = int(sum(sizes))
+    u = stream_uniforms(wkey, draw, 1, total, WEIGHT_STREAM, dtype)[0]
+    return tf.split(kernel.icdf(u), [int(s) for s in sizes])
+
+
+def input_noise(
+    kernel: Any, seeds: Any, first: int, count: int, size: int, dtype: tf.DType = tf.float32
+) -> np.ndarray:
+    """The standard input noise an explainer uses, for inspection and testing.
+
+    Args:
+        kernel: A :class:`tfmollify.kernels.Kernel`.
+        seeds: int64 example seeds ``[B]`` (see :func:`example_seeds`).
+        first: Flat index of the first sample (``j * N + i`` for FusionGrad).
+        count: Number of samples.
+        size: Elements per example.
+        dtype: float32 or float64.
+
+    Returns:
+        A NumPy array ``[B, count, size]`` of draws of the standard kernel; the explainer adds
+        ``epsilon_b`` times row ``b``.
+    """
+    keys = example_keys(tf.constant(np.asarray(seeds, dtype=np.int64)))
+    return kernel.icdf(example_uniforms(keys, first, count, size, dtype)).numpy()

@@ -1,0 +1,37 @@
+"""Shared test set-up: quiet TensorFlow, one Hypothesis profile, small model factories."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "tfmollify",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("tfmollify")
+
+BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tf_logger():
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,545 @@
+"""The estimator engine against exact answers, the reference, and its own invariants."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import BUILTIN_KERNELS
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+import tfmollify as tfm
+from tfmollify import sampling
+from tfmollify.aggregation import AGGREGATIONS
+from tfmollify.attribution import ATTRIBUTIONS
+
+
+# -- models ---------------------------------------------------------------------------------------
+def linear_model(w: np.ndarray, dtype: str = "float32") -> keras.Model:
+    """f(x) = x @ w (no bias), one score per column of w."""
+    model = keras.Sequential(
+        [keras.Input((w.shape[0],), dtype=dtype), keras.layers.Dense(w.shape[1], use_bias=False,
+                                                                      dtype=dtype)]
+    )
+    model.layers[0].set_weights([w.astype(dtype)])
+    return model
+
+
+def mlp(d_in: int = 5, hidden: int = 7, classes: int = 3, dtype: str = "float32", seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((d_in,), dtype=dtype),
+            keras.layers.Dense(hidden, activation="tanh", dtype=dtype),
+            keras.layers.Dense(classes, dtype=dtype),
+        ]
+    )
+    # non-trivial biases
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        w, b = layer.get_weights()
+        layer.set_weights([w, rng.normal(scale=0.3, size=b.shape).astype(dtype)])
+    return model
+
+
+class Sine(keras.layers.Layer):
+    """f(x; w) = sin(w x) with one trainable scalar weight w."""
+
+    def __init__(self, w: float, **kw):
+        super().__init__(**kw)
+        self.w0 = w
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.w0),
+                                 dtype=self.dtype)
+
+    def call(self, x):
+        return tf.sin(self.w * x)
+
+
+def sine_model(w: float, dtype: str = "float64") -> keras.Model:
+    inp = keras.Input((1,), dtype=dtype)
+    return keras.Model(inp, Sine(w, dtype=dtype)(inp))
+
+
+def params_of(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
+    ws = [v.numpy() for v in model.trainable_variables]
+    return [(ws[i], ws[i + 1]) for i in range(0, len(ws), 2)]
+
+
+def weights_snapshot(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(v.numpy(), copy=True) for v in model.weights]
+
+
+def assert_unchanged(model: keras.Model, before: list[np.ndarray]) -> None:
+    for a, b in zip(before, [v.numpy() for v in model.weights], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- exact answers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_linear_model_sg_is_exact(kernel, aggregation):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 3))
+    model = linear_model(w)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    t = np.array([0, 1, 2, 1])
+    out = tfm.SmoothGrad(model, kernel=kernel, num_samples=7, aggregation=aggregation, seed=1)(
+        x, t
+    )
+    col = w[:, t].T.astype(np.float32)
+    want = {"smoothgrad": col, "smoothgrad_sq": col**2, "vargrad": np.zeros_like(col)}[aggregation]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
+def test_sine_model_sg_converges_to_the_characteristic_function(kernel):
+    """f(x) = sum sin(x): g_eps = cos(x) * chi(eps), chi the kernel's characteristic function."""
+    x = np.linspace(-2.0, 2.5, 12).reshape(2, 6)
+    eps = 0.7
+    n = 4000
+    f = lambda v: tf.reduce_sum(tf.sin(v), axis=1, keepdims=True)  # noqa: E731
+    est, se = tfm.SmoothGrad(f, kernel=kernel, num_samples=n, epsilon=eps, seed=5).explain(
+        x, return_stderr=True
+    )
+    exact = reference.sg_sine_grad(x, eps, kernel)
+    chi, chi2 = reference.char_fn(kernel, eps), reference.char_fn(kernel, 2 * eps)
+    true_sd = np.sqrt((1 + np.cos(2 * x) * chi2) / 2 - (np.cos(x) * chi) ** 2)
+    # the reported standard error is the true one (relative sd of a sd estimate ~ 1/sqrt(2n))
+    np.testing.assert_allclose(se, true_sd / np.sqrt(n), rtol=0.08)
+    z = (est - exact) / (true_sd / np.sqrt(n))
+    assert np.max(np.abs(z)) < 4.5, z
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "hyperbolic", "sigmoid", "rect"])
+def test_one_weight_sine_model_ng_and_fg_match_quadrature(kernel):
+    w, x0, delta, eps = 1.3, 0.8, 0.3, 0.4
+    model = sine_model(w)
+    x = np.array([[x0], [-1.1]])
+    ng, ng_se = tfm.NoiseGrad(model, kernel=kernel, num_weight_samples=3000, weight_epsilon=delta,
+                              seed=2).explain(x, targets=0, return_stderr=True)
+    want = np.array([reference.ng_sine_grad(v, w, delta, kernel) for v in x[:, 0]])
+    assert np.all(np.abs(ng[:, 0] - want) < 4.5 * ng_se[:, 0]), (ng[:, 0], want, ng_se[:, 0])
+    fg, fg_se = tfm.FusionGrad(model, kernel=kernel, num_weight_samples=600, num_samples=8,
+                               weight_epsilon=delta, epsilon=eps, seed=3).explain(
+        x, targets=0, return_stderr=True
+    )
+    want = np.array([reference.fg_sine_grad(v, w, delta, eps, kernel) for v in x[:, 0]])
+    assert np.all(np.abs(fg[:, 0] - want) < 4.5 * fg_se[:, 0]), (fg[:, 0], want, fg_se[:, 0])
+
+
+def test_cauchy_weight_noise_warns_and_has_no_reference_value():
+    model = sine_model(1.3)
+    with pytest.warns(UserWarning, match="no mean or variance"):
+        tfm.NoiseGrad(model, kernel="cauchy", num_weight_samples=4)
+    with pytest.raises(ValueError):
+        reference.ng_sine_grad(0.5, 1.3, 0.2, "poisson")
+
+
+def test_stderr_matches_the_spread_over_seeds():
+    model = mlp()
+    x = np.random.default_rng(3).normal(size=(2, 5)).astype(np.float32)
+    for mode in ("sg", "fg"):
+        runs, ses = [], []
+        e = tfm.Explainer(model, mode=mode, num_samples=20, num_weight_samples=6, epsilon=0.5)
+        for _ in range(40):  # seed=None: fresh noise on every call, one compiled function
+            a, s = e.explain(x, [0, 2], return_stderr=True)
+            runs.append(a)
+            ses.append(s)
+        spread = np.std(runs, axis=0, ddof=1)
+        ratio = spread.mean() / np.mean(ses, axis=0).mean()
+        # 40 replicates: the ratio of a sd estimate is within ~ +-25% at 2 sigma
+        assert 0.75 < ratio < 1.3, (mode, ratio)
+
+
+def test_epsilon_to_zero_gives_the_plain_gradient():
+    model = mlp()
+    x = np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        s = tf.gather(model(xt), [1, 0, 2], axis=1, batch_dims=1)
+    g = tape.gradient(s, xt).numpy()
+    out = tfm.SmoothGrad(model, num_samples=3, epsilon=1e-6, seed=0)(x, [1, 0, 2])
+    np.testing.assert_allclose(out, g, rtol=1e-4, atol=1e-6)
+
+
+# -- the reference MLP, fed the same noise ---------------------------------------------------------
+@pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation):
+    model = mlp(dtype="float64")
+    params = params_of(model)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 5))
+    t = np.array([2, 0, 1])
+    n, m, seed, delta = 6, 4, 11, 0.1
+    eps = np.array([0.3, 0.5, 0.2])
+    seeds = sampling.example_seeds(seed, 3)
+    z = sampling.input_noise(tfm.kernels.get(kernel), seeds, 0, m * n, 5, tf.float64)
+    wkey = tf.constant(sampling.weight_key(seed))
+    sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
+    zw = []
+    for j in range(m):
+        parts = sampling.weight_noise(tfm.kernels.get(kernel), wkey, j, sizes, tf.float64)
+        flat = [p.numpy().reshape(v.shape) for p, v in zip(parts, model.trainable_variables,
+                                                           strict=True)]
+        zw.append([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+    kw = dict(kernel=kernel, num_samples=n, num_weight_samples=m, epsilon=eps,
+              weight_epsilon=delta, aggregation=aggregation, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # cauchy weight-noise warning
+        sg = tfm.SmoothGrad(model, **kw)(x, t)
+        ng = tfm.NoiseGrad(model, **kw)(x, t)
+        fg = tfm.FusionGrad(model, **kw)(x, t)
+    ref_sg = reference.mlp.smoothgrad(params, x, t, z[:, :n], eps, aggregation=aggregation)
+    ref_ng = reference.mlp.noisegrad(params, x, t, zw, delta, aggregation=aggregation)
+    ref_fg = reference.mlp.fusiongrad(params, x, t, zw, z.reshape(3, m, n, 5), eps, delta,
+                                      aggregation=aggregation)
+    np.testing.assert_allclose(sg, ref_sg, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ng, ref_ng, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fg, ref_fg, rtol=1e-9, atol=1e-12)
+
+
+# -- base attributions -------------------------------------------------------------------------------
+def test_input_x_gradient_and_ig_on_a_linear_model():
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(4, 2))
+    model = linear_model(w, "float64")
+    x = rng.normal(size=(2, 4))
+    seeds = sampling.example_seeds(3, 2)
+    z = sampling.input_noise(tfm.kernels.get("gaussian"), seeds, 0, 5, 4, tf.float64)
+    noisy = x[:, None, :] + 0.2 * z
+    want = (noisy * w[:, 1]).mean(axis=1)  # a = x' * w for both methods (zero baseline)
+    for method in ("input_x_gradient", "integrated_gradients"):
+        out = tfm.SmoothGrad(model, num_samples=5, epsilon=0.2, seed=3, attribution=method,
+                             ig_steps=4)(x, 1)
+        np.testing.assert_allclose(out, want, rtol=1e-10)
+
+
+def test_integrated_gradients_is_exact_for_a_quadratic():
+    """f(x) = sum(c * x^2): IG from baseline b is c (x^2 - b^2) per element (completeness)."""
+    c = np.array([1.0, -2.0, 0.5])
+    f = lambda v: tf.reduce_sum(c * v * v, axis=1, keepdims=True)  # noqa: E731
+    x = np.array([[0.3, -1.2, 2.0]])
+    base = np.array([0.1, 0.2, -0.5])
+    out = tfm.SmoothGrad(f, num_samples=1, epsilon=1e-300, attribution="integrated_gradients",
+                         ig_steps=2, ig_baseline=base, seed=0)(x)
+    np.testing.assert_allclose(out, c * (x**2 - base**2), rtol=1e-9)
+
+
+# -- invariants -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", tfm.MODES)
+@pytest.mark.parametrize("attribution", ATTRIBUTIONS)
+def test_result_does_not_depend_on_batch_size(mode, attribution):
+    model = mlp()
+    x = np.random.default_rng(7).normal(size=(5, 5)).astype(np.float32)
+    t = [0, 1, 2, 0, 1]
+    kw = dict(mode=mode, num_samples=6, num_weight_samples=3, seed=9, attribution=attribution,
+              ig_steps=4)
+    ref_a, ref_s = tfm.Explainer(model, **kw).explain(x, t, return_stderr=True)
+    for bs in (4, 5, 13, 1000):
+        a, s = tfm.Explainer(model, batch_size=bs, **kw).explain(x, t, return_stderr=True)
+        np.testing.assert_allclose(a, ref_a, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(s, ref_s, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", tfm.MODES)
+def test_an_example_alone_equals_the_same_example_in_a_batch(mode):
+    model = mlp()
+    x = np.random.default_rng(8).normal(size=(4, 5)).astype(np.float32)
+    seeds = np.array([5, -7, 2**40, 3])
+    e = tfm.Explainer(model, mode=mode, num_samples=5, num_weight_samples=3, seed=4)
+    full = e(x, [0, 1, 2, 0], seeds=seeds)
+    alone = e(x[2:3], [2], seeds=seeds[2:3])
+    np.testing.assert_allclose(alone[0], full[2], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", tfm.MODES)
+def test_seeds(mode):
+    model = mlp()
+    x = np.random.default_rng(9).normal(size=(2, 5)).astype(np.float32)
+    kw = dict(mode=mode, num_samples=4, num_weight_samples=3)
+    a = tfm.Explainer(model, seed=1, **kw)(x, [0, 1])
+    b = tfm.Explainer(model, seed=1, **kw)(x, [0, 1])
+    c = tfm.Explainer(model, seed=2, **kw)(x, [0, 1])
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    fresh = tfm.Explainer(model, seed=None, **kw)
+    assert not np.allclose(fresh(x, [0, 1]), fresh(x, [0, 1]))
+
+
+def test_no_retracing_across_calls():
+    model = mlp()
+    rng = np.random.default_rng(10)
+    for mode in tfm.MODES:
+        e = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=2, seed=0,
+                          batch_size=4)
+        for b in (1, 3, 7, 2):
+            e(rng.normal(size=(b, 5)).astype(np.float32), 1)
+        assert e.trace_count == 1, mode
+        e(rng.normal(size=(2, 5)), 1)  # float64 is a new signature: one more trace
+        assert e.trace_count == 2
+
+
+def test_dtype_and_type_are_preserved():
+    model = mlp()
+    x = np.random.default_rng(11).normal(size=(2, 5))
+    out = tfm.SmoothGrad(model, num_samples=3, seed=0)(x, 0)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    out = tfm.SmoothGrad(model, num_samples=3, seed=0)(tf.constant(x, tf.float32), 0)
+    assert isinstance(out, tf.Tensor) and out.dtype == tf.float32 and out.shape == (2, 5)
+
+
+def test_empty_batch():
+    model = mlp()
+    out, se = tfm.SmoothGrad(model, num_samples=3, seed=0).explain(
+        np.zeros((0, 5), np.float32), [], return_stderr=True
+    )
+    assert out.shape == (0, 5) and se.shape == (0, 5)
+
+
+_SCALE = tf.Variable(1.0, dtype=tf.float64)
+_SCALED: dict = {}
+
+
+def _scaled_explainers():
+    """One compiled explainer per aggregation on a model scaled by a variable (no retracing)."""
+    if not _SCALED:
+        model = mlp(dtype="float64")
+        scaled = lambda v: _SCALE * model(v)  # noqa: E731
+        for agg in AGGREGATIONS:
+            _SCALED[agg] = tfm.SmoothGrad(scaled, num_samples=4, seed=3, aggregation=agg,
+                                          epsilon=0.3)
+    return _SCALED
+
+
+@given(scale=st.floats(-50.0, 50.0).filter(lambda s: abs(s) > 1e-3))
+def test_linear_in_the_output_scale(scale):
+    explainers = _scaled_explainers()
+    x = np.random.default_rng(12).normal(size=(2, 5))
+    _SCALE.assign(1.0)
+    base = {agg: e(x, 1) for agg, e in explainers.items()}
+    _SCALE.assign(scale)
+    for agg, power in (("smoothgrad", 1), ("smoothgrad_sq", 2), ("vargrad", 2)):
+        out = explainers[agg](x, 1)
+        np.testing.assert_allclose(out, scale**power * base[agg], rtol=1e-9, atol=1e-12)
+    assert all(e.trace_count == 1 for e in explainers.values())
+
+
+def test_targets_callable_and_single_output():
+    model = mlp()
+    x = np.random.default_rng(13).normal(size=(3, 5)).astype(np.float32)
+    by_index = tfm.SmoothGrad(model, num_samples=4, seed=0)(x, 2)
+    by_fn = tfm.SmoothGrad(model, num_samples=4, seed=0)(x, lambda s: s[:, 2])
+    np.testing.assert_allclose(by_fn, by_index, rtol=1e-6)
+    reg = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    assert tfm.SmoothGrad(reg, num_samples=2, seed=0)(x).shape == x.shape
+
+
+# -- the user's model is never modified ------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["ng", "fg"])
+def test_model_unchanged_after_weight_noise(mode):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Activation("relu"),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+    model(np.ones((2, 6), np.float32), training=True)
+    before = weights_snapshot(model)
+    x = np.random.default_rng(14).normal(size=(3, 6)).astype(np.float32)
+    a = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=4, seed=0)(x, 1)
+    b = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=4, seed=0)(x, 1)
+    np.testing.assert_array_equal(a, b)  # inference mode: Dropout off, BN statistics fixed
+    assert_unchanged(model, before)
+
+
+class _Boom(keras.layers.Layer):
+    """Raises inside the graph on its ``fail_at``-th execution."""
+
+    def __init__(self, fail_at: int, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def _tick(self, x):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("boom")
+        return x
+
+    def call(self, x):
+        y = tf.py_function(self._tick, [x], x.dtype)
+        y.set_shape(x.shape)
+        return x + 0.0 * y
+
+
+def test_model_unchanged_when_the_graph_fails_midway():
+    keras.utils.set_random_seed(1)
+    boom = _Boom(fail_at=4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), boom,
+                              keras.layers.Dense(2)])
+    boom.fail_at = 10**9
+    model(np.ones((1, 4), np.float32))
+    before = weights_snapshot(model)
+    boom.calls, boom.fail_at = 0, 3
+    with pytest.raises(Exception, match="boom"):
+        tfm.NoiseGrad(model, num_weight_samples=8, seed=0)(np.ones((2, 4), np.float32), 1)
+    assert boom.calls >= 3
+    assert_unchanged(model, before)
+
+
+def test_model_unchanged_after_keyboard_interrupt():
+    """Ctrl-C between two blocks of examples (where Python regains control) leaves no trace."""
+    model = mlp()
+    before = weights_snapshot(model)
+    x = np.random.default_rng(15).normal(size=(6, 5)).astype(np.float32)
+    e = tfm.FusionGrad(model, num_samples=4, num_weight_samples=4, seed=0, batch_size=8)
+    e(x[:2], 0)  # compile
+    (key, fn), = e._functions.items()
+    calls = []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fn(*args)
+
+    e._functions[key] = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        e(x, 0)
+    assert len(calls) == 2
+    assert_unchanged(model, before)
+    e._functions[key] = fn
+    np.testing.assert_array_equal(e(x, 0), tfm.FusionGrad.from_config(model, e.get_config())(x, 0))
+
+
+# -- non-finite gradients ---------------------------------------------------------------------------
+def test_nonfinite_samples_are_excluded_and_reported():
+    f = lambda v: tf.reduce_sum(tf.sqrt(v), axis=1, keepdims=True)  # noqa: E731
+    x = np.array([[0.5, 2.0], [3.0, 4.0]])
+    e = tfm.SmoothGrad(f, num_samples=200, epsilon=0.5, seed=0)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        out = e(x)
+    seeds = sampling.example_seeds(0, 2)
+    z = sampling.input_noise(tfm.kernels.get("gaussian"), seeds, 0, 200, 2, tf.float64)
+    noisy = x[:, None, :] + 0.5 * z
+    ok = np.all(noisy > 0, axis=2)
+    want0 = (0.5 / np.sqrt(noisy[0][ok[0]])).mean(axis=0)
+    np.testing.assert_allclose(out[0], want0, rtol=1e-9)
+    np.testing.assert_array_equal(e.last_nonfinite_count, 200 - ok.sum(axis=1))
+    assert e.last_nonfinite_count[0] > 0 and e.last_nonfinite_count[1] == 0
+
+
+def test_all_samples_nonfinite_is_an_error():
+    f = lambda v: tf.reduce_sum(tf.sqrt(v), axis=1, keepdims=True)  # noqa: E731
+    with pytest.raises(tfm.NonFiniteError, match=r"examples \[1\]"):
+        tfm.SmoothGrad(f, kernel="rect", num_samples=10, epsilon=0.5, seed=0)(
+            np.array([[4.0], [-5.0]])
+        )
+
+
+# -- errors: named argument, value and fix, never a TensorFlow trace ---------------------------------
+@pytest.fixture(scope="module")
+def small():
+    return mlp()
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(mode="xx"), ValueError, r"`mode`.*Received: mode='xx'"),
+        (dict(mode=3), TypeError, "`mode`"),
+        (dict(kernel="laplace"), ValueError, "Valid names"),
+        (dict(aggregation="mean"), ValueError, "`aggregation`.*smoothgrad_sq"),
+        (dict(attribution="lrp"), ValueError, "`attribution`.*integrated_gradients"),
+        (dict(num_samples=0), ValueError, "`num_samples`.*Received: num_samples=0"),
+        (dict(num_samples=2.5), TypeError, "`num_samples`"),
+        (dict(num_weight_samples=-1), ValueError, "`num_weight_samples`"),
+        (dict(epsilon=0.0), ValueError, "`epsilon`"),
+        (dict(epsilon=-1.0), ValueError, "`epsilon`"),
+        (dict(epsilon="big"), TypeError, "`epsilon`"),
+        (dict(alpha=1.0), ValueError, "`alpha`"),
+        (dict(alpha=0.0), ValueError, "`alpha`"),
+        (dict(weight_epsilon=0.0), ValueError, "`weight_epsilon`"),
+        (dict(batch_size=0), ValueError, "`batch_size`"),
+        (dict(attribution="integrated_gradients", ig_steps=8, batch_size=4), ValueError,
+         "`batch_size`.*ig_steps"),
+        (dict(seed=1.5), TypeError, "`seed`"),
+    ],
+)
+def test_constructor_errors(small, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        tfm.Explainer(small, **kwargs)
+
+
+def test_fixed_mode_classes_reject_mode(small):
+    with pytest.raises(TypeError, match="fixes mode='ng'"):
+        tfm.NoiseGrad(small, mode="sg")
+
+
+def test_weight_noise_needs_a_keras_model_with_weights():
+    with pytest.raises(TypeError, match="needs a Keras 3 model"):
+        tfm.NoiseGrad(lambda x: x)
+    frozen = mlp()
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="no trainable weights|has none"):
+        tfm.FusionGrad(frozen)
+
+
+@pytest.mark.parametrize(
+    "inputs, targets, exc, match",
+    [
+        (np.ones((2, 5), np.int32), 0, TypeError, "integer inputs"),
+        (np.ones(5, np.float32), 0, ValueError, "batch dimension"),
+        (np.ones((2, 7), np.float32), 0, ValueError, "rejected `inputs`.*shape \\(7,\\)"),
+        (np.array([[1.0, np.nan, 0, 0, 0], [0] * 5], np.float32), 0, ValueError, "NaN or Inf"),
+        (np.ones((2, 5), np.float32), 3, ValueError, r"`targets` must be in \[0, 3\)"),
+        (np.ones((2, 5), np.float32), [0, -1], ValueError, "`targets` must be in"),
+        (np.ones((2, 5), np.float32), [0, 1, 2], ValueError, "one class index per example"),
+        (np.ones((2, 5), np.float32), [0.5, 1.0], TypeError, "`targets`"),
+        (np.ones((2, 5), np.float32), None, ValueError, "`targets` is required"),
+        (np.ones((2, 5), np.float32), 0, ValueError, "constant"),  # eq. 30 needs r > 0
+    ],
+)
+def test_call_errors(small, inputs, targets, exc, match):
+    with pytest.raises(exc, match=match):
+        tfm.SmoothGrad(small, num_samples=2, seed=0)(inputs, targets)
+
+
+def test_epsilon_per_example_length_is_checked(small):
+    e = tfm.SmoothGrad(small, num_samples=2, epsilon=[0.1, 0.2, 0.3], seed=0)
+    with pytest.raises(ValueError, match="`epsilon` has 3 values"):
+        e(np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32), 0)
+
+
+def test_seeds_argument_is_checked(small):
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match="`seeds`"):
+        tfm.SmoothGrad(small, num_samples=2)(x, 0, seeds=[1])
+
+
+def test_default_epsilon_follows_eq30(small):
+    """epsilon=None uses kernel.epsilon(max(x) - mean(x), alpha) per example."""
+    x = np.random.default_rng(16).normal(size=(2, 5)).astype(np.float32)
+    r = x.max(axis=1) - x.mean(axis=1)
+    eps = tfm.kernels.get("sigmoid").epsilon(r, 0.95)
+    a = tfm.SmoothGrad(small, kernel="sigmoid", alpha=0.95, num_samples=5, seed=1)(x, 0)
+    b = tfm.SmoothGrad(small, kernel="sigmoid", epsilon=eps, num_samples=5, seed=1)(x, 0)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_config_round_trip(small):
+    e = tfm.FusionGrad(small, kernel="rect", num_samples=3, num_weight_samples=2, seed=4,
+                       aggregation="vargrad", epsilon=0.2)
+    cfg = e.get_config()
+    e2 = tfm.FusionGrad.from_config(small, cfg)
+    assert e2.get_config() == cfg
+    x = np.random.default_rng(17).normal(size=(2, 5)).astype(np.float32)
+    np.testing.assert_array_equal(e(x, 1), e2(x, 1))
+    assert "FusionGrad(mode='fg'" in repr(e)
