@@ -48,7 +48,7 @@ def expected(a: np.ndarray, how: str) -> np.ndarray:
 def test_streaming_equals_one_pass(how, chunk):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(3, 50, 4)).astype(np.float32) * [1, 2, 3, 4]
-    value, stderr = agg.finalize(stream(a, chunk), how)
+    value, _ = agg.finalize(stream(a, chunk), how)
     np.testing.assert_allclose(value.numpy(), expected(a, how), rtol=2e-5, atol=1e-6)
 
 

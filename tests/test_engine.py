@@ -81,7 +81,7 @@ def assert_unchanged(model: keras.Model, before: list[np.ndarray]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-# -- exact answers ----------------------------------------------------------------------------------
+# -- exact answers --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_linear_model_sg_is_exact(kernel, aggregation):
@@ -170,7 +170,7 @@ def test_epsilon_to_zero_gives_the_plain_gradient():
     np.testing.assert_allclose(out, g, rtol=1e-4, atol=1e-6)
 
 
-# -- the reference MLP, fed the same noise ---------------------------------------------------------
+# -- the reference MLP, fed the same noise --------------------------------------------------------
 @pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation):
@@ -207,7 +207,7 @@ def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation):
     np.testing.assert_allclose(fg, ref_fg, rtol=1e-9, atol=1e-12)
 
 
-# -- base attributions -------------------------------------------------------------------------------
+# -- base attributions ----------------------------------------------------------------------------
 def test_input_x_gradient_and_ig_on_a_linear_model():
     rng = np.random.default_rng(6)
     w = rng.normal(size=(4, 2))
@@ -234,7 +234,7 @@ def test_integrated_gradients_is_exact_for_a_quadratic():
     np.testing.assert_allclose(out, c * (x**2 - base**2), rtol=1e-9)
 
 
-# -- invariants -------------------------------------------------------------------------------------
+# -- invariants -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", tfm.MODES)
 @pytest.mark.parametrize("attribution", ATTRIBUTIONS)
 def test_result_does_not_depend_on_batch_size(mode, attribution):
@@ -343,7 +343,7 @@ def test_targets_callable_and_single_output():
     assert tfm.SmoothGrad(reg, num_samples=2, seed=0)(x).shape == x.shape
 
 
-# -- the user's model is never modified ------------------------------------------------------------------
+# -- the user's model is never modified -----------------------------------------------------------
 @pytest.mark.parametrize("mode", ["ng", "fg"])
 def test_model_unchanged_after_weight_noise(mode):
     keras.utils.set_random_seed(0)
@@ -419,7 +419,7 @@ def test_model_unchanged_after_keyboard_interrupt():
     np.testing.assert_array_equal(e(x, 0), tfm.FusionGrad.from_config(model, e.get_config())(x, 0))
 
 
-# -- non-finite gradients ---------------------------------------------------------------------------
+# -- non-finite gradients -------------------------------------------------------------------------
 def test_nonfinite_samples_are_excluded_and_reported():
     f = lambda v: tf.reduce_sum(tf.sqrt(v), axis=1, keepdims=True)  # noqa: E731
     x = np.array([[0.5, 2.0], [3.0, 4.0]])
@@ -444,7 +444,7 @@ def test_all_samples_nonfinite_is_an_error():
         )
 
 
-# -- errors: named argument, value and fix, never a TensorFlow trace ---------------------------------
+# -- errors: named argument, value and fix, never a TensorFlow trace ------------------------------
 @pytest.fixture(scope="module")
 def small():
     return mlp()
@@ -488,7 +488,7 @@ def test_weight_noise_needs_a_keras_model_with_weights():
         tfm.NoiseGrad(lambda x: x)
     frozen = mlp()
     frozen.trainable = False
-    with pytest.raises(ValueError, match="no trainable weights|has none"):
+    with pytest.raises(ValueError, match=r"has none"):
         tfm.FusionGrad(frozen)
 
 

@@ -223,7 +223,7 @@ def test_names_and_aliases():
 
 
 def test_unknown_kernel_lists_valid_names():
-    with pytest.raises(ValueError, match="Valid names: .*gaussian.*poisson.*rect"):
+    with pytest.raises(ValueError, match=r"Valid names: .*gaussian.*poisson.*rect"):
         kernels.get("laplace-typo")
     with pytest.raises(TypeError, match="kernel"):
         kernels.get(3)

@@ -16,6 +16,7 @@ evaluations in flight, and aggregation is streamed, so memory does not grow with
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,22 @@ from tfmollify import aggregation, attribution, sampling
 from tfmollify.kernels import Kernel
 
 __all__ = ["Plan", "build"]
+
+
+class _OwnRetracingFilter(logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning about tfmollify's own core function.
+
+    Every explainer compiles its own core once per input signature; TensorFlow counts the traces
+    of all of them together (they share one code object) and would warn about creating functions
+    in a loop. Warnings about the user's own functions pass through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("triggered tf.function retracing" in msg and "tfmollify_core" in msg)
+
+
+tf.get_logger().addFilter(_OwnRetracingFilter())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +186,7 @@ def build(
         )
         return state
 
-    def run(x, targets, eps, keys, wkey):
+    def tfmollify_core(x, targets, eps, keys, wkey):
         if on_trace is not None:
             on_trace()
         bc = tf.shape(x)[0]
@@ -198,5 +215,5 @@ def build(
         tf.TensorSpec([1], tf.uint64),
     ]
     return tf.function(
-        run, input_signature=signature, jit_compile=plan.jit_compile, reduce_retracing=False
+        tfmollify_core, input_signature=signature, jit_compile=plan.jit_compile
     )

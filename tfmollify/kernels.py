@@ -259,7 +259,8 @@ def _check_alpha(alpha: Any) -> float:
         a = float(alpha)
     except (TypeError, ValueError):
         raise TypeError(
-            f"Argument `alpha` must be a float in the open interval (0, 1). Received: alpha={alpha!r}"
+            "Argument `alpha` must be a float in the open interval (0, 1). "
+            f"Received: alpha={alpha!r}"
         ) from None
     if not (0.0 < a < 1.0):
         raise ValueError(

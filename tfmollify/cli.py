@@ -1,0 +1,239 @@
+"""The ``tfmollify`` command: demo, explain, epsilon and kernels.
+
+Every error a user can cause (bad arguments, unreadable files, a model that rejects the input)
+ends with one line on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _kernels_table() -> str:
+    import math
+
+    from tfmollify import kernels
+
+    rows = [("name", "pdf(x)", "variance", "eps(r=1, alpha=0.9)")]
+    for name in kernels.names():
+        k = kernels.get(name)
+        var = "inf" if not math.isfinite(k.variance) else f"{k.variance:.6g}"
+        rows.append((name, k.formula or "-", var, f"{k.epsilon(1.0, 0.9):.6g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    print(_kernels_table())
+    print("\naliases: cauchy = poisson, logistic = sigmoid, uniform = rect")
+    return 0
+
+
+def _cmd_epsilon(args: argparse.Namespace) -> int:
+    from tfmollify import kernels
+
+    try:
+        k = kernels.get(args.kernel)
+        eps = k.epsilon(args.r, args.alpha)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{eps:.10g}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tfmollify import demo
+
+    if args.samples < 1 or args.weight_samples < 1 or args.examples < 1:
+        raise CLIError("--samples, --weight-samples and --examples must be >= 1")
+    try:
+        demo.run(
+            args.out,
+            num_examples=args.examples,
+            num_samples=args.samples,
+            num_weight_samples=args.weight_samples,
+            epochs=args.epochs,
+            seed=args.seed,
+        )
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+
+
+def _load_model(path: str):
+    import keras
+
+    if not os.path.exists(path):
+        raise CLIError(f"--model {path!r}: no such file or directory")
+    try:
+        if os.path.isdir(path):
+            return keras.layers.TFSMLayer(path, call_endpoint="serving_default"), True
+        return keras.models.load_model(path, compile=False), False
+    except Exception as exc:
+        raise CLIError(f"--model {path!r}: cannot load it as a Keras model ({exc})") from None
+
+
+def _load_input(path: str, shape: tuple | None):
+    import numpy as np
+    import tensorflow as tf
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--input {path!r}: no such file")
+    try:
+        if path.endswith(".npy"):
+            x = np.load(path).astype(np.float32)
+        else:
+            raw = tf.io.read_file(path)
+            x = tf.io.decode_image(raw, expand_animations=False).numpy().astype(np.float32)
+            x /= 255.0
+    except Exception as exc:
+        raise CLIError(f"--input {path!r}: cannot read it as an image or .npy array ({exc})") \
+            from None
+    if shape is not None and len(shape) == x.ndim + 1 and x.ndim == 3 and x.shape != shape[1:]:
+        h, w, c = shape[1:]
+        if None not in (h, w):
+            x = tf.image.resize(x, (h, w)).numpy()
+        if c == 1 and x.shape[-1] == 3:
+            x = x.mean(axis=-1, keepdims=True)
+        elif c == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+    if shape is not None and len(shape) == x.ndim:  # already batched
+        return x
+    return x[None]
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import tfmollify as tfm
+
+    model, is_savedmodel = _load_model(args.model)
+    shape = None
+    if not is_savedmodel:
+        try:
+            shape = tuple(model.inputs[0].shape)
+        except Exception:
+            shape = None
+    x = _load_input(args.input, shape)
+    if is_savedmodel and args.mode != "sg":
+        raise CLIError("a SavedModel directory can only be explained with --mode sg")
+
+    def scores(v):
+        out = model(v)
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return out
+
+    target_model = scores if is_savedmodel else model
+    try:
+        if args.target is None:
+            logits = np.asarray(scores(x))
+            target = int(logits.reshape(logits.shape[0], -1)[0].argmax())
+        else:
+            target = args.target
+        explainer = tfm.Explainer(
+            target_model, mode=args.mode, kernel=args.kernel, num_samples=args.samples,
+            num_weight_samples=args.weight_samples, epsilon=args.epsilon, alpha=args.alpha,
+            aggregation=args.aggregation, seed=args.seed, batch_size=args.batch_size,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            attribution = explainer(x, target)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    out = args.out
+    stem = out[:-4] if out.endswith(".png") else out
+    np.save(stem + ".npy", attribution[0])
+    import matplotlib.pyplot as plt
+
+    from tfmollify import plot
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    img = x[0]
+    if img.ndim == 3:
+        plot.overlay(img, attribution[0], axes[0], title=f"|attribution|, target {target}")
+        plot.heatmap(attribution[0], axes[1], title=f"{args.mode} / {explainer.kernel.name}")
+    else:
+        plot.heatmap(img, axes[0], title="input")
+        plot.heatmap(attribution[0], axes[1], title=f"target {target}")
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=120)
+    plt.close(fig)
+    print(f"target {target}; wrote {stem}.npy and {stem}.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(
+        prog="tfmollify",
+        description="Gradient smoothing (SmoothGrad, NoiseGrad, FusionGrad) with any mollifier "
+        "kernel, for Keras models.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="train a small CNN on digits and explain it 16 ways")
+    d.add_argument("--out", default="tfmollify-demo", help="output folder (default: %(default)s)")
+    d.add_argument("--examples", type=int, default=3, help="images to explain (default: 3)")
+    d.add_argument("--samples", type=int, default=50, help="N for SmoothGrad (default: 50)")
+    d.add_argument("--weight-samples", type=int, default=10, help="M for NG/FG (default: 10)")
+    d.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    e = sub.add_parser("explain", help="explain your own Keras model on an image or .npy file")
+    e.add_argument("--model", required=True, help="a .keras file or a SavedModel directory")
+    e.add_argument("--input", required=True, help="a PNG/JPEG image or a .npy array")
+    e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
+    e.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
+    e.add_argument("--kernel", default="gaussian")
+    e.add_argument("--aggregation", default="smoothgrad",
+                   choices=["smoothgrad", "smoothgrad_sq", "vargrad"])
+    e.add_argument("--samples", type=int, default=50, help="N input-noise draws")
+    e.add_argument("--weight-samples", type=int, default=10, help="M weight-noise draws")
+    e.add_argument("--epsilon", type=float, default=None, help="noise scale (default: eq. 30)")
+    e.add_argument("--alpha", type=float, default=0.9)
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default="heatmap.png", help="PNG overlay path; .npy written beside")
+    e.set_defaults(func=_cmd_explain)
+
+    s = sub.add_parser("epsilon", help="the eq. 30 noise scale for a kernel, r and alpha")
+    s.add_argument("--kernel", default="gaussian")
+    s.add_argument("--r", type=float, required=True, help="half-width of the interval")
+    s.add_argument("--alpha", type=float, default=0.9, help="mass inside [-r, r]")
+    s.set_defaults(func=_cmd_epsilon)
+
+    k = sub.add_parser("kernels", help="table of the registered kernels")
+    k.set_defaults(func=_cmd_kernels)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tfmollify`` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"tfmollify {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tfmollify: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
