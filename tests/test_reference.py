@@ -40,11 +40,6 @@ HYPOTHESIS = settings(derandomize=True, deadline=None, database=None, max_exampl
 Z_MAX = 4.5  # Monte Carlo z-score bound (fixed seeds; about 1 in 150000 per check if unlucky)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_tf_logger():
-    """Overrides the autouse fixture of tests/conftest.py, which imports TensorFlow."""
-    yield
-
 
 @pytest.fixture(scope="module")
 def proof_results():

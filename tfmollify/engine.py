@@ -147,7 +147,7 @@ def build(
         for v, part in zip(trainable, parts, strict=True):
             val = v.value
             noise = tf.cast(tf.reshape(part, v.shape), val.dtype)
-            out.append(val * (1.0 + tf.cast(plan.weight_epsilon, val.dtype) * noise))
+            out.append(val * (1.0 + tf.constant(plan.weight_epsilon, val.dtype) * noise))
         return out
 
     def samples(x, targets, eps, keys, first, count, weights):

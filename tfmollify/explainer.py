@@ -565,7 +565,8 @@ class SmoothGrad(_FixedMode):
     >>> import keras, numpy as np
     >>> import tfmollify as tfm
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> a = tfm.SmoothGrad(model, num_samples=16, seed=1)(np.ones((2, 4), "float32"), [0, 2])
+    >>> x = np.arange(8, dtype="float32").reshape(2, 4)
+    >>> a = tfm.SmoothGrad(model, num_samples=16, seed=1)(x, targets=[0, 2])
     >>> a.shape
     (2, 4)
     """

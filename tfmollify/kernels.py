@@ -33,7 +33,7 @@ takes a kernel name then accepts it.
 Example:
 
 >>> import tfmollify as tfm
->>> tfm.kernels.names()
+>>> tfm.kernels.names()[:5]
 ['gaussian', 'poisson', 'hyperbolic', 'sigmoid', 'rect']
 >>> k = tfm.kernels.get("Cauchy")
 >>> k.name

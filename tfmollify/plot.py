@@ -185,7 +185,7 @@ def grid(
     """
     plt = _plt()
     n_rows = len(rows)
-    n_cols = max(len(r) for r in rows) if rows else 0
+    n_cols = max(len(r) for r in rows) if len(rows) else 0
     extra = 1 if len(images) else 0
     fig, axes = plt.subplots(
         n_rows, n_cols + extra, figsize=(cell * (n_cols + extra), cell * n_rows), squeeze=False
