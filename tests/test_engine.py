@@ -543,3 +543,17 @@ def test_config_round_trip(small):
     x = np.random.default_rng(17).normal(size=(2, 5)).astype(np.float32)
     np.testing.assert_array_equal(e(x, 1), e2(x, 1))
     assert "FusionGrad(mode='fg'" in repr(e)
+
+
+@pytest.mark.parametrize("mode", tfm.MODES)
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_asking_for_stderr_does_not_change_the_estimate(mode, aggregation, batch_size):
+    model = mlp()
+    x = np.random.default_rng(18).normal(size=(3, 5)).astype(np.float32)
+    e = tfm.Explainer(model, mode=mode, num_samples=5, num_weight_samples=3, seed=2,
+                      aggregation=aggregation, batch_size=batch_size)
+    plain = e(x, [0, 1, 2])
+    with_se, se = e.explain(x, [0, 1, 2], return_stderr=True)
+    np.testing.assert_allclose(plain, with_se, rtol=1e-6, atol=1e-7)
+    assert np.all(np.isfinite(se)) and np.all(se >= 0)

@@ -35,7 +35,16 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["AGGREGATIONS", "State", "finalize", "init_state", "merge_chunk", "merge_unit"]
+__all__ = [
+    "AGGREGATIONS",
+    "State",
+    "clean",
+    "finalize",
+    "init_state",
+    "merge_chunk",
+    "merge_unit",
+    "one_shot",
+]
 
 AGGREGATIONS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -124,9 +133,9 @@ def clean(samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         ``(values, mask)``: values with non-finite samples replaced by 0, and a ``[Bc, n]`` float
         mask that is 1 for samples whose every element is finite.
     """
-    finite = tf.reduce_all(tf.math.is_finite(samples), axis=2)
-    values = tf.where(finite[:, :, None], samples, tf.zeros_like(samples))
-    return values, tf.cast(finite, samples.dtype)
+    mask = tf.cast(tf.reduce_all(tf.math.is_finite(samples), axis=2), samples.dtype)
+    # multiply_no_nan gives 0 where the mask is 0, even for NaN/Inf samples
+    return tf.math.multiply_no_nan(samples, mask[:, :, None]), mask
 
 
 def _merge_units(state: State, g_c, x_c, y_c, cxx_c, cyy_c, cxy_c) -> State:
@@ -137,7 +146,13 @@ def _merge_units(state: State, g_c, x_c, y_c, cxx_c, cyy_c, cxy_c) -> State:
     return state._replace(**dict(zip(("g", "ux", "uy", "cxx", "cyy", "cxy"), merged, strict=True)))
 
 
-def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samples: bool) -> State:
+def merge_chunk(
+    state: State,
+    values: tf.Tensor,
+    mask: tf.Tensor,
+    units_are_samples: bool,
+    with_stderr: bool = True,
+) -> State:
     """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
 
     All moments are kept about the shift ``c`` (the first chunk's mean), so a large common
@@ -150,6 +165,7 @@ def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samp
         units_are_samples: True when every sample is an independent unit (SmoothGrad); False
             when samples are grouped into units that :func:`merge_unit` closes (NoiseGrad,
             FusionGrad: one unit per weight draw).
+        with_stderr: Keep the unit statistics that the standard error needs.
 
     Returns:
         The updated state.
@@ -162,7 +178,7 @@ def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samp
     n_c, mean_c, m2_c, centred = _masked_moments(x, mask)
     n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, n_c, mean_c, m2_c)
     state = state._replace(n=n, mean=mean, m2=m2)
-    if not units_are_samples:
+    if not (units_are_samples and with_stderr):
         return state
     y = tf.square(x)
     _, y_c, cyy_c, centred_y = _masked_moments(y, mask)
@@ -170,12 +186,13 @@ def merge_chunk(state: State, values: tf.Tensor, mask: tf.Tensor, units_are_samp
     return _merge_units(state, n_c, mean_c, y_c, m2_c, cyy_c, cxy_c)
 
 
-def merge_unit(state: State, unit: State) -> State:
+def merge_unit(state: State, unit: State, with_stderr: bool = True) -> State:
     """Closes one unit (a weight draw): merges its samples and its unit means into ``state``.
 
     Args:
         state: Running state over previous units.
         unit: The state accumulated over the unit's samples only (``units_are_samples=False``).
+        with_stderr: Keep the unit statistics that the standard error needs.
 
     Returns:
         The updated state; a unit with no finite sample contributes nothing.
@@ -183,6 +200,8 @@ def merge_unit(state: State, unit: State) -> State:
     state = _set_shift(state, unit.shift + unit.mean)
     mean_u = (unit.shift - state.shift) + unit.mean  # the unit's mean about state's shift
     n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, unit.n, mean_u, unit.m2)
+    if not with_stderr:
+        return state._replace(n=n, mean=mean, m2=m2)
     has = tf.cast(unit.n > 0, unit.mean.dtype)
     x = mean_u * _expand(has)
     y = (tf.math.divide_no_nan(unit.m2, _expand(unit.n)) + tf.square(mean_u)) * _expand(has)
@@ -191,12 +210,15 @@ def merge_unit(state: State, unit: State) -> State:
     return _merge_units(state, has, x, y, zeros, zeros, zeros)
 
 
-def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
+def finalize(
+    state: State, aggregation: str, with_stderr: bool = True
+) -> tuple[tf.Tensor, tf.Tensor | None]:
     """The aggregate and its Monte Carlo standard error, both ``[Bc, D]``.
 
     Args:
         state: Final running state.
         aggregation: One of :data:`AGGREGATIONS`.
+        with_stderr: Compute the standard error (else it is None).
 
     Returns:
         ``(value, stderr)``. Examples with no finite sample give NaN; ``stderr`` is NaN with
@@ -216,6 +238,8 @@ def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
         raise ValueError(f"Unknown aggregation {aggregation!r}")
     nan = tf.fill(tf.shape(value), tf.constant(float("nan"), value.dtype))
     value = tf.where(n > 0, value, nan)
+    if not with_stderr:
+        return value, None
 
     dof = g - 1.0
     vx = tf.math.divide_no_nan(state.cxx, dof)
@@ -232,3 +256,51 @@ def finalize(state: State, aggregation: str) -> tuple[tf.Tensor, tf.Tensor]:
     stderr = tf.sqrt(tf.math.divide_no_nan(tf.maximum(var, 0.0), g))
     stderr = tf.where(g > 1, stderr, nan)
     return value, stderr
+
+
+def one_shot(
+    values: tf.Tensor, mask: tf.Tensor, aggregation: str, with_stderr: bool
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Aggregate and standard error of independent samples seen all at once (two-pass).
+
+    The fast path for SmoothGrad when every sample of a block fits in one pass; it computes
+    the same quantities as the streaming state with fewer operations.
+
+    Args:
+        values: Finite-cleaned samples ``[Bc, n, D]``.
+        mask: ``[Bc, n]``, 1 for samples to include.
+        aggregation: One of :data:`AGGREGATIONS`.
+        with_stderr: Also compute the standard error.
+
+    Returns:
+        ``(value, stderr)``, each ``[Bc, D]``; ``stderr`` is None unless requested.
+    """
+    n = _expand(tf.reduce_sum(mask, axis=1))
+    mean = tf.math.divide_no_nan(tf.reduce_sum(values, axis=1), n)
+    nan = tf.fill(tf.shape(mean), tf.constant(float("nan"), mean.dtype))
+    if aggregation == "smoothgrad" and not with_stderr:
+        return tf.where(n > 0, mean, nan), None
+    m = mask[:, :, None]
+    centred = (values - mean[:, None, :]) * m
+    sq = tf.square(centred)
+    var_pop = tf.math.divide_no_nan(tf.reduce_sum(sq, axis=1), n)
+    if aggregation == "smoothgrad":
+        value = mean
+    elif aggregation == "smoothgrad_sq":
+        value = var_pop + tf.square(mean)
+    else:
+        value = var_pop
+    value = tf.where(n > 0, value, nan)
+    if not with_stderr:
+        return value, None
+    if aggregation == "smoothgrad":
+        y_var = var_pop
+    else:
+        # smoothgrad_sq: the samples are a^2; vargrad: its influence function (a - mean)^2
+        y = tf.square(values) if aggregation == "smoothgrad_sq" else sq
+        y_mean = tf.math.divide_no_nan(tf.reduce_sum(y * m, axis=1), n)
+        y_var = tf.math.divide_no_nan(tf.reduce_sum(tf.square((y - y_mean[:, None, :]) * m),
+                                                    axis=1), n)
+    # sample variance / n = population variance / (n - 1)
+    stderr = tf.sqrt(tf.math.divide_no_nan(y_var, n - 1.0))
+    return value, tf.where(n > 1, stderr, nan)

@@ -63,6 +63,7 @@ class Plan:
         compute_dtype: float32 or float64.
         weight_epsilon: Relative weight-noise scale.
         jit_compile: Compile with XLA.
+        with_stderr: Compute standard errors (a few more operations per sample).
     """
 
     mode: str
@@ -78,6 +79,7 @@ class Plan:
     compute_dtype: tf.DType
     weight_epsilon: float
     jit_compile: bool = False
+    with_stderr: bool = True
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -110,9 +112,9 @@ def build(
         on_trace: Called each time the function is traced (to count retracing).
 
     Returns:
-        ``run(x [Bc, *shape], targets int32 [Bc], eps [Bc], keys uint64 [Bc], wkey uint64 [1])``
+        ``core(x [Bc, *shape], targets int32 [Bc], eps [Bc], seeds int64 [Bc], wkey uint64 [1])``
         returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
-        samples with finite attributions.
+        samples with finite attributions (``stderr`` is empty unless ``plan.with_stderr``).
     """
     dtype = plan.compute_dtype
     size = int(np.prod(plan.input_shape, dtype=np.int64))
@@ -172,6 +174,8 @@ def build(
         a = attribute(xs, ts, grad)
         return tf.reshape(a, [bc, count, size])
 
+    with_stderr = plan.with_stderr
+
     def chunk_loop(state, x, targets, eps, keys, base, weights, units_are_samples):
         def body(k, st):
             first = k * chunk
@@ -179,39 +183,51 @@ def build(
             vals, mask = aggregation.clean(
                 samples(x, targets, eps, keys, base + first, count, weights)
             )
-            return k + 1, aggregation.merge_chunk(st, vals, mask, units_are_samples)
+            st = aggregation.merge_chunk(st, vals, mask, units_are_samples, with_stderr)
+            return k + 1, st
 
         _, state = tf.while_loop(
             lambda k, st: k < n_chunks, body, (tf.constant(0), state), parallel_iterations=1
         )
         return state
 
-    def tfmollify_core(x, targets, eps, keys, wkey):
+    def tfmollify_core(x, targets, eps, seeds, wkey):
         if on_trace is not None:
             on_trace()
         bc = tf.shape(x)[0]
-        state = aggregation.init_state(bc, size, dtype)
         eps = tf.cast(eps, dtype)
-        if not weight_noise:
-            state = chunk_loop(state, x, targets, eps, keys, 0, None, True)
+        keys = sampling.example_keys(seeds)
+        if not weight_noise and n_chunks == 1:
+            # every sample of the block in one pass: aggregate directly
+            vals, mask = aggregation.clean(samples(x, targets, eps, keys, 0, n_in, None))
+            value, stderr = aggregation.one_shot(vals, mask, plan.aggregation, with_stderr)
+            finite = tf.reduce_sum(mask, axis=1)
         else:
-            def outer(j, st):
-                weights = perturbed_weights(j, wkey)
-                unit = aggregation.init_state(bc, size, dtype)
-                unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
-                return j + 1, aggregation.merge_unit(st, unit)
+            state = aggregation.init_state(bc, size, dtype)
+            if not weight_noise:
+                state = chunk_loop(state, x, targets, eps, keys, 0, None, True)
+            else:
 
-            _, state = tf.while_loop(
-                lambda j, st: j < n_w, outer, (tf.constant(0), state), parallel_iterations=1
-            )
-        value, stderr = aggregation.finalize(state, plan.aggregation)
-        return value, stderr, state.n
+                def outer(j, st):
+                    weights = perturbed_weights(j, wkey)
+                    unit = aggregation.init_state(bc, size, dtype)
+                    unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
+                    return j + 1, aggregation.merge_unit(st, unit, with_stderr)
+
+                _, state = tf.while_loop(
+                    lambda j, st: j < n_w, outer, (tf.constant(0), state), parallel_iterations=1
+                )
+            value, stderr = aggregation.finalize(state, plan.aggregation, with_stderr)
+            finite = state.n
+        if stderr is None:
+            stderr = tf.zeros([0], dtype)
+        return value, stderr, finite
 
     signature = [
         tf.TensorSpec([None, *shape], dtype),
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None], dtype),
-        tf.TensorSpec([None], tf.uint64),
+        tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([1], tf.uint64),
     ]
     return tf.function(

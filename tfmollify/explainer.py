@@ -384,9 +384,9 @@ class Explainer:
             )
         return arr.astype(np.uint64).view(np.int64), seed
 
-    def _function(self, x: np.ndarray, target_fn: Callable | None) -> Callable:
+    def _function(self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool) -> Callable:
         compute = _compute_dtype(x)
-        key = (x.shape[1:], compute, None if target_fn is None else id(target_fn))
+        key = (x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr)
         fn = self._functions.get(key)
         if fn is None:
             chunk, _ = self._chunking(x.shape[0])
@@ -404,6 +404,7 @@ class Explainer:
                 compute_dtype=compute,
                 weight_epsilon=self.weight_epsilon,
                 jit_compile=self.jit_compile,
+                with_stderr=with_stderr,
             )
             fn = engine.build(self.model, plan, target_fn, on_trace=self._count_trace)
             self._functions[key] = fn
@@ -459,10 +460,9 @@ class Explainer:
         )
         eps = self._epsilons(x)
         ex_seeds, seed = self._seeds(seeds, batch, 0)
-        fn = self._function(x, target_fn)
+        fn = self._function(x, target_fn, bool(return_stderr))
         compute = _compute_dtype(x)
         _, block = self._chunking(batch)
-        keys_all = sampling.example_keys(tf.constant(ex_seeds))
         wkey = tf.constant(sampling.weight_key(seed))
         values, errors, finite = [], [], []
         for start in range(0, batch, block):
@@ -471,22 +471,25 @@ class Explainer:
                 tf.constant(x[start:stop], compute),
                 tf.constant(idx[start:stop]),
                 tf.constant(eps[start:stop], compute),
-                keys_all[start:stop],
+                tf.constant(ex_seeds[start:stop]),
                 wkey,
             )
             values.append(v.numpy())
-            errors.append(s.numpy())
+            if return_stderr:
+                errors.append(s.numpy())
             finite.append(n.numpy())
         finite_n = np.concatenate(finite).astype(np.int64)
         total = self._samples_per_example()
         self.last_num_samples = total
         self.last_nonfinite_count = total - finite_n
         self._report_nonfinite(finite_n, total)
-        value = np.concatenate(values).reshape(x.shape).astype(x.dtype)
-        stderr = np.concatenate(errors).reshape(x.shape).astype(x.dtype)
+        value = np.concatenate(values).reshape(x.shape).astype(x.dtype, copy=False)
+        if not return_stderr:
+            return tf.convert_to_tensor(value) if is_tensor else value
+        stderr = np.concatenate(errors).reshape(x.shape).astype(x.dtype, copy=False)
         if is_tensor:
             value, stderr = tf.convert_to_tensor(value), tf.convert_to_tensor(stderr)
-        return (value, stderr) if return_stderr else value
+        return value, stderr
 
     def _report_nonfinite(self, finite: np.ndarray, total: int) -> None:
         dead = np.flatnonzero(finite == 0)
