@@ -101,6 +101,8 @@ def _load_input(path: str, shape: tuple | None):
     except Exception as exc:
         raise CLIError(f"--input {path!r}: cannot read it as an image or .npy array ({exc})") \
             from None
+    if x.ndim == 3 and x.shape[-1] == 4 and not path.endswith(".npy"):
+        x = x[..., :3]  # drop the alpha channel of RGBA images
     if shape is not None and len(shape) == x.ndim + 1 and x.ndim == 3 and x.shape != shape[1:]:
         h, w, c = shape[1:]
         if None not in (h, w):

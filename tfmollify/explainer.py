@@ -7,6 +7,7 @@ code. Every error names the argument, echoes the value received and says what is
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,6 +25,15 @@ __all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "S
 
 MODES = ("sg", "ng", "fg")
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
+
+
+def _summarize(exc: BaseException) -> str:
+    """One informative line of a (Keras) exception message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception encountered", "Arguments"))]
+    line = (useful or lines or [type(exc).__name__])[0]
+    return line[:300].rstrip(".")
 
 
 def _compute_dtype(x: np.ndarray) -> tf.DType:
@@ -302,11 +312,10 @@ class Explainer:
                 else self.model(sample)
             )
         except Exception as exc:  # the model's own error, summarised
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(
                 f"The model rejected `inputs` with per-example shape {tuple(x.shape[1:])} and "
-                f"dtype {x.dtype}: {first[:300]}. Pass inputs shaped like the model's input "
-                "with a leading batch dimension."
+                f"dtype {x.dtype}: {_summarize(exc)}. Pass inputs shaped like the model's "
+                "input with a leading batch dimension."
             ) from None
         if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
             raise TypeError(
