@@ -122,8 +122,10 @@ def build(
     kernel = plan.kernel
     n_in = plan.num_samples if plan.mode != "ng" else 1
     n_w = plan.num_weight_samples if plan.mode != "sg" else 1
-    chunk = max(1, min(plan.chunk, n_in))
-    n_chunks = -(-n_in // chunk)
+    # Equal, static chunk sizes (XLA needs static shapes); the few draws past n_in in the last
+    # chunk are masked out. A draw's noise depends only on its index, not on the chunking.
+    n_chunks = -(-n_in // max(1, min(plan.chunk, n_in)))
+    chunk = -(-n_in // n_chunks)
     attribute = attribution.make(plan.attribution, plan.ig_steps, plan.ig_baseline)
     input_noise = plan.mode in ("sg", "fg")
     weight_noise = plan.mode in ("ng", "fg")
@@ -179,10 +181,13 @@ def build(
     def chunk_loop(state, x, targets, eps, keys, base, weights, units_are_samples):
         def body(k, st):
             first = k * chunk
-            count = tf.minimum(chunk, n_in - first)
             vals, mask = aggregation.clean(
-                samples(x, targets, eps, keys, base + first, count, weights)
+                samples(x, targets, eps, keys, base + first, chunk, weights)
             )
+            if n_chunks * chunk > n_in:  # mask the padding draws of the last chunk
+                inside = tf.cast(first + tf.range(chunk) < n_in, mask.dtype)
+                mask = mask * inside[None, :]
+                vals = vals * inside[None, :, None]
             st = aggregation.merge_chunk(st, vals, mask, units_are_samples, with_stderr)
             return k + 1, st
 
