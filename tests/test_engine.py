@@ -569,3 +569,42 @@ def test_xla_gives_the_same_noise_and_result(mode):
     xla = tfm.Explainer(model, jit_compile=True, **kw)
     np.testing.assert_allclose(xla(x, [0, 1, 2]), plain, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(xla(x, [0, 1, 2]), xla(x, [0, 1, 2]))
+
+
+@pytest.mark.parametrize(
+    "kernel, proposal, ratio",
+    [("gaussian", "cauchy", 1.0), ("sigmoid", "cauchy", 1.5), ("rect", "gaussian", 1.0),
+     ("hyperbolic", "sigmoid", 1.0), ("gaussian", "gaussian", 1.0)],
+)
+def test_importance_sampled_proposal_is_unbiased(kernel, proposal, ratio):
+    """Theorem 3.11 with p != phi_eps: on sum(sin x) the estimate still targets cos(x) chi(eps)."""
+    x = np.array([[0.3, -1.1], [2.0, 0.7]])
+    eps = 0.6
+    f = lambda v: tf.reduce_sum(tf.sin(v), axis=1, keepdims=True)  # noqa: E731
+    for agg in ("smoothgrad", "smoothgrad_sq"):
+        est, se = tfm.SmoothGrad(f, kernel=kernel, proposal=proposal, proposal_scale=ratio,
+                                 num_samples=6000, epsilon=eps, aggregation=agg, seed=3).explain(
+            x, return_stderr=True
+        )
+        if agg == "smoothgrad":
+            exact = reference.sg_sine_grad(x, eps, kernel)
+        else:  # E[cos^2(x + eps Z)] = (1 + cos(2x) chi(2 eps)) / 2
+            exact = (1 + np.cos(2 * x) * reference.char_fn(kernel, 2 * eps)) / 2
+        assert np.all(np.abs(est - exact) < 4.5 * se), (agg, est, exact, se)
+
+
+def test_proposal_with_the_kernel_itself_is_plain_smoothgrad():
+    model = mlp()
+    x = np.random.default_rng(20).normal(size=(2, 5)).astype(np.float32)
+    a = tfm.SmoothGrad(model, num_samples=5, epsilon=0.3, seed=1)(x, 1)
+    b = tfm.SmoothGrad(model, num_samples=5, epsilon=0.3, seed=1, proposal="gaussian")(x, 1)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_proposal_errors(small):
+    with pytest.raises(ValueError, match="mode='ng' has none"):
+        tfm.NoiseGrad(small, proposal="cauchy")
+    with pytest.raises(ValueError, match="vargrad"):
+        tfm.SmoothGrad(small, proposal="cauchy", aggregation="vargrad")
+    with pytest.raises(ValueError, match="`proposal_scale`"):
+        tfm.SmoothGrad(small, proposal="cauchy", proposal_scale=0)

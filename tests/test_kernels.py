@@ -42,6 +42,15 @@ class TestAgainstReference:
         np.testing.assert_allclose(got, want, **TOL[dtype])
         np.testing.assert_allclose(got, SCIPY[name].pdf(X), **TOL[dtype])
 
+    def test_log_pdf(self, name, dtype):
+        k = kernels.get(name)
+        x = np.concatenate([X, [-1e30, 1e30]]) if dtype == tf.float64 else X
+        got = k.log_pdf(tf.constant(x, dtype)).numpy()
+        want = reference.logpdf(name, x)
+        inside = np.isfinite(want)
+        np.testing.assert_array_equal(np.isfinite(got), inside)  # -inf only off the support
+        np.testing.assert_allclose(got[inside], want[inside], rtol=TOL[dtype]["rtol"], atol=1e-5)
+
     def test_cdf(self, name, dtype):
         k = kernels.get(name)
         got = k.cdf(tf.constant(X, dtype)).numpy()

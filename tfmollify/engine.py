@@ -64,6 +64,8 @@ class Plan:
         weight_epsilon: Relative weight-noise scale.
         jit_compile: Compile with XLA.
         with_stderr: Compute standard errors (a few more operations per sample).
+        proposal: Draw input noise from this kernel instead and reweight (Theorem 3.11).
+        proposal_scale: The proposal's scale relative to ``epsilon``.
     """
 
     mode: str
@@ -80,6 +82,8 @@ class Plan:
     weight_epsilon: float
     jit_compile: bool = False
     with_stderr: bool = True
+    proposal: Kernel | None = None
+    proposal_scale: float = 1.0
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -128,6 +132,10 @@ def build(
     chunk = -(-n_in // n_chunks)
     attribute = attribution.make(plan.attribution, plan.ig_steps, plan.ig_baseline)
     input_noise = plan.mode in ("sg", "fg")
+    proposal = plan.proposal if input_noise else None
+    ratio = tf.constant(plan.proposal_scale, dtype)
+    # importance-weighted samples are plain means of w*a (or w*a^2)
+    agg_name = plan.aggregation if proposal is None else "smoothgrad"
     weight_noise = plan.mode in ("ng", "fg")
 
     is_keras = hasattr(model, "stateless_call")
@@ -158,9 +166,17 @@ def build(
         """Attribution samples ``[Bc, count, D]`` for flat input-draw indices ``first..``."""
         bc = tf.shape(x)[0]
         flat = tf.reshape(tf.cast(x, dtype), [bc, size])
+        log_w = None
         if input_noise:
             u = sampling.example_uniforms(keys, first, count, size, dtype)
-            noisy = flat[:, None, :] + eps[:, None, None] * kernel.icdf(u)
+            if proposal is None:
+                z = kernel.icdf(u)
+            else:  # t = eps * ratio * z, z ~ p; weight phi_eps(t) / p_eps(t) in log space
+                zp = proposal.icdf(u)
+                z = ratio * zp
+                log_w = tf.reduce_sum(kernel.log_pdf(z) - proposal.log_pdf(zp), axis=2)
+                log_w += size * tf.math.log(ratio)
+            noisy = flat[:, None, :] + eps[:, None, None] * z
         else:
             noisy = flat[:, None, :]
         xs = tf.reshape(noisy, [-1, *shape])
@@ -173,8 +189,12 @@ def build(
                 score = tf.cast(_select(out, t, target_fn), dtype)
             return tf.cast(tape.gradient(score, inp), dtype)
 
-        a = attribute(xs, ts, grad)
-        return tf.reshape(a, [bc, count, size])
+        a = tf.reshape(attribute(xs, ts, grad), [bc, count, size])
+        if log_w is not None:  # importance-weighted samples of a (or a^2), averaged plainly
+            if plan.aggregation == "smoothgrad_sq":
+                a = tf.square(a)
+            a = tf.exp(log_w)[:, :, None] * a
+        return a
 
     with_stderr = plan.with_stderr
 
@@ -205,7 +225,7 @@ def build(
         if not weight_noise and n_chunks == 1:
             # every sample of the block in one pass: aggregate directly
             vals, mask = aggregation.clean(samples(x, targets, eps, keys, 0, n_in, None))
-            value, stderr = aggregation.one_shot(vals, mask, plan.aggregation, with_stderr)
+            value, stderr = aggregation.one_shot(vals, mask, agg_name, with_stderr)
             finite = tf.reduce_sum(mask, axis=1)
         else:
             state = aggregation.init_state(bc, size, dtype)
@@ -222,7 +242,7 @@ def build(
                 _, state = tf.while_loop(
                     lambda j, st: j < n_w, outer, (tf.constant(0), state), parallel_iterations=1
                 )
-            value, stderr = aggregation.finalize(state, plan.aggregation, with_stderr)
+            value, stderr = aggregation.finalize(state, agg_name, with_stderr)
             finite = state.n
         if stderr is None:
             stderr = tf.zeros([0], dtype)

@@ -124,6 +124,13 @@ class Explainer:
         ig_steps: Gauss-Legendre points for integrated gradients.
         ig_baseline: Integrated-gradients baseline, a float or an array of one example's shape.
         jit_compile: Compile with XLA (often slower on CPU; the noise stream is the same).
+        proposal: Draw the input noise from this kernel instead of ``kernel`` and weight each
+            sample by ``phi_eps(t) / p(t)`` (the general Theorem 3.11; weights in log space).
+            The weight is a product over all input elements, so in high dimension it
+            degenerates (a few samples carry all the weight, or overflow to non-finite): use it
+            for low-dimensional inputs and to study the estimator.
+        proposal_scale: The proposal's scale relative to ``epsilon``. Choose a proposal with
+            tails at least as heavy as the kernel's, or the estimate has infinite variance.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -161,6 +168,8 @@ class Explainer:
         ig_steps: int = 16,
         ig_baseline: float | np.ndarray = 0.0,
         jit_compile: bool = False,
+        proposal: str | kernels_lib.Kernel | None = None,
+        proposal_scale: float = 1.0,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -192,6 +201,19 @@ class Explainer:
             raise TypeError(f"Argument `seed` must be an int or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
         self.jit_compile = bool(jit_compile)
+        self.proposal = None if proposal is None else kernels_lib.get(proposal)
+        self.proposal_scale = _check_positive("proposal_scale", proposal_scale)
+        if self.proposal is not None:
+            if self.mode == "ng":
+                raise ValueError(
+                    f"Argument `proposal` applies to input noise; mode='ng' has none. Received: "
+                    f"proposal={self.proposal.name!r}. Use mode='sg' or 'fg'."
+                )
+            if self.aggregation == "vargrad":
+                raise ValueError(
+                    "Argument `proposal` supports aggregation='smoothgrad' or 'smoothgrad_sq' "
+                    "(importance-weighted means). Received: aggregation='vargrad'."
+                )
         self.model = model
         self._check_model(model)
         if self.mode != "sg" and not math.isfinite(self.kernel.variance):
@@ -414,6 +436,8 @@ class Explainer:
                 weight_epsilon=self.weight_epsilon,
                 jit_compile=self.jit_compile,
                 with_stderr=with_stderr,
+                proposal=self.proposal,
+                proposal_scale=self.proposal_scale,
             )
             fn = engine.build(self.model, plan, target_fn, on_trace=self._count_trace)
             self._functions[key] = fn
@@ -541,6 +565,8 @@ class Explainer:
             "ig_steps": self.ig_steps,
             "ig_baseline": self.ig_baseline.tolist(),
             "jit_compile": self.jit_compile,
+            "proposal": None if self.proposal is None else self.proposal.name,
+            "proposal_scale": self.proposal_scale,
         }
 
     @classmethod

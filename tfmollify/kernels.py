@@ -136,6 +136,10 @@ class Kernel:
     def _icdf(self, u: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
+    def _log_pdf(self, x: tf.Tensor) -> tf.Tensor:
+        """``log phi(x)``; subclasses override it with a form that stays finite in the tails."""
+        return tf.math.log(self._pdf(x))
+
     def _central_quantile(self, alpha: float) -> float:
         """``icdf((1 + alpha) / 2)`` in float64; subclasses override it with a closed form."""
         u = tf.constant(0.5 + 0.5 * alpha, tf.float64)
@@ -152,6 +156,17 @@ class Kernel:
             A tensor of ``x``'s shape and dtype.
         """
         return self._pdf(_as_float_tensor(x))
+
+    def log_pdf(self, x: Any) -> tf.Tensor:
+        """Log density ``log phi(x)`` of the standard kernel (``-inf`` outside the support).
+
+        Args:
+            x: Points, any shape.
+
+        Returns:
+            A tensor of ``x``'s shape and dtype.
+        """
+        return self._log_pdf(_as_float_tensor(x))
 
     def cdf(self, x: Any) -> tf.Tensor:
         """Distribution function ``Phi(x) = integral_{-inf}^x phi``, stable in both tails.
@@ -281,7 +296,10 @@ class Gaussian(Kernel):
     formula = "exp(-x^2/2) / sqrt(2 pi)"
 
     def _pdf(self, x):
-        return tf.exp(-0.5 * tf.square(x) - tf.constant(_LOG_SQRT_2PI, x.dtype))
+        return tf.exp(self._log_pdf(x))
+
+    def _log_pdf(self, x):
+        return -0.5 * tf.square(x) - tf.constant(_LOG_SQRT_2PI, x.dtype)
 
     def _cdf(self, x):
         return 0.5 * tf.math.erfc(-x / tf.constant(_SQRT2, x.dtype))
@@ -308,6 +326,15 @@ class Poisson(Kernel):
 
     def _pdf(self, x):
         return 1.0 / (tf.constant(math.pi, x.dtype) * (1.0 + tf.square(x)))
+
+    def _log_pdf(self, x):
+        ax = tf.abs(x)
+        # log(1 + x^2) = 2 log|x| + log1p(1/x^2) for large |x|, without overflow
+        big = 2.0 * tf.math.log(tf.maximum(ax, 1.0)) + tf.math.log1p(
+            tf.math.reciprocal_no_nan(tf.square(tf.maximum(ax, 1.0)))
+        )
+        small = tf.math.log1p(tf.square(tf.minimum(ax, 1.0)))
+        return -tf.constant(math.log(math.pi), x.dtype) - tf.where(ax > 1.0, big, small)
 
     def _cdf(self, x):
         # atan2(1, -x) / pi equals 1/2 + atan(x)/pi and keeps full precision as x -> -inf.
@@ -336,6 +363,12 @@ class Hyperbolic(Kernel):
         a = tf.exp(-2.0 * tf.abs(x))  # 1/(2 cosh^2 x) = 2a / (1 + a)^2, no overflow
         return 2.0 * a / tf.square(1.0 + a)
 
+    def _log_pdf(self, x):
+        ax = tf.abs(x)
+        return tf.constant(math.log(2.0), x.dtype) - 2.0 * ax - 2.0 * tf.math.log1p(
+            tf.exp(-2.0 * ax)
+        )
+
     def _cdf(self, x):
         return tf.math.sigmoid(2.0 * x)
 
@@ -356,6 +389,10 @@ class Sigmoid(Kernel):
     def _pdf(self, x):
         a = tf.exp(-tf.abs(x))
         return a / tf.square(1.0 + a)
+
+    def _log_pdf(self, x):
+        ax = tf.abs(x)
+        return -ax - 2.0 * tf.math.log1p(tf.exp(-ax))
 
     def _cdf(self, x):
         return tf.math.sigmoid(x)
