@@ -608,3 +608,22 @@ def test_proposal_errors(small):
         tfm.SmoothGrad(small, proposal="cauchy", aggregation="vargrad")
     with pytest.raises(ValueError, match="`proposal_scale`"):
         tfm.SmoothGrad(small, proposal="cauchy", proposal_scale=0)
+
+
+@pytest.mark.parametrize("mode", ["ng", "fg"])
+def test_cached_weight_noise_gives_the_same_result(mode):
+    model = mlp()
+    x = np.random.default_rng(21).normal(size=(3, 5)).astype(np.float32)
+    kw = dict(mode=mode, num_samples=4, num_weight_samples=5, seed=8, kernel="hyperbolic")
+    cached = tfm.Explainer(model, **kw)
+    fresh = tfm.Explainer(model, weight_noise_cache_mb=0, **kw)
+    a = cached(x, [0, 1, 2])
+    assert cached._weight_noise is not None and tuple(cached._weight_noise.shape) == (5, 66)
+    assert fresh._weight_noise is None
+    np.testing.assert_allclose(a, fresh(x, [0, 1, 2]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(a, cached(x, [0, 1, 2]))
+    tiny = tfm.Explainer(model, weight_noise_cache_mb=1e-6, **kw)  # does not fit: not cached
+    np.testing.assert_allclose(tiny(x, [0, 1, 2]), a, rtol=1e-6, atol=1e-7)
+    assert tiny._weight_noise is None
+    with pytest.raises(ValueError, match="weight_noise_cache_mb"):
+        tfm.Explainer(model, weight_noise_cache_mb=-1, **kw)

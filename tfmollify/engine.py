@@ -66,6 +66,8 @@ class Plan:
         with_stderr: Compute standard errors (a few more operations per sample).
         proposal: Draw input noise from this kernel instead and reweight (Theorem 3.11).
         proposal_scale: The proposal's scale relative to ``epsilon``.
+        cached_weight_noise: The standard weight noise of all ``M`` draws is passed in
+            (``wnoise [M, P]``, see :func:`weight_noise_table`) instead of drawn in the graph.
     """
 
     mode: str
@@ -84,6 +86,7 @@ class Plan:
     with_stderr: bool = True
     proposal: Kernel | None = None
     proposal_scale: float = 1.0
+    cached_weight_noise: bool = False
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -101,6 +104,25 @@ def _model_input_dtype(model: Any, default: tf.DType) -> tf.DType:
         return default
 
 
+def _weight_dtype(model: Any) -> tf.DType:
+    """Weight noise is drawn in float64 for float64 weights, else in float32."""
+    return tf.float64 if model.trainable_variables[0].dtype == "float64" else tf.float32
+
+
+def weight_noise_table(model: Any, kernel: Kernel, wkey: Any, draws: int) -> tf.Tensor:
+    """The standard weight noise of draws ``0 .. draws - 1``, one row ``[P]`` per draw.
+
+    The same values the engine draws in the graph (:func:`tfmollify.sampling.weight_noise`),
+    for explainers that reuse them across calls.
+    """
+    sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in model.trainable_variables]
+    dtype = _weight_dtype(model)
+    table = tf.function(
+        lambda j: tf.concat(sampling.weight_noise(kernel, wkey, j, sizes, dtype), axis=0)
+    )
+    return tf.stack([table(tf.constant(j)) for j in range(draws)])
+
+
 def build(
     model: Any,
     plan: Plan,
@@ -116,9 +138,10 @@ def build(
         on_trace: Called each time the function is traced (to count retracing).
 
     Returns:
-        ``core(x [Bc, *shape], targets int32 [Bc], eps [Bc], seeds int64 [Bc], wkey uint64 [1])``
-        returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
-        samples with finite attributions (``stderr`` is empty unless ``plan.with_stderr``).
+        ``core(x [Bc, *shape], targets int32 [Bc], eps [Bc], seeds int64 [Bc], wkey uint64 [1],
+        wnoise [M, P] or [0, 0])`` returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])``
+        where ``finite`` counts the samples with finite attributions (``stderr`` is empty
+        unless ``plan.with_stderr``).
     """
     dtype = plan.compute_dtype
     size = int(np.prod(plan.input_shape, dtype=np.int64))
@@ -144,7 +167,7 @@ def build(
         trainable = list(model.trainable_variables)
         non_trainable = list(model.non_trainable_variables)
         sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in trainable]
-        w_dtype = tf.float64 if trainable[0].dtype == "float64" else tf.float32
+        w_dtype = _weight_dtype(model)
 
     def forward(x: tf.Tensor, weights: list[tf.Tensor] | None) -> Any:
         if weights is None:
@@ -153,8 +176,11 @@ def build(
         out, _ = model.stateless_call(weights, nt, x, training=False)
         return out
 
-    def perturbed_weights(j: tf.Tensor, wkey: tf.Tensor) -> list[tf.Tensor]:
-        parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype)
+    def perturbed_weights(j: tf.Tensor, wkey: tf.Tensor, wnoise: tf.Tensor) -> list[tf.Tensor]:
+        if plan.cached_weight_noise:
+            parts = tf.split(wnoise[j], sizes)
+        else:
+            parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype)
         out = []
         for v, part in zip(trainable, parts, strict=True):
             val = v.value
@@ -216,7 +242,7 @@ def build(
         )
         return state
 
-    def tfmollify_core(x, targets, eps, seeds, wkey):
+    def tfmollify_core(x, targets, eps, seeds, wkey, wnoise):
         if on_trace is not None:
             on_trace()
         bc = tf.shape(x)[0]
@@ -234,7 +260,7 @@ def build(
             else:
 
                 def outer(j, st):
-                    weights = perturbed_weights(j, wkey)
+                    weights = perturbed_weights(j, wkey, wnoise)
                     unit = aggregation.init_state(bc, size, dtype)
                     unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
                     return j + 1, aggregation.merge_unit(st, unit, with_stderr)
@@ -254,6 +280,7 @@ def build(
         tf.TensorSpec([None], dtype),
         tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([1], tf.uint64),
+        tf.TensorSpec([None, None], _weight_dtype(model) if weight_noise else dtype),
     ]
     return tf.function(
         tfmollify_core, input_signature=signature, jit_compile=plan.jit_compile

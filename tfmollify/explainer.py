@@ -131,6 +131,9 @@ class Explainer:
             for low-dimensional inputs and to study the estimator.
         proposal_scale: The proposal's scale relative to ``epsilon``. Choose a proposal with
             tails at least as heavy as the kernel's, or the estimate has infinite variance.
+        weight_noise_cache_mb: With a fixed ``seed`` the ``M`` weight draws are the same on every
+            call, so NG/FG keep their standard noise (``M x`` the number of weights) in memory
+            when it fits in this many MiB, and only draw it on the first call. 0 disables it.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -170,6 +173,7 @@ class Explainer:
         jit_compile: bool = False,
         proposal: str | kernels_lib.Kernel | None = None,
         proposal_scale: float = 1.0,
+        weight_noise_cache_mb: float = 256.0,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -214,6 +218,15 @@ class Explainer:
                     "Argument `proposal` supports aggregation='smoothgrad' or 'smoothgrad_sq' "
                     "(importance-weighted means). Received: aggregation='vargrad'."
                 )
+        if isinstance(weight_noise_cache_mb, bool) or not isinstance(
+            weight_noise_cache_mb, int | float
+        ) or weight_noise_cache_mb < 0:
+            raise ValueError(
+                "Argument `weight_noise_cache_mb` must be a number >= 0. "
+                f"Received: weight_noise_cache_mb={weight_noise_cache_mb!r}"
+            )
+        self.weight_noise_cache_mb = float(weight_noise_cache_mb)
+        self._weight_noise: tf.Tensor | None = None
         self.model = model
         self._check_model(model)
         if self.mode != "sg" and not math.isfinite(self.kernel.variance):
@@ -415,6 +428,23 @@ class Explainer:
             )
         return arr.astype(np.uint64).view(np.int64), seed
 
+    def _caches_weight_noise(self) -> bool:
+        if self.mode == "sg" or self.seed is None:
+            return False
+        n_weights = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        itemsize = 8 if self.model.trainable_variables[0].dtype == "float64" else 4
+        return self.num_weight_samples * n_weights * itemsize <= self.weight_noise_cache_mb * 2**20
+
+    def _weight_noise_input(self, wkey: tf.Tensor, compute: tf.DType) -> tf.Tensor:
+        if not self._caches_weight_noise():
+            dtype = engine._weight_dtype(self.model) if self.mode != "sg" else compute
+            return tf.zeros([0, 0], dtype)
+        if self._weight_noise is None:
+            self._weight_noise = engine.weight_noise_table(
+                self.model, self.kernel, wkey, self.num_weight_samples
+            )
+        return self._weight_noise
+
     def _function(self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool) -> Callable:
         compute = _compute_dtype(x)
         key = (x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr)
@@ -438,6 +468,7 @@ class Explainer:
                 with_stderr=with_stderr,
                 proposal=self.proposal,
                 proposal_scale=self.proposal_scale,
+                cached_weight_noise=self._caches_weight_noise(),
             )
             fn = engine.build(self.model, plan, target_fn, on_trace=self._count_trace)
             self._functions[key] = fn
@@ -497,6 +528,7 @@ class Explainer:
         compute = _compute_dtype(x)
         _, block = self._chunking(batch)
         wkey = tf.constant(sampling.weight_key(seed))
+        wnoise = self._weight_noise_input(wkey, compute)
         values, errors, finite = [], [], []
         for start in range(0, batch, block):
             stop = min(batch, start + block)
@@ -506,6 +538,7 @@ class Explainer:
                 tf.constant(eps[start:stop], compute),
                 tf.constant(ex_seeds[start:stop]),
                 wkey,
+                wnoise,
             )
             values.append(v.numpy())
             if return_stderr:
@@ -567,6 +600,7 @@ class Explainer:
             "jit_compile": self.jit_compile,
             "proposal": None if self.proposal is None else self.proposal.name,
             "proposal_scale": self.proposal_scale,
+            "weight_noise_cache_mb": self.weight_noise_cache_mb,
         }
 
     @classmethod
