@@ -141,3 +141,27 @@ def test_chunking_never_changes_the_result(n, chunk, offset, scale):
         v2, s2 = agg.finalize(many, how)
         np.testing.assert_allclose(v2.numpy(), v1.numpy(), rtol=1e-9, atol=1e-9 * scale**2)
         np.testing.assert_allclose(s2.numpy(), s1.numpy(), rtol=1e-7, atol=1e-9 * scale**2)
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_shift_is_per_example_when_a_first_chunk_is_all_nonfinite(units):
+    """Example 0's first chunk is all NaN: its shift must come from its first finite chunk, not
+    from the zeros of the masked chunk, or float32 cancels its variance (offset 1e4, sd 1e-2)."""
+    rng = np.random.default_rng(5)
+    a = (1e4 + 1e-2 * rng.normal(size=(2, 400, 3))).astype(np.float32)
+    a[1] -= 2e4  # a different offset per example
+    bad = a.copy()
+    bad[0, :16] = np.nan
+    want = np.stack([a[0, 16:].astype(np.float64).var(axis=0),
+                     a[1].astype(np.float64).var(axis=0)])
+    if units:
+        state = stream_units(bad.reshape(2, 25, 16, 3), 16)
+    else:
+        state = stream(bad, 16)
+    np.testing.assert_array_equal(state.n.numpy(), [384, 400])
+    value, se = agg.finalize(state, "vargrad")
+    np.testing.assert_allclose(value.numpy(), want, rtol=2e-2)
+    if not units:  # the vargrad stderr subtracts terms of size (mean - shift)^2: the trap
+        infl = [(k - k.astype(np.float64).mean(axis=0)) ** 2 for k in (a[0, 16:], a[1])]
+        want_se = np.stack([i.std(axis=0, ddof=1) / np.sqrt(len(i)) for i in infl])
+        np.testing.assert_allclose(se.numpy(), want_se, rtol=5e-2)

@@ -627,3 +627,96 @@ def test_cached_weight_noise_gives_the_same_result(mode):
     assert tiny._weight_noise is None
     with pytest.raises(ValueError, match="weight_noise_cache_mb"):
         tfm.Explainer(model, weight_noise_cache_mb=-1, **kw)
+
+
+# -- models and targets of every shape the API admits --------------------------------------------
+class NoTrainingArg(keras.Model):
+    """A subclassed model whose ``call`` has no ``training`` argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3, use_bias=False)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+@pytest.mark.parametrize("mode", ["sg", "ng", "fg"])
+def test_subclassed_model_without_training_argument(mode):
+    model = NoTrainingArg()
+    model(np.zeros((1, 4), np.float32))
+    w = model.dense.kernel.numpy()
+    x = np.random.default_rng(30).normal(size=(2, 4)).astype(np.float32)
+    out = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=4, seed=0)(x, 1)
+    if mode == "sg":  # linear: exact
+        np.testing.assert_allclose(out, np.broadcast_to(w[:, 1], x.shape), rtol=1e-6)
+    else:  # E[w (1 + eps z)] = w, so the estimate is w plus Monte Carlo noise, finite
+        assert np.all(np.isfinite(out)) and out.shape == x.shape
+
+
+def test_score_that_does_not_depend_on_the_input_has_zero_attribution():
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.ops.zeros_like(inp)))
+    x = np.random.default_rng(31).normal(size=(2, 3)).astype(np.float32)
+    out = tfm.SmoothGrad(model, num_samples=3, seed=0)(x, 0)
+    np.testing.assert_array_equal(out, np.zeros_like(x))
+
+
+def test_integer_model_input_is_rejected_up_front():
+    inp = keras.Input((4,), dtype="int32")
+    emb = keras.layers.Embedding(10, 3)(inp)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(emb)))
+    with pytest.raises(TypeError, match=r"int32.*token ids"):
+        tfm.SmoothGrad(model, num_samples=2, seed=0)(np.ones((2, 4), np.float32), 0)
+
+
+@pytest.mark.parametrize(
+    "target, exc, match",
+    [
+        (lambda s: tf.reduce_sum(s), ValueError, r"returned shape \(\)"),
+        (lambda s: s, ValueError, r"returned shape \(2, 3\)"),
+        (lambda s: tf.argmax(s, axis=1), ValueError, "dtype int64"),
+        (lambda s: np.asarray(s)[:, 0], TypeError, "TensorFlow ops"),
+        (lambda s: s[:, 7], TypeError, "failed on the model's scores"),
+    ],
+)
+def test_callable_targets_are_checked(small, target, exc, match):
+    x = np.random.default_rng(32).normal(size=(2, 5)).astype(np.float32)
+    with pytest.raises(exc, match=match):
+        tfm.SmoothGrad(small, num_samples=2, seed=0)(x, target)
+
+
+def test_callable_target_column_vector_is_accepted(small):
+    x = np.random.default_rng(33).normal(size=(2, 5)).astype(np.float32)
+    e = tfm.SmoothGrad(small, num_samples=3, seed=0)
+    np.testing.assert_allclose(e(x, lambda s: s[:, 1:2]), e(x, 1), rtol=1e-6)
+
+
+def test_compiled_functions_of_callable_targets_are_bounded(small):
+    x = np.random.default_rng(34).normal(size=(2, 5)).astype(np.float32)
+    e = tfm.SmoothGrad(small, num_samples=2, seed=0)
+    want = e(x, 2)
+    same = lambda s: s[:, 2]  # noqa: E731
+    for _ in range(3):
+        np.testing.assert_allclose(e(x, same), want, rtol=1e-6)
+    traces = e.trace_count
+    for _ in range(2 * tfm.explainer.MAX_CALLABLES):
+        np.testing.assert_allclose(e(x, lambda s: s[:, 2]), want, rtol=1e-6)
+    assert e.trace_count == traces + 2 * tfm.explainer.MAX_CALLABLES  # new lambda, new trace
+    assert len(e._callables) == tfm.explainer.MAX_CALLABLES
+    assert len(e._functions) <= tfm.explainer.MAX_CALLABLES + 1
+
+
+@pytest.mark.parametrize(
+    "baseline, exc, match",
+    [
+        ("zero", TypeError, "`ig_baseline`"),
+        (np.zeros(3), ValueError, r"`ig_baseline` has shape \(3,\)"),
+        ([np.nan], ValueError, "`ig_baseline` must be finite"),
+    ],
+)
+def test_ig_baseline_is_checked(small, baseline, exc, match):
+    x = np.random.default_rng(35).normal(size=(2, 5)).astype(np.float32)
+    with pytest.raises(exc, match=match):
+        tfm.SmoothGrad(small, num_samples=2, attribution="integrated_gradients", ig_steps=2,
+                       ig_baseline=baseline, seed=0)(x, 0)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import reference
 import tfmollify as tfm
-from tfmollify import kernels
+from tfmollify import kernels, sampling
 
 SCIPY = {
     "gaussian": scipy.stats.norm(),
@@ -283,3 +283,19 @@ def test_user_kernel_runs_everywhere():
 def test_register_rejects_non_kernels():
     with pytest.raises(TypeError, match="Kernel"):
         kernels.register("gaussian")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", BUILTIN_KERNELS)
+@pytest.mark.parametrize("bits_dtype", [tf.uint32, tf.uint64])
+def test_extreme_random_bits_give_finite_noise(name, bits_dtype):
+    """The largest and smallest integers Philox can return map strictly inside (0, 1), so the
+    inverse CDF never sees 1.0 (with 24 bits, float32 rounded 2**24 - 1 up to 1.0: inf noise)."""
+    top = np.iinfo(bits_dtype.as_numpy_dtype).max
+    bits = tf.constant(np.array([0, 1, top - 1, top], dtype=bits_dtype.as_numpy_dtype))
+    u = sampling.bits_to_open_unit(bits)
+    assert u.dtype == (tf.float64 if bits_dtype == tf.uint64 else tf.float32)
+    un = u.numpy()
+    assert np.all((un > 0) & (un < 1)), un
+    np.testing.assert_array_equal(un[::-1], 1 - un)  # exactly symmetric
+    z = kernels.get(name).icdf(u).numpy()
+    assert np.all(np.isfinite(z)), z

@@ -65,16 +65,14 @@ class State(NamedTuple):
     cxx: tf.Tensor
     cyy: tf.Tensor
     cxy: tf.Tensor
-    shift: tf.Tensor
-    started: tf.Tensor  # scalar bool: shift set
+    shift: tf.Tensor  # per example: the mean of its first chunk with a finite sample
 
 
 def init_state(batch: tf.Tensor, size: int, dtype: tf.DType) -> State:
     """A zero state for ``batch`` examples of ``size`` elements."""
     zeros = tf.zeros(tf.stack([batch, size]), dtype)
     count = tf.zeros(tf.reshape(batch, [1]), dtype)
-    return State(count, zeros, zeros, count, zeros, zeros, zeros, zeros, zeros, zeros,
-                 tf.constant(False))
+    return State(count, zeros, zeros, count, zeros, zeros, zeros, zeros, zeros, zeros)
 
 
 def _expand(v: tf.Tensor) -> tf.Tensor:
@@ -119,8 +117,9 @@ def _masked_moments(values: tf.Tensor, mask: tf.Tensor):
 
 
 def _set_shift(state: State, first_mean: tf.Tensor) -> State:
-    shift = tf.cond(state.started, lambda: state.shift, lambda: first_mean)
-    return state._replace(shift=shift, started=tf.constant(True))
+    """Sets the shift of each example that has no finite sample yet (its moments are all 0)."""
+    shift = tf.where(state.n[:, None] > 0, state.shift, first_mean)
+    return state._replace(shift=shift)
 
 
 def clean(samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -155,8 +154,9 @@ def merge_chunk(
 ) -> State:
     """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
 
-    All moments are kept about the shift ``c`` (the first chunk's mean), so a large common
-    offset in the attributions costs no precision.
+    All moments are kept about a per-example shift ``c`` (the mean of the example's first
+    chunk with a finite sample), so a large common offset in the attributions costs no
+    precision.
 
     Args:
         state: Running state.

@@ -26,7 +26,7 @@ import tensorflow as tf
 from tfmollify import aggregation, attribution, sampling
 from tfmollify.kernels import Kernel
 
-__all__ = ["Plan", "build"]
+__all__ = ["Plan", "build", "stateless_forward"]
 
 
 class _OwnRetracingFilter(logging.Filter):
@@ -123,6 +123,18 @@ def weight_noise_table(model: Any, kernel: Kernel, wkey: Any, draws: int) -> tf.
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
 
 
+def stateless_forward(model: Any, weights: list[tf.Tensor], x: tf.Tensor) -> Any:
+    """The model's output with ``weights`` in place of its trainable variables (inference mode).
+
+    ``stateless_call`` passes keyword arguments straight to ``call``, so ``training`` is only
+    given to models whose ``call`` accepts it (a subclassed model may not).
+    """
+    kwargs = {"training": False} if getattr(model, "_call_has_training_arg", True) else {}
+    nt = [v.value for v in model.non_trainable_variables]
+    out, _ = model.stateless_call(weights, nt, x, **kwargs)
+    return out
+
+
 def build(
     model: Any,
     plan: Plan,
@@ -165,16 +177,13 @@ def build(
     model_dtype = _model_input_dtype(model, dtype)
     if weight_noise:
         trainable = list(model.trainable_variables)
-        non_trainable = list(model.non_trainable_variables)
         sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in trainable]
         w_dtype = _weight_dtype(model)
 
     def forward(x: tf.Tensor, weights: list[tf.Tensor] | None) -> Any:
         if weights is None:
             return model(x, training=False) if is_keras else model(x)
-        nt = [v.value for v in non_trainable]
-        out, _ = model.stateless_call(weights, nt, x, training=False)
-        return out
+        return stateless_forward(model, weights, x)
 
     def perturbed_weights(j: tf.Tensor, wkey: tf.Tensor, wnoise: tf.Tensor) -> list[tf.Tensor]:
         if plan.cached_weight_noise:
@@ -213,7 +222,9 @@ def build(
                 tape.watch(inp)
                 out = forward(tf.cast(inp, model_dtype), weights)
                 score = tf.cast(_select(out, t, target_fn), dtype)
-            return tf.cast(tape.gradient(score, inp), dtype)
+            # a score that does not depend on the input has a zero gradient, not None
+            zero = tf.UnconnectedGradients.ZERO
+            return tf.cast(tape.gradient(score, inp, unconnected_gradients=zero), dtype)
 
         a = tf.reshape(attribute(xs, ts, grad), [bc, count, size])
         if log_w is not None:  # importance-weighted samples of a (or a^2), averaged plainly
@@ -237,6 +248,8 @@ def build(
             st = aggregation.merge_chunk(st, vals, mask, units_are_samples, with_stderr)
             return k + 1, st
 
+        if n_chunks == 1:  # no loop: fewer ops per weight draw
+            return body(tf.constant(0), state)[1]
         _, state = tf.while_loop(
             lambda k, st: k < n_chunks, body, (tf.constant(0), state), parallel_iterations=1
         )
@@ -261,6 +274,8 @@ def build(
 
                 def outer(j, st):
                     weights = perturbed_weights(j, wkey, wnoise)
+                    if n_in == 1:  # NoiseGrad: one sample per weight draw is its own unit
+                        return j + 1, chunk_loop(st, x, targets, eps, keys, j, weights, True)
                     unit = aggregation.init_state(bc, size, dtype)
                     unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
                     return j + 1, aggregation.merge_unit(st, unit, with_stderr)

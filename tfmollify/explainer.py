@@ -24,6 +24,7 @@ from tfmollify import kernels as kernels_lib
 __all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "SmoothGrad"]
 
 MODES = ("sg", "ng", "fg")
+MAX_CALLABLES = 8  # callable targets whose compiled functions are kept
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
 
 
@@ -188,7 +189,13 @@ class Explainer:
             "attribution", attribution, attribution_lib.ATTRIBUTIONS
         )
         self.ig_steps = _check_int("ig_steps", ig_steps)
-        self.ig_baseline = np.asarray(ig_baseline)
+        try:
+            self.ig_baseline = np.asarray(ig_baseline, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "Argument `ig_baseline` must be a float or an array of one example's shape. "
+                f"Received: ig_baseline={ig_baseline!r}"
+            ) from None
         if not np.all(np.isfinite(self.ig_baseline)):
             raise ValueError(f"Argument `ig_baseline` must be finite. Received: {ig_baseline!r}")
         per_sample = attribution_lib.evaluations_per_sample(self.attribution, self.ig_steps)
@@ -240,6 +247,7 @@ class Explainer:
             )
         self._functions: dict[Any, Callable] = {}
         self._probed: dict[Any, tuple[int, ...]] = {}
+        self._callables: dict[int, Callable] = {}  # held, so that their ids stay unique
         self.trace_count = 0
         self.last_nonfinite_count: np.ndarray | None = None
         self.last_num_samples = self._samples_per_example()
@@ -334,18 +342,51 @@ class Explainer:
             )
         return arr, is_tensor
 
-    def _probe(self, x: np.ndarray) -> tuple[int, ...]:
-        """Runs the model on one example once per input signature; returns the score shape."""
+    def _probe(self, x: np.ndarray, target_fn: Callable | None) -> tuple[int, ...]:
+        """Checks the model (and a callable target) on one example before anything is traced.
+
+        Runs once per input signature (and callable), so errors surface here as one clear
+        ``ValueError``/``TypeError`` instead of a stack trace from inside the compiled graph.
+
+        Returns:
+            The shape of the model's scores for one example.
+        """
         key = (x.shape[1:], x.dtype.str)
-        if key in self._probed:
-            return self._probed[key]
-        sample = tf.convert_to_tensor(x[:1])
-        try:
-            out = (
-                self.model(sample, training=False)
-                if hasattr(self.model, "stateless_call")
-                else self.model(sample)
+        shape = self._probed.get(key)
+        if shape is None:
+            shape = self._probe_model(x)
+            self._probed[key] = shape
+        if target_fn is not None and (key, id(target_fn)) not in self._probed:
+            self._probe_target(x, target_fn)
+            self._probed[(key, id(target_fn))] = shape
+        return shape
+
+    def _probe_model(self, x: np.ndarray) -> tuple[int, ...]:
+        is_keras = hasattr(self.model, "stateless_call")
+        model_dtype = engine._model_input_dtype(self.model, tf.float32) if is_keras else None
+        if model_dtype is not None and not model_dtype.is_floating:
+            raise TypeError(
+                f"The model's input has dtype {model_dtype.name} (e.g. token ids): noise on "
+                "integer inputs is meaningless and there is no gradient with respect to them. "
+                "Explain a model that takes the embedded (floating-point) inputs instead."
             )
+        sample = tf.convert_to_tensor(x[:1])
+        if self.attribution == "integrated_gradients" and self.ig_baseline.ndim:
+            try:
+                fits = np.broadcast_shapes(self.ig_baseline.shape, x.shape[1:]) == x.shape[1:]
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"Argument `ig_baseline` has shape {self.ig_baseline.shape}, which does not "
+                    f"broadcast to one example of `inputs` {tuple(x.shape[1:])}. Pass a float "
+                    "or an array of one example's shape."
+                )
+        try:
+            out = self.model(sample, training=False) if is_keras else self.model(sample)
+            if self.mode != "sg":
+                weights = [v.value for v in self.model.trainable_variables]
+                engine.stateless_forward(self.model, weights, sample)
         except Exception as exc:  # the model's own error, summarised
             raise ValueError(
                 f"The model rejected `inputs` with per-example shape {tuple(x.shape[1:])} and "
@@ -357,9 +398,32 @@ class Explainer:
                 "The model must return one tensor of scores [batch, ...]. Received output of "
                 f"type {type(out).__name__}."
             )
-        shape = tuple(int(d) for d in out.shape[1:])
-        self._probed[key] = shape
-        return shape
+        return tuple(int(d) for d in out.shape[1:])
+
+    def _probe_target(self, x: np.ndarray, target_fn: Callable) -> None:
+        """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
+        sample = tf.convert_to_tensor(np.repeat(x[:1], 2, axis=0))
+        out = self.model(sample, training=False) if hasattr(self.model, "stateless_call") else (
+            self.model(sample)
+        )
+        try:
+            got = tf.function(target_fn, autograph=False)(out)
+        except Exception as exc:
+            raise TypeError(
+                "Argument `targets` is a callable that failed on the model's scores of shape "
+                f"{tuple(out.shape)} inside a tf.function: {_summarize(exc)}. It must be built "
+                "from TensorFlow ops (it is traced into the explainer's graph) and map scores "
+                "[n, ...] to [n] target scores."
+            ) from None
+        shape = tuple(got.shape) if hasattr(got, "shape") else None
+        dtype = getattr(got, "dtype", None)
+        if shape not in ((2,), (2, 1)) or dtype is None or not tf.as_dtype(dtype).is_floating:
+            raise ValueError(
+                "Argument `targets` is a callable that must map scores [n, ...] to n float "
+                f"target scores (one per row). On scores of shape {tuple(out.shape)} it returned "
+                f"shape {shape} and dtype {getattr(dtype, 'name', dtype)}; e.g. use "
+                "`lambda s: s[:, 3]` or `lambda s: tf.reduce_sum(s * w, axis=1)`."
+            )
 
     def _targets(self, targets: Any, batch: int, score_shape: tuple[int, ...]) -> np.ndarray:
         n_scores = int(np.prod(score_shape)) if score_shape else 1
@@ -474,6 +538,22 @@ class Explainer:
             self._functions[key] = fn
         return fn
 
+    def _remember(self, target_fn: Callable) -> None:
+        """Keeps the compiled functions of the last :data:`MAX_CALLABLES` callable targets.
+
+        A compiled function is tied to its callable, so pass the same callable object on every
+        call to reuse it (a new ``lambda`` per call traces anew).
+        """
+        ident = id(target_fn)
+        self._callables.pop(ident, None)
+        self._callables[ident] = target_fn
+        while len(self._callables) > MAX_CALLABLES:
+            old = next(iter(self._callables))
+            del self._callables[old]
+            for cache in (self._functions, self._probed):
+                for k in [k for k in cache if isinstance(k, tuple) and old in k]:
+                    del cache[k]
+
     def _count_trace(self) -> None:
         self.trace_count += 1
 
@@ -515,8 +595,10 @@ class Explainer:
             empty = np.zeros_like(x)
             out = tf.convert_to_tensor(empty) if is_tensor else empty
             return (out, out) if return_stderr else out
-        score_shape = self._probe(x)
         target_fn = targets if callable(targets) else None
+        if target_fn is not None:
+            self._remember(target_fn)
+        score_shape = self._probe(x, target_fn)
         idx = (
             np.zeros(batch, np.int32)
             if target_fn is not None

@@ -145,6 +145,23 @@ class Kernel:
         u = tf.constant(0.5 + 0.5 * alpha, tf.float64)
         return float(self._icdf(u).numpy())
 
+    def _eq30_quantile(self, alpha: float) -> tuple[float, bool]:
+        """``(q, ok)``: the quantile ``icdf((1 + alpha)/2)`` and whether it solves eq. 30.
+
+        Checked once per ``alpha`` through the cdf (a user kernel's icdf may be wrong) and
+        cached, since explainers ask on every call.
+        """
+        cache = self.__dict__.setdefault("_eq30_cache", {})
+        if alpha not in cache:
+            q = self._central_quantile(alpha)
+            target = 0.5 + 0.5 * alpha
+            ok = math.isfinite(q) and q > 0
+            if ok:
+                got = float(self._cdf(tf.constant(q, tf.float64)).numpy())
+                ok = abs(got - target) <= 1e-9 * max(1.0, target)
+            cache[alpha] = (q, ok)
+        return cache[alpha]
+
     # -- public ------------------------------------------------------------------------------
     def pdf(self, x: Any) -> tf.Tensor:
         """Density ``phi(x)`` of the standard kernel.
@@ -250,12 +267,7 @@ class Kernel:
                 "r is the half-width of the interval [-r, r] that holds a fraction alpha of the "
                 "noise (the paper suggests r = max(x) - mean(x))."
             )
-        q = self._central_quantile(alpha_f)
-        target = 0.5 + 0.5 * alpha_f
-        ok = math.isfinite(q) and q > 0
-        if ok:
-            got = float(self._cdf(tf.constant(q, tf.float64)).numpy())
-            ok = abs(got - target) <= 1e-9 * max(1.0, target)
+        q, ok = self._eq30_quantile(alpha_f)
         if not ok:
             raise ValueError(
                 f"Kernel `{self.name}` has no scale eps with mass alpha={alpha_f} inside [-r, r]: "

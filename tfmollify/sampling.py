@@ -20,7 +20,7 @@ where ``offset`` is the example's position in the whole job (0 for a single call
 modulo 2**64. An example's noise therefore depends only on its seed and the sample index: never
 on the batch it shares, the batch size, or the chunk size.
 
-Uniforms are taken from the top 24 (float32) or 53 (float64) bits and shifted by half a step, so
+Uniforms are taken from the top 23 (float32) or 52 (float64) bits and shifted by half a step, so
 they lie in the open interval (0, 1) and ``u`` and ``1 - u`` are equally likely: inverse CDFs never
 see 0 or 1 and the noise is exactly symmetric.
 """
@@ -36,6 +36,7 @@ import tensorflow as tf
 __all__ = [
     "INPUT_STREAM",
     "WEIGHT_STREAM",
+    "bits_to_open_unit",
     "example_keys",
     "example_seeds",
     "mix64",
@@ -123,22 +124,36 @@ def uniform_open(
         shape: Output shape.
         key: uint64 tensor of shape ``[1]``.
         counter: uint64 tensor of shape ``[2]`` (low word first).
-        dtype: ``tf.float32`` (24 random bits) or ``tf.float64`` (53 random bits).
+        dtype: ``tf.float32`` (23 random bits) or ``tf.float64`` (52 random bits).
 
     Returns:
-        ``(k + 0.5) / 2**bits`` for uniform integers ``k``: symmetric about 1/2, never 0 or 1.
+        ``(k + 0.5) / 2**bits`` for uniform integers ``k < 2**bits``: symmetric about 1/2 and,
+        with one bit fewer than the mantissa holds, exactly representable, so never 0 or 1
+        (with 24 bits, ``k = 2**24 - 1`` would round to 1.0 and give infinite noise).
     """
-    if dtype == tf.float64:
-        bits = tf.raw_ops.StatelessRandomUniformFullIntV2(
-            shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.uint64
-        )
-        k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64)
-        return (k + 0.5) * (2.0**-53)
+    full = tf.uint64 if dtype == tf.float64 else tf.uint32
     bits = tf.raw_ops.StatelessRandomUniformFullIntV2(
-        shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.uint32
+        shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=full
     )
-    k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
-    return (k + 0.5) * (2.0**-24)
+    return bits_to_open_unit(bits)
+
+
+def bits_to_open_unit(bits: tf.Tensor) -> tf.Tensor:
+    """Maps uniform random integers to floats in the open interval (0, 1).
+
+    Args:
+        bits: ``tf.uint32`` (gives float32, top 23 bits used) or ``tf.uint64`` (gives float64,
+            top 52 bits used).
+
+    Returns:
+        ``(k + 0.5) / 2**b`` with ``k`` the top ``b`` bits; every value is exact, so the extremes
+        ``2**-(b+1)`` and ``1 - 2**-(b+1)`` are strictly inside (0, 1).
+    """
+    if bits.dtype == tf.uint64:
+        k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(12, tf.uint64)), tf.float64)
+        return (k + 0.5) * (2.0**-52)
+    k = tf.cast(tf.bitwise.right_shift(bits, tf.constant(9, tf.uint32)), tf.float32)
+    return (k + 0.5) * (2.0**-23)
 
 
 def stream_uniforms(
