@@ -12,7 +12,8 @@ Here, as in the reference, this is an eager Python loop that mutates the model's
 once and assigned back before every draw and at the end (also on error). The one deviation is
 that each draw is ONE model evaluation, batched over the ``B`` examples (NoiseGrad) or over all
 ``B*N`` noisy inputs (FusionGrad), instead of the reference's inner loop over ``N``; this only
-makes the baseline faster.
+makes the baseline faster; ``per_draw=True`` restores the reference's inner loop (one model
+evaluation of ``B`` rows per input draw, ``M x N`` evaluations in all).
 
 Two gradient back-ends are offered: ``compiled=False`` (eager ``GradientTape``, the faithful
 port) and ``compiled=True`` (the same loop, but the gradient step is one ``tf.function`` traced
@@ -39,6 +40,8 @@ class NoiseGradBaseline:
         epsilon: Absolute standard deviation of the Gaussian input noise (FusionGrad only).
         compiled: Run each draw's gradient as a ``tf.function`` (else eagerly).
         seed: Seed of the weight / input noise generator.
+        per_draw: FusionGrad only: loop over the ``N`` input draws (one evaluation of ``B`` rows
+            each, as the reference does) instead of one evaluation of ``B*N`` rows.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class NoiseGradBaseline:
         epsilon: float | None = None,
         compiled: bool = False,
         seed: int = 0,
+        per_draw: bool = False,
     ) -> None:
         if num_samples is not None and epsilon is None:
             raise ValueError("FusionGrad needs the input-noise epsilon")
@@ -58,6 +62,7 @@ class NoiseGradBaseline:
         self.weight_epsilon = float(weight_epsilon)
         self.num_samples = num_samples
         self.epsilon = epsilon
+        self.per_draw = bool(per_draw)
         self.rng = tf.random.Generator.from_seed(seed)
         self._grad = (
             tf.function(self._gradient, reduce_retracing=True) if compiled else self._gradient
@@ -99,6 +104,11 @@ class NoiseGradBaseline:
                 self._perturb(variables, saved)
                 if n is None:
                     total += self._grad(x, t)
+                elif self.per_draw:
+                    t1 = tf.convert_to_tensor(targets, tf.int32)
+                    for _ in range(n):
+                        xn = x + self.rng.normal(tf.shape(x), stddev=self.epsilon)
+                        total += self._grad(xn, t1) / n
                 else:
                     xr = tf.repeat(x, n, axis=0)
                     xn = xr + self.rng.normal(tf.shape(xr), stddev=self.epsilon)

@@ -123,11 +123,14 @@ def tfmollify_runner(
     return Runner(lambda: np.asarray(explainer(x, t)), f"batch_size={problem.batch_size}; {note}")
 
 
-def baseline_runner(problem: Problem, mode: str, compiled: bool, seed: int = 0) -> Runner:
+def baseline_runner(
+    problem: Problem, mode: str, compiled: bool, seed: int = 0, per_draw: bool = False
+) -> Runner:
     """The original NoiseGrad / FusionGrad loop of :mod:`baselines`."""
     fg = mode == "fg"
     explainer = NoiseGradBaseline(
         problem.model,
+        per_draw=per_draw,
         num_weight_samples=problem.num_weight_samples,
         weight_epsilon=problem.weight_epsilon,
         num_samples=problem.num_samples if fg else None,
@@ -138,7 +141,9 @@ def baseline_runner(problem: Problem, mode: str, compiled: bool, seed: int = 0) 
     x = tf.constant(problem.x)
     t = tf.constant(problem.targets)
     grad = "tf.function grad" if compiled else "eager grad"
-    batch = "B*N rows" if fg else "B rows"
+    batch = "B*N rows" if fg and not per_draw else "B rows"
+    if per_draw:
+        batch += ", loop over N"
     return Runner(lambda: explainer(x, t).numpy(), f"loop over M; assign; {grad} of {batch}")
 
 
@@ -165,6 +170,8 @@ def method_factories(
         mn = problem.num_samples * problem.num_weight_samples
         m["baseline_fg"] = lambda: baseline_runner(problem, "fg", compiled=False)
         m["baseline_fg_compiled"] = lambda: baseline_runner(problem, "fg", compiled=True)
+        m["baseline_fg_loop"] = lambda: baseline_runner(problem, "fg", compiled=False,
+                                                        per_draw=True)
         m["tfmollify_fg"] = tfm_reason or (lambda: tfmollify_runner(tfm, problem, "fg"))
         m["tfmollify_sg_MN"] = tfm_reason or (
             lambda: tfmollify_runner(tfm, problem, "sg", num_samples=mn)

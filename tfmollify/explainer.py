@@ -234,6 +234,9 @@ class Explainer:
             )
         self.weight_noise_cache_mb = float(weight_noise_cache_mb)
         self._weight_noise: tf.Tensor | None = None
+        self._cache_decision: bool | None = None
+        self._no_noise: dict[tf.DType, tf.Tensor] = {}
+        self._wkeys: dict[int, tf.Tensor] = {}
         self.model = model
         self._check_model(model)
         if self.mode != "sg" and not math.isfinite(self.kernel.variance):
@@ -493,6 +496,11 @@ class Explainer:
         return arr.astype(np.uint64).view(np.int64), seed
 
     def _caches_weight_noise(self) -> bool:
+        if self._cache_decision is None:
+            self._cache_decision = self._decide_cache()
+        return self._cache_decision
+
+    def _decide_cache(self) -> bool:
         if self.mode == "sg" or self.seed is None:
             return False
         n_weights = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
@@ -502,7 +510,9 @@ class Explainer:
     def _weight_noise_input(self, wkey: tf.Tensor, compute: tf.DType) -> tf.Tensor:
         if not self._caches_weight_noise():
             dtype = engine._weight_dtype(self.model) if self.mode != "sg" else compute
-            return tf.zeros([0, 0], dtype)
+            if dtype not in self._no_noise:
+                self._no_noise[dtype] = tf.zeros([0, 0], dtype)
+            return self._no_noise[dtype]
         if self._weight_noise is None:
             self._weight_noise = engine.weight_noise_table(
                 self.model, self.kernel, wkey, self.num_weight_samples
@@ -534,7 +544,10 @@ class Explainer:
                 proposal_scale=self.proposal_scale,
                 cached_weight_noise=self._caches_weight_noise(),
             )
-            fn = engine.build(self.model, plan, target_fn, on_trace=self._count_trace)
+            # the concrete function: traced now, once, and called without signature dispatch
+            fn = engine.build(
+                self.model, plan, target_fn, on_trace=self._count_trace
+            ).get_concrete_function()
             self._functions[key] = fn
         return fn
 
@@ -609,7 +622,11 @@ class Explainer:
         fn = self._function(x, target_fn, bool(return_stderr))
         compute = _compute_dtype(x)
         _, block = self._chunking(batch)
-        wkey = tf.constant(sampling.weight_key(seed))
+        wkey = self._wkeys.get(seed)
+        if wkey is None:
+            wkey = tf.constant(sampling.weight_key(seed))
+            if self.seed is not None:
+                self._wkeys = {seed: wkey}
         wnoise = self._weight_noise_input(wkey, compute)
         values, errors, finite = [], [], []
         for start in range(0, batch, block):
