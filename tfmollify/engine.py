@@ -11,6 +11,8 @@ Weights are perturbed functionally with Keras 3 ``stateless_call`` on tensors; t
 variables are only ever read, so nothing can leave them perturbed. A ``tf.while_loop`` over weight
 draws and over chunks of at most ``chunk`` input draws (``parallel_iterations=1``) bounds the
 evaluations in flight, and aggregation is streamed, so memory does not grow with ``N`` or ``M``.
+Without a memory bound (``Plan.pipeline=2``) two weight draws overlap, which keeps both CPU cores
+busy on small models; the merge order, and so the result, is the same.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class Plan:
         proposal_scale: The proposal's scale relative to ``epsilon``.
         cached_weight_noise: The standard weight noise of all ``M`` draws is passed in
             (``wnoise [M, P]``, see :func:`weight_noise_table`) instead of drawn in the graph.
+        pipeline: Weight draws whose evaluations may run concurrently (``parallel_iterations``
+            of the loop over draws); 1 keeps the memory bound of ``chunk`` exact.
     """
 
     mode: str
@@ -87,6 +91,7 @@ class Plan:
     proposal: Kernel | None = None
     proposal_scale: float = 1.0
     cached_weight_noise: bool = False
+    pipeline: int = 1
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -281,7 +286,10 @@ def build(
                     return j + 1, aggregation.merge_unit(st, unit, with_stderr)
 
                 _, state = tf.while_loop(
-                    lambda j, st: j < n_w, outer, (tf.constant(0), state), parallel_iterations=1
+                    lambda j, st: j < n_w,
+                    outer,
+                    (tf.constant(0), state),
+                    parallel_iterations=plan.pipeline,
                 )
             value, stderr = aggregation.finalize(state, agg_name, with_stderr)
             finite = state.n

@@ -118,10 +118,12 @@ class Explainer:
             ``"vargrad"`` (population variance).
         attribution: Base method at each noisy sample: ``"gradient"``, ``"input_x_gradient"``
             or ``"integrated_gradients"``.
-        batch_size: At most this many model evaluations in one pass (bounds memory); ``None``
-            evaluates all samples of all examples of a call in one pass.
-        seed: An int makes results reproducible (identical for any ``batch_size``); ``None`` draws
-            fresh randomness on every call.
+        batch_size: At most this many model evaluations in flight (bounds memory). ``None``
+            evaluates all input draws of all examples of a call in one pass (per weight draw,
+            two weight draws overlapping): fastest, but memory grows with ``B x N``.
+        seed: An int makes results reproducible: the noise is the same for any ``batch_size``
+            and the result equal up to floating-point rounding. ``None`` draws fresh randomness
+            on every call (weight noise included, even when ``explain`` gets ``seeds``).
         ig_steps: Gauss-Legendre points for integrated gradients.
         ig_baseline: Integrated-gradients baseline, a float or an array of one example's shape.
         jit_compile: Compile with XLA (often slower on CPU; the noise stream is the same).
@@ -543,6 +545,8 @@ class Explainer:
                 proposal=self.proposal,
                 proposal_scale=self.proposal_scale,
                 cached_weight_noise=self._caches_weight_noise(),
+                # no memory bound asked for: overlap two weight draws (same result)
+                pipeline=2 if self.batch_size is None else 1,
             )
             # the concrete function: traced now, once, and called without signature dispatch
             fn = engine.build(
