@@ -9,6 +9,11 @@ The TF engine can be checked against these functions by feeding both THE SAME no
 
 Aggregations: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of squares), ``"vargrad"``
 (population variance, two-pass: mean first, then the mean squared deviation).
+
+Base attributions at each noisy point ``p`` (:func:`attribute`): ``"gradient"`` ``g(p)``,
+``"input_x_gradient"`` ``p * g(p)``, ``"integrated_gradients"``
+``(p - p0) * sum_k w_k g(p0 + s_k (p - p0))`` with Gauss-Legendre nodes ``s_k`` and weights
+``w_k`` on [0, 1].
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "AGGREGATIONS",
+    "ATTRIBUTIONS",
     "aggregate",
+    "attribute",
     "fusiongrad",
     "init_params",
     "mlp_forward",
@@ -33,6 +40,7 @@ __all__ = [
 
 Params = Sequence[tuple[np.ndarray, np.ndarray]]
 AGGREGATIONS: tuple[str, ...] = ("smoothgrad", "smoothgrad_sq", "vargrad")
+ATTRIBUTIONS: tuple[str, ...] = ("gradient", "input_x_gradient", "integrated_gradients")
 
 
 def init_params(
@@ -111,6 +119,48 @@ def mlp_input_grad(params: Params, x: ArrayLike, targets: ArrayLike) -> np.ndarr
         grad_a = grad_h * (1.0 - h * h)  # tanh' = 1 - tanh^2
         grad_h = grad_a @ w.T
     return grad_h
+
+
+def attribute(
+    params: Params,
+    x: ArrayLike,
+    targets: ArrayLike,
+    method: str = "gradient",
+    steps: int = 16,
+    baseline: ArrayLike = 0.0,
+) -> np.ndarray:
+    """A base attribution of the MLP at the rows of ``x``.
+
+    Args:
+        params: list of ``(W, b)``.
+        x: points [n, D].
+        targets: class index per row.
+        method: one of :data:`ATTRIBUTIONS`.
+        steps: Gauss-Legendre points for integrated gradients.
+        baseline: integrated-gradients baseline, broadcastable to one row.
+
+    Returns:
+        Attributions [n, D].
+
+    Raises:
+        ValueError: unknown method.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if method == "gradient":
+        return mlp_input_grad(params, x, targets)
+    if method == "input_x_gradient":
+        return x * mlp_input_grad(params, x, targets)
+    if method != "integrated_gradients":
+        raise ValueError(
+            f"Argument `method` must be one of {ATTRIBUTIONS}. Received: method={method!r}"
+        )
+    nodes, weights = np.polynomial.legendre.leggauss(int(steps))
+    x0 = np.broadcast_to(np.asarray(baseline, dtype=np.float64), x.shape)
+    total = np.zeros_like(x)
+    for node, weight in zip(nodes, weights, strict=True):
+        s = 0.5 * (node + 1.0)
+        total += 0.5 * weight * mlp_input_grad(params, x0 + s * (x - x0), targets)
+    return (x - x0) * total
 
 
 def aggregate(grads: np.ndarray, axis: int, aggregation: str) -> np.ndarray:
@@ -194,6 +244,8 @@ def smoothgrad(
     z: ArrayLike,
     eps: ArrayLike,
     aggregation: str = "smoothgrad",
+    attribution: str = "gradient",
+    **attribution_kw: object,
 ) -> np.ndarray:
     """SG with given input noise: gradients at ``x_b + eps_b z_bi``, aggregated over i.
 
@@ -204,6 +256,8 @@ def smoothgrad(
         z: standard noise [B, N, D].
         eps: scalar or [B].
         aggregation: see ``aggregate``.
+        attribution: base method at each sample, see :func:`attribute` (``steps``,
+            ``baseline`` in ``attribution_kw``).
 
     Returns:
         [B, D].
@@ -220,7 +274,7 @@ def smoothgrad(
     e = _eps_per_row(eps, batch)
     t = np.repeat(_targets(targets, batch), n)
     pts = (x[:, None, :] + e[:, None, None] * z).reshape(batch * n, dim)
-    grads = mlp_input_grad(params, pts, t).reshape(batch, n, dim)
+    grads = attribute(params, pts, t, attribution, **attribution_kw).reshape(batch, n, dim)
     return aggregate(grads, 1, aggregation)
 
 
@@ -231,6 +285,8 @@ def noisegrad(
     zw: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
     weight_eps: float,
     aggregation: str = "smoothgrad",
+    attribution: str = "gradient",
+    **attribution_kw: object,
 ) -> np.ndarray:
     """NG with given weight noise: draw j uses ``perturb_params(params, zw[j], weight_eps)``.
 
@@ -241,6 +297,8 @@ def noisegrad(
         zw: list over draws j = 0..M-1 of lists of ``(zW, zb)`` shaped like ``params``.
         weight_eps: relative weight-noise scale.
         aggregation: see ``aggregate``.
+        attribution: base method at each sample, see :func:`attribute` (``steps``,
+            ``baseline`` in ``attribution_kw``).
 
     Returns:
         [B, D].
@@ -250,7 +308,11 @@ def noisegrad(
     """
     x = np.asarray(x, dtype=np.float64)
     grads = np.stack(
-        [mlp_input_grad(perturb_params(params, draw, weight_eps), x, targets) for draw in zw]
+        [
+            attribute(perturb_params(params, draw, weight_eps), x, targets, attribution,
+                      **attribution_kw)
+            for draw in zw
+        ]
     )  # [M, B, D]
     return aggregate(grads, 0, aggregation)
 
@@ -264,6 +326,8 @@ def fusiongrad(
     eps: ArrayLike,
     weight_eps: float,
     aggregation: str = "smoothgrad",
+    attribution: str = "gradient",
+    **attribution_kw: object,
 ) -> np.ndarray:
     """FG: draw j uses weights ``zw[j]`` and inputs ``x_b + eps_b z[b, j, i]``; aggregate over
     all M * N samples.
@@ -277,6 +341,8 @@ def fusiongrad(
         eps: scalar or [B].
         weight_eps: relative weight-noise scale.
         aggregation: see ``aggregate``.
+        attribution: base method at each sample, see :func:`attribute` (``steps``,
+            ``baseline`` in ``attribution_kw``).
 
     Returns:
         [B, D].
@@ -299,5 +365,5 @@ def fusiongrad(
     for j, draw in enumerate(zw):
         p = perturb_params(params, draw, weight_eps)
         pts = (x[:, None, :] + e[:, None, None] * z[:, j]).reshape(batch * n, dim)
-        grads[:, j] = mlp_input_grad(p, pts, t).reshape(batch, n, dim)
+        grads[:, j] = attribute(p, pts, t, attribution, **attribution_kw).reshape(batch, n, dim)
     return aggregate(grads.reshape(batch, m * n, dim), 1, aggregation)

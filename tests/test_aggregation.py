@@ -165,3 +165,22 @@ def test_shift_is_per_example_when_a_first_chunk_is_all_nonfinite(units):
         infl = [(k - k.astype(np.float64).mean(axis=0)) ** 2 for k in (a[0, 16:], a[1])]
         want_se = np.stack([i.std(axis=0, ddof=1) / np.sqrt(len(i)) for i in infl])
         np.testing.assert_allclose(se.numpy(), want_se, rtol=5e-2)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50])
+def test_mean_only_path_equals_the_full_merge(chunk):
+    """``with_m2=False, with_stderr=False`` (plain SmoothGrad) keeps the same mean and count."""
+    rng = np.random.default_rng(6)
+    a = 3.0 + rng.normal(size=(2, 50, 4))
+    a[1, 7] = np.nan
+    b, n, d = a.shape
+    full = stream(a, chunk, dtype=tf.float64)
+    lean = agg.init_state(tf.constant(b), d, tf.float64)
+    for start in range(0, n, chunk):
+        vals, mask = agg.clean(tf.constant(a[:, start:start + chunk], tf.float64))
+        lean = agg.merge_chunk(lean, vals, mask, True, with_stderr=False, with_m2=False)
+    np.testing.assert_array_equal(lean.n.numpy(), full.n.numpy())
+    v_full, _ = agg.finalize(full, "smoothgrad", with_stderr=False)
+    v_lean, _ = agg.finalize(lean, "smoothgrad", with_stderr=False)
+    np.testing.assert_allclose(v_lean.numpy(), v_full.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(v_lean.numpy()[0], a[0].mean(axis=0), rtol=1e-13)

@@ -173,7 +173,9 @@ def test_epsilon_to_zero_gives_the_plain_gradient():
 # -- the reference MLP, fed the same noise --------------------------------------------------------
 @pytest.mark.parametrize("kernel", BUILTIN_KERNELS)
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation):
+@pytest.mark.parametrize("attribution", ATTRIBUTIONS)
+def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation, attribution):
+    """All 5 kernels x 3 modes x 3 aggregations x 3 base attributions, same noise, float64."""
     model = mlp(dtype="float64")
     params = params_of(model)
     rng = np.random.default_rng(5)
@@ -191,17 +193,19 @@ def test_matches_reference_mlp_with_the_same_noise(kernel, aggregation):
         flat = [p.numpy().reshape(v.shape) for p, v in zip(parts, model.trainable_variables,
                                                            strict=True)]
         zw.append([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+    base = np.linspace(-0.2, 0.3, 5)
     kw = dict(kernel=kernel, num_samples=n, num_weight_samples=m, epsilon=eps,
-              weight_epsilon=delta, aggregation=aggregation, seed=seed)
+              weight_epsilon=delta, aggregation=aggregation, seed=seed, attribution=attribution,
+              ig_steps=3, ig_baseline=base)
+    rk = dict(aggregation=aggregation, attribution=attribution, steps=3, baseline=base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # cauchy weight-noise warning
         sg = tfm.SmoothGrad(model, **kw)(x, t)
         ng = tfm.NoiseGrad(model, **kw)(x, t)
         fg = tfm.FusionGrad(model, **kw)(x, t)
-    ref_sg = reference.mlp.smoothgrad(params, x, t, z[:, :n], eps, aggregation=aggregation)
-    ref_ng = reference.mlp.noisegrad(params, x, t, zw, delta, aggregation=aggregation)
-    ref_fg = reference.mlp.fusiongrad(params, x, t, zw, z.reshape(3, m, n, 5), eps, delta,
-                                      aggregation=aggregation)
+    ref_sg = reference.mlp.smoothgrad(params, x, t, z[:, :n], eps, **rk)
+    ref_ng = reference.mlp.noisegrad(params, x, t, zw, delta, **rk)
+    ref_fg = reference.mlp.fusiongrad(params, x, t, zw, z.reshape(3, m, n, 5), eps, delta, **rk)
     np.testing.assert_allclose(sg, ref_sg, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ng, ref_ng, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(fg, ref_fg, rtol=1e-9, atol=1e-12)

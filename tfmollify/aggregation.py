@@ -151,6 +151,7 @@ def merge_chunk(
     mask: tf.Tensor,
     units_are_samples: bool,
     with_stderr: bool = True,
+    with_m2: bool = True,
 ) -> State:
     """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
 
@@ -166,15 +167,22 @@ def merge_chunk(
             when samples are grouped into units that :func:`merge_unit` closes (NoiseGrad,
             FusionGrad: one unit per weight draw).
         with_stderr: Keep the unit statistics that the standard error needs.
+        with_m2: Keep the sum of squared deviations (every aggregation but a plain
+            ``smoothgrad`` mean without standard error needs it); False leaves ``m2`` at 0.
 
     Returns:
         The updated state.
     """
-    n_first, mean_first, _, _ = _masked_moments(values, mask)
-    del n_first
-    state = _set_shift(state, mean_first)
     m = mask[:, :, None]
+    n_c = tf.reduce_sum(mask, axis=1)
+    mean_first = tf.math.divide_no_nan(tf.reduce_sum(values * m, axis=1), _expand(n_c))
+    state = _set_shift(state, mean_first)
     x = (values - state.shift[:, None, :]) * m
+    if not (with_m2 or with_stderr):
+        mean_c = tf.math.divide_no_nan(tf.reduce_sum(x, axis=1), _expand(n_c))
+        n = state.n + n_c
+        mean = state.mean + (mean_c - state.mean) * _expand(tf.math.divide_no_nan(n_c, n))
+        return state._replace(n=n, mean=mean)
     n_c, mean_c, m2_c, centred = _masked_moments(x, mask)
     n, mean, m2 = _merge_moments(state.n, state.mean, state.m2, n_c, mean_c, m2_c)
     state = state._replace(n=n, mean=mean, m2=m2)

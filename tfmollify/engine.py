@@ -250,7 +250,9 @@ def build(
                 inside = tf.cast(first + tf.range(chunk) < n_in, mask.dtype)
                 mask = mask * inside[None, :]
                 vals = vals * inside[None, :, None]
-            st = aggregation.merge_chunk(st, vals, mask, units_are_samples, with_stderr)
+            st = aggregation.merge_chunk(
+                st, vals, mask, units_are_samples, with_stderr, with_m2=agg_name != "smoothgrad"
+            )
             return k + 1, st
 
         if n_chunks == 1:  # no loop: fewer ops per weight draw
