@@ -19,6 +19,7 @@ import dataclasses
 import importlib.metadata
 import platform
 import statistics
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -355,6 +356,15 @@ def versions() -> dict[str, str]:
     out["tf.__version__"] = tf.__version__
     out["cpu_count"] = str(os.cpu_count())
     out["intra_op_threads"] = str(tf.config.threading.get_intra_op_parallelism_threads())
+    try:  # the commit measured, "+dirty" with uncommitted changes
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tfmollify"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        out["git"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
     return out
 
 
