@@ -714,6 +714,16 @@ class Explainer:
             config.pop("mode", None)
         return cls(model, **config)
 
+    def export(self, path: Any, **kwargs: Any) -> Any:
+        """Writes this explainer as a SavedModel that TensorFlow Serving loads as it is.
+
+        Same as :func:`tfmollify.export` (``tfmollify.serving.export``) with this explainer; see
+        there for the arguments, the signature and the errors.
+        """
+        from tfmollify import serving
+
+        return serving.export(self, path, **kwargs)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(mode={self.mode!r}, kernel={self.kernel.name!r}, "
