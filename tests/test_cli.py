@@ -26,10 +26,16 @@ def assert_one_line_error(res: subprocess.CompletedProcess, match: str) -> None:
     assert err and match in err[-1], res.stderr
 
 
-def test_help_on_every_subcommand():
-    for sub in ("", "demo", "explain", "epsilon", "kernels"):
-        res = run(*([sub] if sub else []), "--help")
-        assert res.returncode == 0 and "usage: tfmollify" in res.stdout
+def test_help_on_every_subcommand(capsys):
+    from tfmollify import cli
+
+    for sub in ("", "demo", "explain", "export", "epsilon", "kernels"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.build_parser().parse_args([*([sub] if sub else []), "--help"])
+        assert exit_.value.code == 0
+        assert "usage: tfmollify" in capsys.readouterr().out
+    res = run("--help")  # the real entry point too
+    assert res.returncode == 0 and "export" in res.stdout
 
 
 def test_kernels_table():
@@ -139,3 +145,30 @@ def test_demo_end_to_end(tmp_path):
     arrays = np.load(tmp_path / "demo" / "attributions.npz")
     assert arrays["fg_rect"].shape == arrays["inputs"].shape
     assert "| sg/gaussian |" in (tmp_path / "demo" / "summary.md").read_text()
+
+
+def test_export_writes_a_servable_savedmodel(saved_model, tmp_path):
+    import tensorflow as tf
+
+    import tfmollify as tfm
+
+    d, model, x = saved_model
+    res = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "srv"),
+              "--version", "3", "--mode", "fg", "--kernel", "sigmoid", "--samples", "4",
+              "--weight-samples", "2", "--seed", "5")
+    assert res.returncode == 0, res.stderr
+    assert "wrote" in res.stdout and str(tmp_path / "srv" / "3") in res.stdout
+    served = tf.saved_model.load(str(tmp_path / "srv" / "3")).signatures["serving_default"]
+    xs = np.stack([x, x[::-1]])
+    got = served(inputs=tf.constant(xs), targets=tf.constant([0, 2]),
+                 seeds=tf.constant([1, 2], tf.int64))
+    explainer = tfm.Explainer(model, mode="fg", kernel="sigmoid", num_samples=4,
+                              num_weight_samples=2, seed=5)
+    want = explainer.explain(xs, [0, 2], seeds=[1, 2])
+    np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-5, atol=1e-6)
+    again = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "srv"),
+                "--version", "3")
+    assert_one_line_error(again, "exists")
+    shape = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "s2"),
+                "--input-shape", "12,x")
+    assert_one_line_error(shape, "--input-shape")

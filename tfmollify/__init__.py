@@ -27,6 +27,7 @@ from tfmollify.explainer import (
     NonFiniteError,
     SmoothGrad,
 )
+from tfmollify.serving import export
 
 __all__ = [
     "MODES",
@@ -35,6 +36,7 @@ __all__ = [
     "NoiseGrad",
     "NonFiniteError",
     "SmoothGrad",
+    "export",
     "kernels",
     "sampling",
 ]

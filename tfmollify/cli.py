@@ -1,4 +1,4 @@
-"""The ``tfmollify`` command: demo, explain, epsilon and kernels.
+"""The ``tfmollify`` command: demo, explain, export, epsilon and kernels.
 
 Every error a user can cause (bad arguments, unreadable files, a model that rejects the input)
 ends with one line on stderr and exit status 2, not a traceback.
@@ -177,6 +177,44 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import tfmollify as tfm
+
+    model, is_savedmodel = _load_model(args.model)
+    if is_savedmodel:
+        raise CLIError(
+            f"--model {args.model!r}: export needs a .keras file (the weights go into the "
+            "export), not a SavedModel directory"
+        )
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise CLIError(
+                f"--input-shape {args.input_shape!r}: give one example's shape as ints, e.g. "
+                "28,28,1"
+            ) from None
+    try:
+        explainer = tfm.Explainer(
+            model, mode=args.mode, kernel=args.kernel, num_samples=args.samples,
+            num_weight_samples=args.weight_samples, epsilon=args.epsilon, alpha=args.alpha,
+            weight_epsilon=args.weight_epsilon, aggregation=args.aggregation,
+            attribution=args.attribution, seed=args.seed, batch_size=args.batch_size,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = explainer.export(
+                args.out, version=args.version, input_shape=shape, overwrite=args.overwrite
+            )
+    except (ValueError, TypeError, FileExistsError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote {out} (signature serving_default: inputs, targets, seeds -> attributions, "
+          f"stderr, finite_samples); serve it with tensorflow_model_server "
+          f"--model_base_path={os.path.abspath(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     p = argparse.ArgumentParser(
@@ -211,6 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default="heatmap.png", help="PNG overlay path; .npy written beside")
     e.set_defaults(func=_cmd_explain)
+
+    x = sub.add_parser(
+        "export", help="write an explainer as a SavedModel for TensorFlow Serving",
+        description="Writes OUT/VERSION/ with a serving_default signature: inputs (float32), "
+        "targets (int32), seeds (int64) -> attributions, stderr, finite_samples.",
+    )
+    x.add_argument("--model", required=True, help="a .keras file")
+    x.add_argument("--out", required=True, help="model base directory (OUT/VERSION is written)")
+    x.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing OUT/VERSION")
+    x.add_argument("--input-shape", default=None,
+                   help="one example's shape, e.g. 28,28,1 (only if the model does not say)")
+    x.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
+    x.add_argument("--kernel", default="gaussian")
+    x.add_argument("--aggregation", default="smoothgrad",
+                   choices=["smoothgrad", "smoothgrad_sq", "vargrad"])
+    x.add_argument("--attribution", default="gradient",
+                   choices=["gradient", "input_x_gradient", "integrated_gradients"])
+    x.add_argument("--samples", type=int, default=50, help="N input-noise draws")
+    x.add_argument("--weight-samples", type=int, default=10, help="M weight-noise draws")
+    x.add_argument("--epsilon", type=float, default=None, help="noise scale (default: eq. 30)")
+    x.add_argument("--alpha", type=float, default=0.9)
+    x.add_argument("--weight-epsilon", type=float, default=0.2)
+    x.add_argument("--batch-size", type=int, default=None,
+                   help="most model evaluations in one pass (bounds the server's memory)")
+    x.add_argument("--seed", type=int, default=0, help="weight-noise seed (default: 0)")
+    x.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("epsilon", help="the eq. 30 noise scale for a kernel, r and alpha")
     s.add_argument("--kernel", default="gaussian")

@@ -1,0 +1,312 @@
+"""Explainers as SavedModels that TensorFlow Serving loads as they are.
+
+:func:`export` writes ``path/<version>/`` with the tag ``serve`` and one signature,
+``serving_default`` (method ``tensorflow/serving/predict``)::
+
+    inputs:  inputs   float32 [None, *input_shape]
+             targets  int32   [None]        class index per example
+             seeds    int64   [None]        noise seed per example
+    outputs: attributions    float32 [None, *input_shape]
+             stderr          float32 [None, *input_shape]   Monte Carlo standard error
+             finite_samples  int32   [None]   samples with a finite attribution (of all drawn)
+
+The served result equals ``explainer.explain(inputs, targets, seeds=seeds, return_stderr=True)``
+for the same seeds (to float rounding): the input noise of example ``b`` depends only on
+``seeds[b]``, so one example alone gets the same answer as inside any batch, and server-side
+request batching changes nothing. Weight noise (NoiseGrad, FusionGrad) is drawn from the
+explainer's ``seed``, fixed at export, and applied with ``stateless_call`` to copies of the
+weights: nothing is assigned, so concurrent requests cannot see each other's perturbed weights
+and the stored weights never change.
+
+The model is tracked with :class:`keras.export.ExportArchive`, which records its variables so the
+Session-based loader of TensorFlow Serving and ``saved_model_cli run`` finds them (a Keras 3 model
+stored on a plain ``tf.Module`` does not load there: tensorflow#72963, keras#20095).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmollify import attribution as attribution_lib
+from tfmollify import engine, sampling
+
+__all__ = ["SIGNATURE_KEY", "export"]
+
+SIGNATURE_KEY = "serving_default"
+
+
+def _input_shape(explainer: Any, input_shape: Any) -> tuple[int, ...]:
+    if input_shape is None:
+        inputs = getattr(explainer.model, "inputs", None)
+        if not inputs or len(inputs) != 1:
+            raise ValueError(
+                "Cannot tell the model's input shape (a subclassed model, or not one input). "
+                "Pass `input_shape`, the shape of one example, e.g. input_shape=(28, 28, 1)."
+            )
+        input_shape = tuple(inputs[0].shape[1:])
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "Argument `input_shape` must be the fully known shape of one example (ints, no batch "
+            f"dimension). Received: input_shape={input_shape!r}"
+        ) from None
+    if any(d <= 0 for d in shape):
+        raise ValueError(
+            "Argument `input_shape` must be the fully known shape of one example (positive ints, "
+            f"no batch dimension). Received: input_shape={input_shape!r}"
+        )
+    return shape
+
+
+def _check(explainer: Any, version: Any) -> int:
+    from tfmollify.explainer import Explainer
+
+    if not isinstance(explainer, Explainer):
+        raise TypeError(
+            "Argument `explainer` must be a tfmollify.Explainer. "
+            f"Received: explainer of type {type(explainer).__name__}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
+        raise ValueError(
+            "Argument `version` must be an int >= 0 (TensorFlow Serving loads the highest "
+            f"numbered sub-directory). Received: version={version!r}"
+        )
+    if not isinstance(explainer.model, keras.Model):
+        raise TypeError(
+            "Only explainers of Keras models can be exported (their weights go into the "
+            f"SavedModel). Received: model of type {type(explainer.model).__name__}."
+        )
+    if explainer.mode != "sg" and explainer.seed is None:
+        raise ValueError(
+            f"mode={explainer.mode!r} draws weight noise from the explainer's `seed`, which is "
+            "stored in the export; it has seed=None. Create the explainer with an int seed, "
+            "e.g. tfm.Explainer(model, mode='fg', seed=0)."
+        )
+    if explainer.epsilon is not None and explainer.epsilon.ndim != 0:
+        raise ValueError(
+            "An explainer with one `epsilon` per example cannot be exported (requests have any "
+            f"number of examples). Received: epsilon with shape {explainer.epsilon.shape}. Use "
+            "one float, or epsilon=None for eq. 30 per example."
+        )
+    return int(version)
+
+
+def _serving_function(
+    explainer: Any, shape: tuple[int, ...], score_shape: tuple[int, ...]
+) -> tf.types.experimental.Function:
+    """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples."""
+    dtype = tf.float32
+    n_in = explainer.num_samples if explainer.mode != "ng" else 1
+    if explainer.batch_size is None:
+        chunk, block = n_in, None
+    else:
+        per = attribution_lib.evaluations_per_sample(explainer.attribution, explainer.ig_steps)
+        chunk = max(1, min(n_in, explainer.batch_size // per))
+        block = max(1, explainer.batch_size // (chunk * per))
+    plan = engine.Plan(
+        mode=explainer.mode,
+        kernel=explainer.kernel,
+        num_samples=explainer.num_samples,
+        num_weight_samples=explainer.num_weight_samples,
+        aggregation=explainer.aggregation,
+        attribution=explainer.attribution,
+        ig_steps=explainer.ig_steps,
+        ig_baseline=explainer.ig_baseline,
+        chunk=chunk,
+        input_shape=shape,
+        compute_dtype=dtype,
+        weight_epsilon=explainer.weight_epsilon,
+        jit_compile=False,
+        with_stderr=True,
+        proposal=explainer.proposal,
+        proposal_scale=explainer.proposal_scale,
+        cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
+        pipeline=1,
+    )
+    core = engine.build(explainer.model, plan)
+    model = explainer.model
+    weight_noise = explainer.mode != "sg"
+    seed = explainer.seed if explainer.seed is not None else 0
+    wkey = tf.constant(sampling.weight_key(seed))
+    no_noise_dtype = engine._weight_dtype(model) if weight_noise else dtype
+    n_classes = int(np.prod(score_shape, dtype=np.int64))
+    fixed_eps = None
+    if explainer.mode == "ng":
+        fixed_eps = 0.0
+    elif explainer.epsilon is not None:
+        fixed_eps = float(explainer.epsilon)
+    else:
+        q, ok = explainer.kernel._eq30_quantile(explainer.alpha)
+        if not ok:  # same message as the eager path
+            explainer.kernel.epsilon(1.0, explainer.alpha)
+    size = int(np.prod(shape, dtype=np.int64))
+
+    def run(x: tf.Tensor, t: tf.Tensor, eps: tf.Tensor, s: tf.Tensor):
+        no_noise = tf.zeros([0, 0], no_noise_dtype)
+        return core(x, t, eps, s, wkey, no_noise)
+
+    def explain(inputs: tf.Tensor, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
+        batch = tf.shape(inputs)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(targets)[0], batch, message="`targets` needs one int per example"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(seeds)[0], batch, message="`seeds` needs one int64 per example"
+            ),
+            tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf"),
+            tf.debugging.assert_non_negative(targets, message="`targets` must be >= 0"),
+            tf.debugging.assert_less(
+                targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            flat = tf.reshape(tf.cast(inputs, tf.float64), [batch, size])
+        if fixed_eps is not None:
+            eps = tf.fill([batch], tf.constant(fixed_eps, dtype))
+        else:  # eq. 30 with r = max(x) - mean(x), per example, in float64 as the eager path
+            r = tf.reduce_max(flat, axis=1) - tf.reduce_mean(flat, axis=1)
+            with tf.control_dependencies(
+                [
+                    tf.debugging.assert_positive(
+                        r,
+                        message="constant example: r = max(x) - mean(x) = 0, so eq. 30 has no "
+                        "epsilon; export with an explicit `epsilon`",
+                    )
+                ]
+            ):
+                eps = tf.cast(r / q, dtype)
+        x = tf.reshape(tf.cast(flat, dtype), [batch, *shape])
+
+        def empty():
+            zeros = tf.zeros([0, size], dtype)
+            return zeros, zeros, tf.zeros([0], tf.int32)
+
+        def whole():
+            v, e, n = run(x, targets, eps, seeds)
+            return v, e, tf.cast(n, tf.int32)
+
+        def blocks():
+            n_blocks = (batch + block - 1) // block
+            arrays = [
+                tf.TensorArray(dtype, size=n_blocks, infer_shape=False),
+                tf.TensorArray(dtype, size=n_blocks, infer_shape=False),
+                tf.TensorArray(tf.int32, size=n_blocks, infer_shape=False),
+            ]
+
+            def body(i, vs, es, ns):
+                lo = i * block
+                hi = tf.minimum(batch, lo + block)
+                v, e, n = run(x[lo:hi], targets[lo:hi], eps[lo:hi], seeds[lo:hi])
+                return i + 1, vs.write(i, v), es.write(i, e), ns.write(i, tf.cast(n, tf.int32))
+
+            _, vs, es, ns = tf.while_loop(
+                lambda i, *_: i < n_blocks, body, (tf.constant(0), *arrays),
+                parallel_iterations=1,
+            )
+            return vs.concat(), es.concat(), ns.concat()
+
+        value, err, finite = tf.cond(batch > 0, whole if block is None else blocks, empty)
+        return {
+            "attributions": tf.reshape(value, [batch, *shape]),
+            "stderr": tf.reshape(err, [batch, *shape]),
+            "finite_samples": tf.reshape(finite, [batch]),
+        }
+
+    return tf.function(explain)
+
+
+def export(
+    explainer: Any,
+    path: str | os.PathLike,
+    *,
+    version: int = 1,
+    input_shape: Any = None,
+    overwrite: bool = False,
+) -> str:
+    """Writes ``explainer`` as a SavedModel for TensorFlow Serving, in ``path/<version>/``.
+
+    The signature (see :mod:`tfmollify.serving`) takes float32 ``inputs [B, *input_shape]``,
+    int32 ``targets [B]`` and int64 ``seeds [B]`` and returns ``attributions``, ``stderr`` and
+    ``finite_samples``, equal to
+    ``explainer.explain(inputs, targets, seeds=seeds, return_stderr=True)``. Every mode, kernel,
+    aggregation, base attribution, proposal and ``batch_size`` (the memory bound holds in the
+    server too) is supported; eq. 30's ``epsilon`` is computed per example inside the graph.
+    Errors on bad requests (wrong lengths, targets out of range, NaN inputs, constant examples
+    with ``epsilon=None``) come back as ``INVALID_ARGUMENT`` with a message naming the input.
+    An example whose samples are all non-finite gets NaN attributions and
+    ``finite_samples == 0`` (the eager path raises :class:`tfmollify.NonFiniteError`).
+
+    Args:
+        explainer: A :class:`tfmollify.Explainer` of a Keras model with class-index targets (a
+            callable target is not exported); NoiseGrad and FusionGrad need an int ``seed``,
+            since the weight draws are fixed in the export.
+        path: The model's base directory; the SavedModel goes to ``path/<version>``.
+        version: The version sub-directory, an int >= 0.
+        input_shape: Shape of one example; needed only when the model does not say (a
+            subclassed model).
+        overwrite: Replace an existing ``path/<version>``.
+
+    Returns:
+        The directory written, ``path/<version>``.
+
+    Raises:
+        TypeError: If ``explainer`` is not an Explainer or its model is not a Keras model.
+        ValueError: For NG/FG without seed, one epsilon per example, a bad ``version`` or
+            ``input_shape``.
+        FileExistsError: If ``path/<version>`` exists and ``overwrite`` is False.
+
+    Example:
+
+    >>> import tempfile, keras, numpy as np, tensorflow as tf
+    >>> import tfmollify as tfm
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> explainer = tfm.Explainer(model, mode="fg", num_samples=4, num_weight_samples=2, seed=0)
+    >>> out = tfm.export(explainer, tempfile.mkdtemp(), version=2)
+    >>> served = tf.saved_model.load(out).signatures["serving_default"]
+    >>> x = np.array([[1, 2, 3, 4], [4, 0, 1, 2]], np.float32)
+    >>> got = served(inputs=tf.constant(x), targets=tf.constant([0, 2]),
+    ...              seeds=tf.constant([7, 8], tf.int64))
+    >>> want = explainer.explain(x, [0, 2], seeds=[7, 8])
+    >>> bool(np.allclose(got["attributions"].numpy(), want, atol=1e-6))
+    True
+    """
+    version = _check(explainer, version)
+    shape = _input_shape(explainer, input_shape)
+    target = os.path.join(os.fspath(path), str(version))
+    if os.path.exists(target):
+        if not overwrite:
+            raise FileExistsError(
+                f"{target} exists. Choose another `version`, or pass overwrite=True to replace it."
+            )
+    # probe the model eagerly so a wrong input_shape is one clear error, not a tracing failure
+    score_shape = explainer._probe_model(np.zeros((1, *shape), np.float32))
+    fn = _serving_function(explainer, shape, score_shape)
+    archive = keras.export.ExportArchive()
+    archive.track(explainer.model)
+    archive.add_endpoint(
+        SIGNATURE_KEY,
+        fn,
+        input_signature=[
+            tf.TensorSpec([None, *shape], tf.float32, name="inputs"),
+            tf.TensorSpec([None], tf.int32, name="targets"),
+            tf.TensorSpec([None], tf.int64, name="seeds"),
+        ],
+    )
+    tmp = target + ".tmp-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
