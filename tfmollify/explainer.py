@@ -606,12 +606,76 @@ class Explainer:
             TypeError: For integer inputs or non-integer targets.
             NonFiniteError: If every sample of an example has a non-finite attribution.
         """
+        job = self._prepare(inputs, targets, return_stderr=bool(return_stderr), seeds=seeds)
+        if job.batch == 0:
+            empty = np.zeros_like(job.x)
+            out = tf.convert_to_tensor(empty) if job.is_tensor else empty
+            return (out, out) if return_stderr else out
+        parts = [
+            self._run_block(job, start, min(job.batch, start + job.block))
+            for start in range(0, job.batch, job.block)
+        ]
+        finite_n = np.concatenate([n.numpy() for _, _, n in parts]).astype(np.int64)
+        total = self._samples_per_example()
+        self.last_num_samples = total
+        self.last_nonfinite_count = total - finite_n
+        self._report_nonfinite(finite_n, total)
+        value = self._assemble(job, [v.numpy() for v, _, _ in parts])
+        if not return_stderr:
+            return tf.convert_to_tensor(value) if job.is_tensor else value
+        stderr = self._assemble(job, [s.numpy() for _, s, _ in parts])
+        if job.is_tensor:
+            value, stderr = tf.convert_to_tensor(value), tf.convert_to_tensor(stderr)
+        return value, stderr
+
+    class _Job:
+        """One call's checked inputs and its compiled core, ready to run block by block.
+
+        Shared by :meth:`explain` and :func:`tfmollify.dataset.explain_dataset` (which runs the
+        blocks of one batch on the replicas of a ``tf.distribute.Strategy``).
+        """
+
+        def __init__(
+            self,
+            x: np.ndarray,
+            is_tensor: bool,
+            targets: np.ndarray | None = None,
+            eps: np.ndarray | None = None,
+            seeds: np.ndarray | None = None,
+            fn: Callable | None = None,
+            compute: tf.DType | None = None,
+            wkey: tf.Tensor | None = None,
+            wnoise: tf.Tensor | None = None,
+            block: int = 1,
+        ) -> None:
+            self.x, self.is_tensor, self.batch = x, is_tensor, int(x.shape[0])
+            self.targets, self.eps, self.seeds = targets, eps, seeds  # [B] each
+            self.fn, self.compute, self.wkey, self.wnoise = fn, compute, wkey, wnoise
+            self.block = block  # examples per call of `fn` (the `batch_size` memory bound)
+
+    def _prepare(
+        self,
+        inputs: Any,
+        targets: Any,
+        *,
+        return_stderr: bool,
+        seeds: Any = None,
+        offset: int = 0,
+        seed: int | None = None,
+    ) -> Explainer._Job:
+        """Checks one call's arguments and compiles (or reuses) its core.
+
+        Args:
+            inputs, targets, return_stderr, seeds: As for :meth:`explain`.
+            offset: Position of ``inputs[0]`` in the whole job: default example seeds are
+                ``sampling.example_seeds(seed, B, offset)``.
+            seed: The job's seed, in place of the explainer's (and of a fresh random one when
+                that is None): it derives the default example seeds and the weight-noise key.
+        """
         x, is_tensor = self._inputs(inputs)
         batch = x.shape[0]
         if batch == 0:
-            empty = np.zeros_like(x)
-            out = tf.convert_to_tensor(empty) if is_tensor else empty
-            return (out, out) if return_stderr else out
+            return self._Job(x, is_tensor)
         target_fn = targets if callable(targets) else None
         if target_fn is not None:
             self._remember(target_fn)
@@ -622,43 +686,44 @@ class Explainer:
             else self._targets(targets, batch, score_shape)
         )
         eps = self._epsilons(x)
-        ex_seeds, seed = self._seeds(seeds, batch, 0)
-        fn = self._function(x, target_fn, bool(return_stderr))
+        if seed is None:
+            ex_seeds, seed = self._seeds(seeds, batch, offset)
+        elif seeds is None:
+            ex_seeds = sampling.example_seeds(seed, batch, offset)
+        else:
+            ex_seeds = self._seeds(seeds, batch, offset)[0]
+        fn = self._function(x, target_fn, return_stderr)
         compute = _compute_dtype(x)
         _, block = self._chunking(batch)
         wkey = self._wkeys.get(seed)
         if wkey is None:
             wkey = tf.constant(sampling.weight_key(seed))
-            if self.seed is not None:
+            if self.seed is not None and seed == self.seed:
                 self._wkeys = {seed: wkey}
         wnoise = self._weight_noise_input(wkey, compute)
-        values, errors, finite = [], [], []
-        for start in range(0, batch, block):
-            stop = min(batch, start + block)
-            v, s, n = fn(
-                tf.constant(x[start:stop], compute),
-                tf.constant(idx[start:stop]),
-                tf.constant(eps[start:stop], compute),
-                tf.constant(ex_seeds[start:stop]),
-                wkey,
-                wnoise,
-            )
-            values.append(v.numpy())
-            if return_stderr:
-                errors.append(s.numpy())
-            finite.append(n.numpy())
-        finite_n = np.concatenate(finite).astype(np.int64)
-        total = self._samples_per_example()
-        self.last_num_samples = total
-        self.last_nonfinite_count = total - finite_n
-        self._report_nonfinite(finite_n, total)
-        value = np.concatenate(values).reshape(x.shape).astype(x.dtype, copy=False)
-        if not return_stderr:
-            return tf.convert_to_tensor(value) if is_tensor else value
-        stderr = np.concatenate(errors).reshape(x.shape).astype(x.dtype, copy=False)
-        if is_tensor:
-            value, stderr = tf.convert_to_tensor(value), tf.convert_to_tensor(stderr)
-        return value, stderr
+        return self._Job(x, is_tensor, idx, eps, ex_seeds, fn, compute, wkey, wnoise, block)
+
+    def _run_block(
+        self, job: Explainer._Job, start: int, stop: int
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The core on examples ``start:stop`` of ``job``, on the current device.
+
+        Returns:
+            ``(value [n, D], stderr [n, D] or [0], finite [n])`` in the compute dtype.
+        """
+        return job.fn(
+            tf.constant(job.x[start:stop], job.compute),
+            tf.constant(job.targets[start:stop]),
+            tf.constant(job.eps[start:stop], job.compute),
+            tf.constant(job.seeds[start:stop]),
+            job.wkey,
+            job.wnoise,
+        )
+
+    @staticmethod
+    def _assemble(job: Explainer._Job, parts: list[np.ndarray]) -> np.ndarray:
+        """Blocks of flat results ``[n, D]`` (in order) as one array shaped like ``job.x``."""
+        return np.concatenate(parts).reshape(job.x.shape).astype(job.x.dtype, copy=False)
 
     def _report_nonfinite(self, finite: np.ndarray, total: int) -> None:
         dead = np.flatnonzero(finite == 0)
