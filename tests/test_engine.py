@@ -724,3 +724,22 @@ def test_ig_baseline_is_checked(small, baseline, exc, match):
     with pytest.raises(exc, match=match):
         tfm.SmoothGrad(small, num_samples=2, attribution="integrated_gradients", ig_steps=2,
                        ig_baseline=baseline, seed=0)(x, 0)
+
+
+def test_hyperbolic_and_sigmoid_kernels_coincide_under_eq30():
+    """sech^2(x)/2 is the logistic density at scale 1/2, so eq. 30, which fixes the scale by a
+    quantile, gives the same noise (inverse-CDF sampling: the same draws, to rounding) for both;
+    with a fixed weight_epsilon they differ by the factor 2 in scale."""
+    model = mlp(d_in=6, seed=4)
+    x = np.random.default_rng(5).normal(size=(3, 6)).astype(np.float32)
+    kw = dict(mode="fg", num_samples=6, num_weight_samples=3, seed=9)
+    hyp = tfm.Explainer(model, kernel="hyperbolic", **kw)(x, [0, 1, 2])
+    sig = tfm.Explainer(model, kernel="sigmoid", **kw)(x, [0, 1, 2])
+    assert not np.allclose(hyp, sig, atol=1e-4)  # weight noise: scales 1/2 vs 1
+    sg = dict(mode="sg", num_samples=16, seed=9)
+    hyp = tfm.Explainer(model, kernel="hyperbolic", **sg)(x, [0, 1, 2])
+    sig = tfm.Explainer(model, kernel="sigmoid", **sg)(x, [0, 1, 2])
+    np.testing.assert_allclose(hyp, sig, rtol=1e-4, atol=1e-6)
+    doubled = tfm.Explainer(model, kernel="hyperbolic", weight_epsilon=0.4, **kw)(x, [0, 1, 2])
+    same = tfm.Explainer(model, kernel="sigmoid", weight_epsilon=0.2, **kw)(x, [0, 1, 2])
+    np.testing.assert_allclose(doubled, same, rtol=1e-4, atol=1e-6)
