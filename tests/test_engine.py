@@ -743,3 +743,106 @@ def test_hyperbolic_and_sigmoid_kernels_coincide_under_eq30():
     doubled = tfm.Explainer(model, kernel="hyperbolic", weight_epsilon=0.4, **kw)(x, [0, 1, 2])
     same = tfm.Explainer(model, kernel="sigmoid", weight_epsilon=0.2, **kw)(x, [0, 1, 2])
     np.testing.assert_allclose(doubled, same, rtol=1e-4, atol=1e-6)
+
+
+# -- weight noise on chosen layers ----------------------------------------------------------------
+def manual_noisegrad(model, x, targets, selection, kernel, seed, m, delta):
+    """NoiseGrad by hand: the engine's standard weight noise, applied to the chosen variables of
+    a re-implemented 2-layer MLP, gradients averaged over the M draws."""
+    from tfmollify import engine, sampling
+
+    table = engine.weight_noise_table(
+        model, tfm.kernels.get(kernel), tf.constant(sampling.weight_key(seed)), m, selection
+    ).numpy()
+    trainable = model.trainable_variables
+    chosen = range(len(trainable)) if selection is None else selection
+    sizes = [int(np.prod(trainable[i].shape)) for i in chosen]
+    grads = []
+    for j in range(m):
+        weights = [v.numpy().astype(np.float64) for v in trainable]
+        for i, part in zip(chosen, np.split(table[j], np.cumsum(sizes)[:-1]), strict=True):
+            weights[i] = weights[i] * (1 + delta * part.reshape(weights[i].shape))
+        w1, b1, w2, b2 = (tf.constant(w) for w in weights)
+        xt = tf.constant(x, tf.float64)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            out = tf.tanh(xt @ w1 + b1) @ w2 + b2
+            score = tf.gather(out, targets, axis=1, batch_dims=1)
+        grads.append(tape.gradient(score, xt).numpy())
+    return np.mean(grads, axis=0)
+
+
+@pytest.mark.parametrize(
+    "weight_layers, perturb_bias, selection",
+    [
+        (None, True, None),
+        (["top"], True, (2, 3)),
+        ("hidden", False, (0,)),
+        (None, False, (0, 2)),
+    ],
+)
+def test_weight_layers_and_perturb_bias_match_a_hand_computation(
+    weight_layers, perturb_bias, selection
+):
+    model = mlp(d_in=4, hidden=6, classes=3, seed=3)
+    model.layers[0].name, model.layers[1].name = "hidden", "top"
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+    targets = np.array([0, 2, 1])
+    before = weights_snapshot(model)
+    explainer = tfm.Explainer(model, mode="ng", kernel="rect", num_weight_samples=5,
+                              weight_epsilon=0.3, seed=4, weight_layers=weight_layers,
+                              perturb_bias=perturb_bias)
+    assert explainer._weight_selection == selection
+    got = explainer(x, targets)
+    want = manual_noisegrad(model, x, targets, selection, "rect", 4, 5, 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert_unchanged(model, before)
+
+
+def test_listing_every_layer_is_the_default_stream():
+    model = mlp(d_in=4, seed=5)
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+    kw = dict(mode="fg", num_samples=3, num_weight_samples=3, seed=1)
+    default = tfm.Explainer(model, **kw)(x, [0, 1])
+    listed = tfm.Explainer(model, weight_layers=list(model.layers), **kw)(x, [0, 1])
+    np.testing.assert_array_equal(default, listed)
+
+
+def test_weight_layers_in_a_nested_model_and_untouched_layers():
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.layers.Dense(5, activation="tanh", name="inner_dense")],
+                             name="block")
+    model = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(2, name="head")])
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    explainer = tfm.Explainer(model, mode="ng", num_weight_samples=4, seed=0,
+                              weight_layers=["inner_dense"])
+    names = [model.trainable_variables[i].path for i in explainer._weight_selection]
+    assert names and all("inner_dense" in n for n in names)
+    head = tfm.Explainer(model, mode="ng", num_weight_samples=4, seed=0, weight_layers="head")
+    assert not np.allclose(head(x, [0, 1]), explainer(x, [0, 1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(mode="ng", weight_layers=["nope"]), ValueError, "Layers with trainable weights"),
+        (dict(mode="sg", weight_layers=["top"]), ValueError, "mode='sg' perturbs none"),
+        (dict(mode="ng", weight_layers=[3]), TypeError, "layer names or layers"),
+        (dict(mode="ng", perturb_bias="no"), TypeError, "`perturb_bias`"),
+    ],
+)
+def test_weight_layers_errors(kwargs, exc, match):
+    model = mlp(d_in=4, seed=1)
+    model.layers[1].name = "top"
+    with pytest.raises(exc, match=match):
+        tfm.Explainer(model, **kwargs)
+
+
+def test_only_biases_left_is_an_error():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    bias_only = keras.layers.Dense(3, name="d")
+    model = keras.Model(inp, bias_only(inp))
+    bias_only.kernel.trainable = False  # Keras 3: a frozen variable
+    with pytest.raises(ValueError, match="No weights are left"):
+        tfm.Explainer(model, mode="ng", weight_layers=["d"], perturb_bias=False)

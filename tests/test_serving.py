@@ -41,7 +41,7 @@ CONFIGS = {
     "fg_sigmoid_sq_ig_blocks": dict(
         mode="fg", kernel="sigmoid", num_samples=3, num_weight_samples=2,
         aggregation="smoothgrad_sq", attribution="integrated_gradients", ig_steps=3,
-        batch_size=9,
+        batch_size=9, perturb_bias=False,
     ),
     "sg_poisson_eps_proposal_blocks": dict(
         mode="sg", kernel="poisson", num_samples=5, epsilon=0.1, proposal="gaussian",

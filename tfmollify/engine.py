@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,9 @@ class Plan:
             (``wnoise [M, P]``, see :func:`weight_noise_table`) instead of drawn in the graph.
         pipeline: Weight draws whose evaluations may run concurrently (``parallel_iterations``
             of the loop over draws); 1 keeps the memory bound of ``chunk`` exact.
+        weight_selection: Indices into ``model.trainable_variables`` of the variables that get
+            weight noise (None: all). The noise of draw ``j`` is drawn for the selected
+            variables only, concatenated in this order.
     """
 
     mode: str
@@ -92,6 +95,7 @@ class Plan:
     proposal_scale: float = 1.0
     cached_weight_noise: bool = False
     pipeline: int = 1
+    weight_selection: tuple[int, ...] | None = None
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -114,13 +118,23 @@ def _weight_dtype(model: Any) -> tf.DType:
     return tf.float64 if model.trainable_variables[0].dtype == "float64" else tf.float32
 
 
-def weight_noise_table(model: Any, kernel: Kernel, wkey: Any, draws: int) -> tf.Tensor:
+def selected_variables(model: Any, selection: Sequence[int] | None) -> list[Any]:
+    """The trainable variables that get weight noise (all of them when ``selection`` is None)."""
+    trainable = list(model.trainable_variables)
+    return trainable if selection is None else [trainable[i] for i in selection]
+
+
+def weight_noise_table(
+    model: Any, kernel: Kernel, wkey: Any, draws: int, selection: Sequence[int] | None = None
+) -> tf.Tensor:
     """The standard weight noise of draws ``0 .. draws - 1``, one row ``[P]`` per draw.
 
     The same values the engine draws in the graph (:func:`tfmollify.sampling.weight_noise`),
     for explainers that reuse them across calls.
     """
-    sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in model.trainable_variables]
+    sizes = [
+        int(np.prod(v.shape, dtype=np.int64)) for v in selected_variables(model, selection)
+    ]
     dtype = _weight_dtype(model)
     table = tf.function(
         lambda j: tf.concat(sampling.weight_noise(kernel, wkey, j, sizes, dtype), axis=0)
@@ -182,7 +196,12 @@ def build(
     model_dtype = _model_input_dtype(model, dtype)
     if weight_noise:
         trainable = list(model.trainable_variables)
-        sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in trainable]
+        selected = (
+            list(range(len(trainable)))
+            if plan.weight_selection is None
+            else list(plan.weight_selection)
+        )
+        sizes = [int(np.prod(trainable[i].shape, dtype=np.int64)) for i in selected]
         w_dtype = _weight_dtype(model)
 
     def forward(x: tf.Tensor, weights: list[tf.Tensor] | None) -> Any:
@@ -195,11 +214,11 @@ def build(
             parts = tf.split(wnoise[j], sizes)
         else:
             parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype)
-        out = []
-        for v, part in zip(trainable, parts, strict=True):
-            val = v.value
-            noise = tf.cast(tf.reshape(part, v.shape), val.dtype)
-            out.append(val * (1.0 + tf.constant(plan.weight_epsilon, val.dtype) * noise))
+        out = [v.value for v in trainable]
+        for i, part in zip(selected, parts, strict=True):
+            val = out[i]
+            noise = tf.cast(tf.reshape(part, trainable[i].shape), val.dtype)
+            out[i] = val * (1.0 + tf.constant(plan.weight_epsilon, val.dtype) * noise)
         return out
 
     def samples(x, targets, eps, keys, first, count, weights):

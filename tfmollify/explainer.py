@@ -137,6 +137,11 @@ class Explainer:
         weight_noise_cache_mb: With a fixed ``seed`` the ``M`` weight draws are the same on every
             call, so NG/FG keep their standard noise (``M x`` the number of weights) in memory
             when it fits in this many MiB, and only draw it on the first call. 0 disables it.
+        weight_layers: The layers whose weights get noise in ``ng``/``fg``: names or layer
+            objects (nested layers included). ``None``: every layer with trainable weights.
+            Variables of other layers are never perturbed (the paper saw weight noise in the
+            top layers give invalid gradients; leave them out here).
+        perturb_bias: Also perturb the ``bias`` variables of the selected layers.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -177,6 +182,8 @@ class Explainer:
         proposal: str | kernels_lib.Kernel | None = None,
         proposal_scale: float = 1.0,
         weight_noise_cache_mb: float = 256.0,
+        weight_layers: Sequence[Any] | None = None,
+        perturb_bias: bool = True,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -241,6 +248,15 @@ class Explainer:
         self._wkeys: dict[int, tf.Tensor] = {}
         self.model = model
         self._check_model(model)
+        if not isinstance(perturb_bias, bool):
+            raise TypeError(
+                f"Argument `perturb_bias` must be True or False. Received: {perturb_bias!r}"
+            )
+        self.perturb_bias = perturb_bias
+        if isinstance(weight_layers, str) or hasattr(weight_layers, "trainable_weights"):
+            weight_layers = [weight_layers]  # one name or one layer
+        self.weight_layers = None if weight_layers is None else list(weight_layers)
+        self._weight_selection = self._select_weights(self.weight_layers, perturb_bias)
         if self.mode != "sg" and not math.isfinite(self.kernel.variance):
             warnings.warn(
                 f"kernel={self.kernel.name!r} has no mean or variance: with weight noise "
@@ -296,6 +312,60 @@ class Explainer:
                 f"(model={getattr(model, 'name', model)!r}: not built yet, or all layers frozen). "
                 "Call the model once on data to build it, or use mode='sg'."
             )
+
+    def _select_weights(
+        self, weight_layers: list[Any] | None, perturb_bias: bool
+    ) -> tuple[int, ...] | None:
+        """Indices into ``model.trainable_variables`` of the variables that get weight noise."""
+        if weight_layers is None and perturb_bias:
+            return None  # all: the default noise stream
+        if self.mode == "sg":
+            raise ValueError(
+                "Arguments `weight_layers`/`perturb_bias` choose the weights that get noise; "
+                "mode='sg' perturbs none. Use mode='ng' or 'fg', or leave them at their "
+                f"defaults. Received: weight_layers={weight_layers!r}, "
+                f"perturb_bias={perturb_bias!r}"
+            )
+        model = self.model
+        index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        flatten = getattr(model, "_flatten_layers", None)
+        layers = list(flatten(include_self=False, recursive=True)) if flatten else model.layers
+        owners = [layer for layer in layers if layer.trainable_weights]
+        if weight_layers is None:
+            chosen = owners
+        else:
+            chosen = []
+            for entry in weight_layers:
+                if isinstance(entry, str):
+                    found = [layer for layer in owners if layer.name == entry]
+                elif hasattr(entry, "trainable_weights"):
+                    found = [entry] if any(id(v) in index for v in entry.trainable_weights) else []
+                else:
+                    raise TypeError(
+                        "Argument `weight_layers` must hold layer names or layers. "
+                        f"Received: {entry!r}"
+                    )
+                if not found:
+                    names = [layer.name for layer in owners]
+                    raise ValueError(
+                        f"Argument `weight_layers`: {entry!r} is not a layer with trainable "
+                        f"weights in model {model.name!r}. Layers with trainable weights: "
+                        f"{names}"
+                    )
+                chosen.extend(found)
+        picked = {
+            index[id(v)]
+            for layer in chosen
+            for v in layer.trainable_weights
+            if id(v) in index and (perturb_bias or v.name != "bias")
+        }
+        if not picked:
+            raise ValueError(
+                "No weights are left to perturb: the selected layers have only bias variables "
+                f"and perturb_bias=False (weight_layers={weight_layers!r}). Select other layers "
+                "or pass perturb_bias=True."
+            )
+        return tuple(sorted(picked))
 
     def _samples_per_example(self) -> int:
         return {
@@ -505,7 +575,10 @@ class Explainer:
     def _decide_cache(self) -> bool:
         if self.mode == "sg" or self.seed is None:
             return False
-        n_weights = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        n_weights = sum(
+            int(np.prod(v.shape))
+            for v in engine.selected_variables(self.model, self._weight_selection)
+        )
         itemsize = 8 if self.model.trainable_variables[0].dtype == "float64" else 4
         return self.num_weight_samples * n_weights * itemsize <= self.weight_noise_cache_mb * 2**20
 
@@ -517,7 +590,7 @@ class Explainer:
             return self._no_noise[dtype]
         if self._weight_noise is None:
             self._weight_noise = engine.weight_noise_table(
-                self.model, self.kernel, wkey, self.num_weight_samples
+                self.model, self.kernel, wkey, self.num_weight_samples, self._weight_selection
             )
         return self._weight_noise
 
@@ -547,6 +620,7 @@ class Explainer:
                 cached_weight_noise=self._caches_weight_noise(),
                 # no memory bound asked for: overlap two weight draws (same result)
                 pipeline=2 if self.batch_size is None else 1,
+                weight_selection=self._weight_selection,
             )
             # the concrete function: traced now, once, and called without signature dispatch
             fn = engine.build(
@@ -769,6 +843,10 @@ class Explainer:
             "proposal": None if self.proposal is None else self.proposal.name,
             "proposal_scale": self.proposal_scale,
             "weight_noise_cache_mb": self.weight_noise_cache_mb,
+            "weight_layers": None
+            if self.weight_layers is None
+            else [w if isinstance(w, str) else w.name for w in self.weight_layers],
+            "perturb_bias": self.perturb_bias,
         }
 
     @classmethod

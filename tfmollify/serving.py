@@ -129,6 +129,7 @@ def _serving_function(
         proposal_scale=explainer.proposal_scale,
         cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
         pipeline=1,
+        weight_selection=explainer._weight_selection,
     )
     core = engine.build(explainer.model, plan)
     model = explainer.model
