@@ -846,3 +846,33 @@ def test_only_biases_left_is_an_error():
     bias_only.kernel.trainable = False  # Keras 3: a frozen variable
     with pytest.raises(ValueError, match="No weights are left"):
         tfm.Explainer(model, mode="ng", weight_layers=["d"], perturb_bias=False)
+
+
+@pytest.mark.parametrize("policy, tol", [("mixed_float16", 0.02), ("mixed_bfloat16", 0.06)])
+@pytest.mark.parametrize("mode", ["sg", "ng", "fg"])
+def test_mixed_precision_is_finite_and_close_to_float32(policy, tol, mode):
+    """Noise and aggregation stay in float32; the model computes in half precision. Measured
+    relative error (norm) on this CNN: sg/fg < 0.6 %, ng 1 % (float16) and 3 % (bfloat16) --
+    the ReLU pattern flips where pre-activations round across zero."""
+
+    def build(dtype_policy):
+        keras.config.set_dtype_policy(dtype_policy)
+        try:
+            keras.utils.set_random_seed(0)
+            return keras.Sequential([
+                keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.Flatten(), keras.layers.Dense(3),
+                keras.layers.Activation("linear", dtype="float32"),
+            ])
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    full = build("float32")
+    half = build(policy)
+    half.set_weights(full.get_weights())
+    x = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype(np.float32)
+    kw = dict(mode=mode, num_samples=16, num_weight_samples=4, seed=0)
+    got, err = tfm.Explainer(half, **kw).explain(x, [0, 1, 2], return_stderr=True)
+    want = tfm.Explainer(full, **kw)(x, [0, 1, 2])
+    assert got.dtype == np.float32 and np.all(np.isfinite(got)) and np.all(np.isfinite(err))
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < tol
