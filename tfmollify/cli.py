@@ -1,4 +1,4 @@
-"""The ``tfmollify`` command: demo, explain, export, epsilon and kernels.
+"""The ``tfmollify`` command: demo, table1, explain, export, epsilon and kernels.
 
 Every error a user can cause (bad arguments, unreadable files, a model that rejects the input)
 ends with one line on stderr and exit status 2, not a traceback.
@@ -68,6 +68,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+
+
+def _cmd_table1(args: argparse.Namespace) -> int:
+    from tfmollify.experiments import table1
+
+    if args.examples is not None and args.examples < 2:
+        raise CLIError("--examples must be >= 2")
+    try:
+        table1.run(args.out, data=args.data, settings=table1.settings_from_args(args))
+    except (ValueError, ImportError) as exc:
         raise CLIError(str(exc)) from None
     return 0
 
@@ -215,6 +227,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_method_args(p: argparse.ArgumentParser) -> None:
+    """The explainer's arguments, shared by ``explain`` and ``export``."""
+    p.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
+    p.add_argument("--kernel", default="gaussian")
+    p.add_argument("--aggregation", default="smoothgrad",
+                   choices=["smoothgrad", "smoothgrad_sq", "vargrad"])
+    p.add_argument("--samples", type=int, default=50, help="N input-noise draws")
+    p.add_argument("--weight-samples", type=int, default=10, help="M weight-noise draws")
+    p.add_argument("--epsilon", type=float, default=None, help="noise scale (default: eq. 30)")
+    p.add_argument("--alpha", type=float, default=0.9)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="most model evaluations in one pass (bounds memory)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     p = argparse.ArgumentParser(
@@ -233,20 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
+    t = sub.add_parser(
+        "table1", help="the paper's Table 1 (4 metrics x 16 methods) on offline data",
+        description="Trains small models on scikit-learn's digits and a generated localization "
+        "set, scores the raw gradient and the 15 mode x kernel methods on Consistency, "
+        "Invariance, Localization and Sparseness, and writes table1.md, table1.csv, scores.npz "
+        "and fig8.png (see tfmollify.experiments.table1).",
+    )
+    t.add_argument("--quick", action="store_true",
+                   help="small setting for CI (about 2 minutes on 2 cores)")
+    t.add_argument("--out", default="table1", help="output folder (default: %(default)s)")
+    t.add_argument("--data", default=None,
+                   help=".npz with x [n,H,W,C], y [n] and optionally boxes [n,4]")
+    t.add_argument("--examples", type=int, default=None,
+                   help="explained examples per metric (default: 300, quick: 100)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_table1)
+
     e = sub.add_parser("explain", help="explain your own Keras model on an image or .npy file")
     e.add_argument("--model", required=True, help="a .keras file or a SavedModel directory")
     e.add_argument("--input", required=True, help="a PNG/JPEG image or a .npy array")
     e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
-    e.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
-    e.add_argument("--kernel", default="gaussian")
-    e.add_argument("--aggregation", default="smoothgrad",
-                   choices=["smoothgrad", "smoothgrad_sq", "vargrad"])
-    e.add_argument("--samples", type=int, default=50, help="N input-noise draws")
-    e.add_argument("--weight-samples", type=int, default=10, help="M weight-noise draws")
-    e.add_argument("--epsilon", type=float, default=None, help="noise scale (default: eq. 30)")
-    e.add_argument("--alpha", type=float, default=0.9)
-    e.add_argument("--batch-size", type=int, default=None)
-    e.add_argument("--seed", type=int, default=0)
+    _add_method_args(e)
     e.add_argument("--out", default="heatmap.png", help="PNG overlay path; .npy written beside")
     e.set_defaults(func=_cmd_explain)
 
@@ -261,20 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace an existing OUT/VERSION")
     x.add_argument("--input-shape", default=None,
                    help="one example's shape, e.g. 28,28,1 (only if the model does not say)")
-    x.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
-    x.add_argument("--kernel", default="gaussian")
-    x.add_argument("--aggregation", default="smoothgrad",
-                   choices=["smoothgrad", "smoothgrad_sq", "vargrad"])
+    _add_method_args(x)
     x.add_argument("--attribution", default="gradient",
                    choices=["gradient", "input_x_gradient", "integrated_gradients"])
-    x.add_argument("--samples", type=int, default=50, help="N input-noise draws")
-    x.add_argument("--weight-samples", type=int, default=10, help="M weight-noise draws")
-    x.add_argument("--epsilon", type=float, default=None, help="noise scale (default: eq. 30)")
-    x.add_argument("--alpha", type=float, default=0.9)
     x.add_argument("--weight-epsilon", type=float, default=0.2)
-    x.add_argument("--batch-size", type=int, default=None,
-                   help="most model evaluations in one pass (bounds the server's memory)")
-    x.add_argument("--seed", type=int, default=0, help="weight-noise seed (default: 0)")
     x.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("epsilon", help="the eq. 30 noise scale for a kernel, r and alpha")

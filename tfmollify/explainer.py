@@ -374,15 +374,52 @@ class Explainer:
             "fg": self.num_samples * self.num_weight_samples,
         }[self.mode]
 
-    def _chunking(self, batch: int) -> tuple[int, int]:
-        """(input draws per pass, examples per pass)."""
+    def _pass_sizes(self) -> tuple[int, int | None]:
+        """(input draws per pass, examples per pass or None for all of them)."""
         per = attribution_lib.evaluations_per_sample(self.attribution, self.ig_steps)
         n_in = self.num_samples if self.mode != "ng" else 1
         if self.batch_size is None:
-            return n_in, max(batch, 1)
+            return n_in, None
         chunk = max(1, min(n_in, self.batch_size // per))
-        block = max(1, min(batch, self.batch_size // (chunk * per)))
-        return chunk, block
+        return chunk, max(1, self.batch_size // (chunk * per))
+
+    def _chunking(self, batch: int) -> tuple[int, int]:
+        """(input draws per pass, examples per pass) for a call with ``batch`` examples."""
+        chunk, block = self._pass_sizes()
+        return chunk, max(1, batch if block is None else min(batch, block))
+
+    def _plan(
+        self,
+        input_shape: tuple[int, ...],
+        compute: tf.DType,
+        *,
+        with_stderr: bool,
+        cached_weight_noise: bool,
+        pipeline: int,
+        jit_compile: bool,
+    ) -> engine.Plan:
+        """The engine's static configuration for one input shape and dtype."""
+        return engine.Plan(
+            mode=self.mode,
+            kernel=self.kernel,
+            num_samples=self.num_samples,
+            num_weight_samples=self.num_weight_samples,
+            aggregation=self.aggregation,
+            attribution=self.attribution,
+            ig_steps=self.ig_steps,
+            ig_baseline=self.ig_baseline,
+            chunk=self._pass_sizes()[0],
+            input_shape=tuple(int(d) for d in input_shape),
+            compute_dtype=compute,
+            weight_epsilon=self.weight_epsilon,
+            jit_compile=jit_compile,
+            with_stderr=with_stderr,
+            proposal=self.proposal,
+            proposal_scale=self.proposal_scale,
+            cached_weight_noise=cached_weight_noise,
+            pipeline=pipeline,
+            weight_selection=self._weight_selection,
+        )
 
     def _inputs(self, inputs: Any) -> tuple[np.ndarray, bool]:
         is_tensor = isinstance(inputs, tf.Tensor | tf.Variable)
@@ -599,28 +636,14 @@ class Explainer:
         key = (x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr)
         fn = self._functions.get(key)
         if fn is None:
-            chunk, _ = self._chunking(x.shape[0])
-            plan = engine.Plan(
-                mode=self.mode,
-                kernel=self.kernel,
-                num_samples=self.num_samples,
-                num_weight_samples=self.num_weight_samples,
-                aggregation=self.aggregation,
-                attribution=self.attribution,
-                ig_steps=self.ig_steps,
-                ig_baseline=self.ig_baseline,
-                chunk=chunk,
-                input_shape=tuple(int(d) for d in x.shape[1:]),
-                compute_dtype=compute,
-                weight_epsilon=self.weight_epsilon,
-                jit_compile=self.jit_compile,
+            plan = self._plan(
+                x.shape[1:],
+                compute,
                 with_stderr=with_stderr,
-                proposal=self.proposal,
-                proposal_scale=self.proposal_scale,
                 cached_weight_noise=self._caches_weight_noise(),
                 # no memory bound asked for: overlap two weight draws (same result)
                 pipeline=2 if self.batch_size is None else 1,
-                weight_selection=self._weight_selection,
+                jit_compile=self.jit_compile,
             )
             # the concrete function: traced now, once, and called without signature dispatch
             fn = engine.build(

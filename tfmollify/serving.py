@@ -33,7 +33,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmollify import attribution as attribution_lib
 from tfmollify import engine, sampling
 
 __all__ = ["SIGNATURE_KEY", "export"]
@@ -103,33 +102,14 @@ def _serving_function(
 ) -> tf.types.experimental.Function:
     """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples."""
     dtype = tf.float32
-    n_in = explainer.num_samples if explainer.mode != "ng" else 1
-    if explainer.batch_size is None:
-        chunk, block = n_in, None
-    else:
-        per = attribution_lib.evaluations_per_sample(explainer.attribution, explainer.ig_steps)
-        chunk = max(1, min(n_in, explainer.batch_size // per))
-        block = max(1, explainer.batch_size // (chunk * per))
-    plan = engine.Plan(
-        mode=explainer.mode,
-        kernel=explainer.kernel,
-        num_samples=explainer.num_samples,
-        num_weight_samples=explainer.num_weight_samples,
-        aggregation=explainer.aggregation,
-        attribution=explainer.attribution,
-        ig_steps=explainer.ig_steps,
-        ig_baseline=explainer.ig_baseline,
-        chunk=chunk,
-        input_shape=shape,
-        compute_dtype=dtype,
-        weight_epsilon=explainer.weight_epsilon,
-        jit_compile=False,
+    _, block = explainer._pass_sizes()
+    plan = explainer._plan(
+        shape,
+        dtype,
         with_stderr=True,
-        proposal=explainer.proposal,
-        proposal_scale=explainer.proposal_scale,
         cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
         pipeline=1,
-        weight_selection=explainer._weight_selection,
+        jit_compile=False,
     )
     core = engine.build(explainer.model, plan)
     model = explainer.model
