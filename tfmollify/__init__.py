@@ -19,6 +19,7 @@ Example:
 """
 
 from tfmollify import kernels, sampling
+from tfmollify.dataset import explain_dataset
 from tfmollify.explainer import (
     MODES,
     Explainer,
@@ -36,6 +37,7 @@ __all__ = [
     "NoiseGrad",
     "NonFiniteError",
     "SmoothGrad",
+    "explain_dataset",
     "export",
     "kernels",
     "sampling",

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfmollify import aggregation as aggregation_lib
 from tfmollify import attribution as attribution_lib
 from tfmollify import engine, sampling
+from tfmollify import inputs as inputs_lib
 from tfmollify import kernels as kernels_lib
 
 __all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "SmoothGrad"]
@@ -397,6 +398,7 @@ class Explainer:
         cached_weight_noise: bool,
         pipeline: int,
         jit_compile: bool,
+        parts: Any = None,
     ) -> engine.Plan:
         """The engine's static configuration for one input shape and dtype."""
         return engine.Plan(
@@ -419,6 +421,7 @@ class Explainer:
             cached_weight_noise=cached_weight_noise,
             pipeline=pipeline,
             weight_selection=self._weight_selection,
+            parts=parts,
         )
 
     def _inputs(self, inputs: Any) -> tuple[np.ndarray, bool]:
@@ -454,7 +457,9 @@ class Explainer:
             )
         return arr, is_tensor
 
-    def _probe(self, x: np.ndarray, target_fn: Callable | None) -> tuple[int, ...]:
+    def _probe(
+        self, x: np.ndarray, target_fn: Callable | None, packing: Any = None
+    ) -> tuple[int, ...]:
         """Checks the model (and a callable target) on one example before anything is traced.
 
         Runs once per input signature (and callable), so errors surface here as one clear
@@ -463,26 +468,42 @@ class Explainer:
         Returns:
             The shape of the model's scores for one example.
         """
-        key = (x.shape[1:], x.dtype.str)
+        key = (x.shape[1:], x.dtype.str, packing)
         shape = self._probed.get(key)
         if shape is None:
-            shape = self._probe_model(x)
+            shape = self._probe_model(x, packing)
             self._probed[key] = shape
         if target_fn is not None and (key, id(target_fn)) not in self._probed:
-            self._probe_target(x, target_fn)
+            self._probe_target(x, target_fn, packing)
             self._probed[(key, id(target_fn))] = shape
         return shape
 
-    def _probe_model(self, x: np.ndarray) -> tuple[int, ...]:
+    @staticmethod
+    def _model_inputs(x: np.ndarray, packing: Any) -> Any:
+        """What the model is called with for rows ``x``: ``x`` itself, or the unpacked inputs."""
+        if packing is None:
+            return tf.convert_to_tensor(x)
+        return packing.structure([
+            tf.constant(np.round(p) if integer else p, dtype)
+            for p, integer, dtype in zip(
+                packing.split(x), packing.integer, packing.model_dtypes, strict=True
+            )
+        ])
+
+    def _probe_model(self, x: np.ndarray, packing: Any = None) -> tuple[int, ...]:
         is_keras = hasattr(self.model, "stateless_call")
-        model_dtype = engine._model_input_dtype(self.model, tf.float32) if is_keras else None
+        model_dtype = (
+            engine._model_input_dtype(self.model, tf.float32)
+            if is_keras and packing is None
+            else None
+        )
         if model_dtype is not None and not model_dtype.is_floating:
             raise TypeError(
                 f"The model's input has dtype {model_dtype.name} (e.g. token ids): noise on "
                 "integer inputs is meaningless and there is no gradient with respect to them. "
                 "Explain a model that takes the embedded (floating-point) inputs instead."
             )
-        sample = tf.convert_to_tensor(x[:1])
+        sample = self._model_inputs(x[:1], packing)
         if self.attribution == "integrated_gradients" and self.ig_baseline.ndim:
             try:
                 fits = np.broadcast_shapes(self.ig_baseline.shape, x.shape[1:]) == x.shape[1:]
@@ -500,10 +521,16 @@ class Explainer:
                 weights = [v.value for v in self.model.trainable_variables]
                 engine.stateless_forward(self.model, weights, sample)
         except Exception as exc:  # the model's own error, summarised
+            got = (
+                f"per-example shape {tuple(x.shape[1:])} and dtype {x.dtype}"
+                if packing is None
+                else "inputs " + ", ".join(
+                    f"{k!r}: {s}" for k, s in zip(packing.keys, packing.shapes, strict=True)
+                )
+            )
             raise ValueError(
-                f"The model rejected `inputs` with per-example shape {tuple(x.shape[1:])} and "
-                f"dtype {x.dtype}: {_summarize(exc)}. Pass inputs shaped like the model's "
-                "input with a leading batch dimension."
+                f"The model rejected `inputs` with {got}: {_summarize(exc)}. Pass inputs "
+                "shaped like the model's input(s) with a leading batch dimension."
             ) from None
         if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
             raise TypeError(
@@ -512,9 +539,9 @@ class Explainer:
             )
         return tuple(int(d) for d in out.shape[1:])
 
-    def _probe_target(self, x: np.ndarray, target_fn: Callable) -> None:
+    def _probe_target(self, x: np.ndarray, target_fn: Callable, packing: Any = None) -> None:
         """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
-        sample = tf.convert_to_tensor(np.repeat(x[:1], 2, axis=0))
+        sample = self._model_inputs(np.repeat(x[:1], 2, axis=0), packing)
         out = self.model(sample, training=False) if hasattr(self.model, "stateless_call") else (
             self.model(sample)
         )
@@ -569,7 +596,55 @@ class Explainer:
             )
         return arr.astype(np.int32)
 
-    def _epsilons(self, x: np.ndarray) -> np.ndarray:
+    def _packed_epsilons(self, x: np.ndarray, packing: Any) -> np.ndarray:
+        """One scale per example and input ``[B, K]``; 0 for integer inputs."""
+        batch, k = x.shape[0], len(packing.keys)
+        eps = np.zeros((batch, k))
+        if self.mode == "ng":
+            return eps
+        given = self.epsilon
+        if given is not None and given.ndim == 1 and given.shape[0] != k:
+            raise ValueError(
+                f"Argument `epsilon` has {given.shape[0]} values but the model has {k} inputs. "
+                "With several inputs pass one float, or one per input (in the inputs' order)."
+            )
+        for i, (part, integer) in enumerate(zip(packing.split(x), packing.integer, strict=True)):
+            if integer:
+                continue
+            if given is not None:
+                eps[:, i] = float(given) if given.ndim == 0 else float(given[i])
+                continue
+            flat = part.reshape(batch, -1).astype(np.float64)
+            r = flat.max(axis=1) - flat.mean(axis=1)
+            if np.any(r <= 0):
+                bad = np.flatnonzero(r <= 0)[:10].tolist()
+                raise ValueError(
+                    f"Cannot choose `epsilon` by eq. 30 for input {packing.keys[i]!r} of "
+                    f"examples {bad}: it is constant, so r = max(x) - mean(x) = 0. Pass "
+                    "`epsilon` explicitly (one float, or one per input)."
+                )
+            eps[:, i] = self.kernel.epsilon(r, self.alpha)
+        return eps
+
+    def _check_packing(self, packing: Any) -> None:
+        """What several inputs do not support (yet): say so before anything is traced."""
+        if self.attribution == "integrated_gradients" and (
+            any(packing.integer) or self.ig_baseline.ndim
+        ):
+            raise ValueError(
+                "Integrated gradients with several inputs needs float inputs only and a float "
+                f"`ig_baseline` (received integer inputs {list(packing.integer)}, ig_baseline "
+                f"of shape {self.ig_baseline.shape}): the path would cross non-integer ids."
+            )
+        if self.proposal is not None and any(packing.integer):
+            raise ValueError(
+                "Argument `proposal` with integer inputs is not supported: their importance "
+                "weights would count noise that is never applied. Drop `proposal`."
+            )
+
+    def _epsilons(self, x: np.ndarray, packing: Any = None) -> np.ndarray:
+        if packing is not None:
+            return self._packed_epsilons(x, packing)
         batch = x.shape[0]
         if self.mode == "ng":
             return np.zeros(batch)
@@ -631,9 +706,21 @@ class Explainer:
             )
         return self._weight_noise
 
-    def _function(self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool) -> Callable:
+    def _function(
+        self,
+        x: np.ndarray,
+        target_fn: Callable | None,
+        with_stderr: bool,
+        packing: Any = None,
+    ) -> Callable:
         compute = _compute_dtype(x)
-        key = (x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr)
+        key = (
+            x.shape[1:],
+            compute,
+            None if target_fn is None else id(target_fn),
+            with_stderr,
+            packing,
+        )
         fn = self._functions.get(key)
         if fn is None:
             plan = self._plan(
@@ -644,6 +731,7 @@ class Explainer:
                 # no memory bound asked for: overlap two weight draws (same result)
                 pipeline=2 if self.batch_size is None else 1,
                 jit_compile=self.jit_compile,
+                parts=None if packing is None else packing.parts(),
             )
             # the concrete function: traced now, once, and called without signature dispatch
             fn = engine.build(
@@ -683,7 +771,9 @@ class Explainer:
         """Smoothed attributions of ``inputs`` for ``targets``.
 
         Args:
-            inputs: Float array or tensor ``[B, ...]`` shaped like the model's input.
+            inputs: Float array or tensor ``[B, ...]`` shaped like the model's input; for a
+                model with several inputs, a list or dict of them (see
+                :mod:`tfmollify.inputs`: integer inputs pass through without noise).
             targets: Class indices ``[B]`` or one int for all; a callable mapping the model's
                 scores ``[n, ...]`` of a batch of noisy inputs to ``[n]`` target scores (row-wise);
                 or ``None`` for a model with a single output.
@@ -695,7 +785,8 @@ class Explainer:
 
         Returns:
             Attributions with the shape and dtype of ``inputs`` (a NumPy array, or a tensor if
-            ``inputs`` was one); with ``return_stderr``, the pair ``(attributions, stderr)``.
+            ``inputs`` was one; a list or dict of them for several inputs, zeros for integer
+            ones); with ``return_stderr``, the pair ``(attributions, stderr)``.
 
         Raises:
             ValueError: For inputs the model rejects, NaN/Inf inputs, targets out of range or of
@@ -705,8 +796,7 @@ class Explainer:
         """
         job = self._prepare(inputs, targets, return_stderr=bool(return_stderr), seeds=seeds)
         if job.batch == 0:
-            empty = np.zeros_like(job.x)
-            out = tf.convert_to_tensor(empty) if job.is_tensor else empty
+            out = self._output(job, np.zeros_like(job.x))
             return (out, out) if return_stderr else out
         parts = [
             self._run_block(job, start, min(job.batch, start + job.block))
@@ -717,13 +807,17 @@ class Explainer:
         self.last_num_samples = total
         self.last_nonfinite_count = total - finite_n
         self._report_nonfinite(finite_n, total)
-        value = self._assemble(job, [v.numpy() for v, _, _ in parts])
+        value = self._output(job, self._assemble(job, [v.numpy() for v, _, _ in parts]))
         if not return_stderr:
-            return tf.convert_to_tensor(value) if job.is_tensor else value
-        stderr = self._assemble(job, [s.numpy() for _, s, _ in parts])
-        if job.is_tensor:
-            value, stderr = tf.convert_to_tensor(value), tf.convert_to_tensor(stderr)
-        return value, stderr
+            return value
+        return value, self._output(job, self._assemble(job, [s.numpy() for _, s, _ in parts]))
+
+    @staticmethod
+    def _output(job: Explainer._Job, flat: np.ndarray) -> Any:
+        """A result shaped like the call's inputs: an array or tensor, or their structure."""
+        if job.packing is not None:
+            return job.packing.unpack(flat, as_tensor=job.is_tensor)
+        return tf.convert_to_tensor(flat) if job.is_tensor else flat
 
     class _Job:
         """One call's checked inputs and its compiled core, ready to run block by block.
@@ -744,11 +838,13 @@ class Explainer:
             wkey: tf.Tensor | None = None,
             wnoise: tf.Tensor | None = None,
             block: int = 1,
+            packing: inputs_lib.Packing | None = None,
         ) -> None:
             self.x, self.is_tensor, self.batch = x, is_tensor, int(x.shape[0])
             self.targets, self.eps, self.seeds = targets, eps, seeds  # [B] each
             self.fn, self.compute, self.wkey, self.wnoise = fn, compute, wkey, wnoise
             self.block = block  # examples per call of `fn` (the `batch_size` memory bound)
+            self.packing = packing  # several inputs packed into rows (None: one input)
 
     def _prepare(
         self,
@@ -769,27 +865,33 @@ class Explainer:
             seed: The job's seed, in place of the explainer's (and of a fresh random one when
                 that is None): it derives the default example seeds and the weight-noise key.
         """
-        x, is_tensor = self._inputs(inputs)
+        packing = None
+        if inputs_lib.is_structured(inputs, self.model):
+            x, packing, is_tensor = inputs_lib.pack(inputs)
+        else:
+            x, is_tensor = self._inputs(inputs)
         batch = x.shape[0]
         if batch == 0:
-            return self._Job(x, is_tensor)
+            return self._Job(x, is_tensor, packing=packing)
+        if packing is not None:
+            self._check_packing(packing)
         target_fn = targets if callable(targets) else None
         if target_fn is not None:
             self._remember(target_fn)
-        score_shape = self._probe(x, target_fn)
+        score_shape = self._probe(x, target_fn, packing)
         idx = (
             np.zeros(batch, np.int32)
             if target_fn is not None
             else self._targets(targets, batch, score_shape)
         )
-        eps = self._epsilons(x)
+        eps = self._epsilons(x, packing)
         if seed is None:
             ex_seeds, seed = self._seeds(seeds, batch, offset)
         elif seeds is None:
             ex_seeds = sampling.example_seeds(seed, batch, offset)
         else:
             ex_seeds = self._seeds(seeds, batch, offset)[0]
-        fn = self._function(x, target_fn, return_stderr)
+        fn = self._function(x, target_fn, return_stderr, packing)
         compute = _compute_dtype(x)
         _, block = self._chunking(batch)
         wkey = self._wkeys.get(seed)
@@ -798,7 +900,9 @@ class Explainer:
             if self.seed is not None and seed == self.seed:
                 self._wkeys = {seed: wkey}
         wnoise = self._weight_noise_input(wkey, compute)
-        return self._Job(x, is_tensor, idx, eps, ex_seeds, fn, compute, wkey, wnoise, block)
+        return self._Job(
+            x, is_tensor, idx, eps, ex_seeds, fn, compute, wkey, wnoise, block, packing
+        )
 
     def _run_block(
         self, job: Explainer._Job, start: int, stop: int

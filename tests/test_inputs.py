@@ -1,0 +1,167 @@
+"""Models with several inputs: lists and dicts, one epsilon per input, integer inputs untouched."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfmollify as tfm
+from tfmollify import sampling
+
+
+def two_input_linear(w1: np.ndarray, w2: np.ndarray, names=("a", "b")) -> keras.Model:
+    """f(x1, x2) = x1 @ w1 + x2 @ w2 (x1 [B, d1], x2 [B, h, w]), no bias."""
+    x1 = keras.Input((w1.shape[0],), name=names[0] if names else None)
+    x2 = keras.Input((2, w2.shape[0] // 2), name=names[1] if names else None)
+    d1 = keras.layers.Dense(w1.shape[1], use_bias=False)
+    d2 = keras.layers.Dense(w2.shape[1], use_bias=False)
+    out = keras.layers.Add()([d1(x1), d2(keras.layers.Flatten()(x2))])
+    model = keras.Model({names[0]: x1, names[1]: x2} if names else [x1, x2], out)
+    d1.set_weights([w1.astype(np.float32)])
+    d2.set_weights([w2.astype(np.float32)])
+    return model
+
+
+def square_model() -> keras.Model:
+    """f(x1, x2) = sum(x1^2) + 3 sum(x2^2): gradient 2 x1 and 6 x2."""
+    x1, x2 = keras.Input((3,)), keras.Input((2, 2))
+    s1 = keras.layers.Lambda(lambda t: tf.reduce_sum(t * t, axis=1, keepdims=True))(x1)
+    s2 = keras.layers.Lambda(lambda t: 3.0 * tf.reduce_sum(t * t, axis=[1, 2])[:, None])(x2)
+    return keras.Model([x1, x2], keras.layers.Add()([s1, s2]))
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 2, 3)).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "rect", "poisson"])
+def test_sg_on_a_two_input_linear_model_is_exact_for_lists_and_dicts(data, kernel):
+    rng = np.random.default_rng(1)
+    w1, w2 = rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
+    x1, x2 = data
+    targets = [0, 2, 1]
+    for as_dict in (False, True):
+        model = two_input_linear(w1, w2, names=("a", "b") if as_dict else None)
+        inputs = {"a": x1, "b": x2} if as_dict else [x1, x2]
+        got = tfm.SmoothGrad(model, kernel=kernel, num_samples=5, seed=0)(inputs, targets)
+        g1, g2 = (got["a"], got["b"]) if as_dict else got
+        assert isinstance(got, dict if as_dict else list)
+        assert g1.shape == x1.shape and g2.shape == x2.shape and g1.dtype == np.float32
+        np.testing.assert_allclose(g1, w1.T[targets], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g2, w2.T[targets].reshape(3, 2, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_one_epsilon_per_input_matches_a_hand_computation(data):
+    """The packed row of an example is [x1, x2] flattened; its noise is the engine's documented
+    stream, scaled by each input's epsilon; the gradient of the square model is 2 x1', 6 x2'."""
+    model = square_model()
+    x1 = data[0][:, :3]
+    x2 = data[1][:, :, :2]
+    n = 6
+    explainer = tfm.SmoothGrad(model, kernel="hyperbolic", num_samples=n, epsilon=[0.1, 0.7],
+                               seed=3, aggregation="smoothgrad_sq")
+    got = explainer([x1, x2], None)
+    seeds = sampling.example_seeds(3, 3)
+    z = sampling.input_noise(tfm.kernels.get("hyperbolic"), seeds, 0, n, 7)  # [B, N, 3 + 4]
+    noisy1 = x1[:, None, :] + 0.1 * z[:, :, :3]
+    noisy2 = x2.reshape(3, 1, 4) + 0.7 * z[:, :, 3:]
+    np.testing.assert_allclose(got[0], np.mean((2 * noisy1) ** 2, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        got[1], np.mean((6 * noisy2) ** 2, axis=1).reshape(3, 2, 2), rtol=1e-5
+    )
+    # eq. 30 per input and example: r of each input separately
+    eq30 = tfm.SmoothGrad(model, num_samples=2, seed=0)
+    eps = eq30._packed_epsilons(*_packed([x1, x2]))
+    r1 = x1.max(axis=1) - x1.mean(axis=1, dtype=np.float64)
+    flat2 = x2.reshape(3, -1).astype(np.float64)
+    r2 = flat2.max(axis=1) - flat2.mean(axis=1)
+    gauss = tfm.kernels.get("gaussian")
+    np.testing.assert_allclose(eps, np.stack([gauss.epsilon(r1, 0.9), gauss.epsilon(r2, 0.9)], 1))
+
+
+def _packed(inputs):
+    from tfmollify import inputs as inputs_lib
+
+    rows, packing, _ = inputs_lib.pack(inputs)
+    return rows, packing
+
+
+def text_and_number_model() -> keras.Model:
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    num = keras.Input((3,), name="num")
+    emb = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(ids))
+    h = keras.layers.Concatenate()([emb, keras.layers.Dense(4, activation="tanh")(num)])
+    return keras.Model({"ids": ids, "num": num}, keras.layers.Dense(2)(h))
+
+
+@pytest.mark.parametrize("mode", ["sg", "fg"])
+def test_integer_inputs_are_never_perturbed_and_get_zero_attribution(mode):
+    keras.utils.set_random_seed(0)
+    model = text_and_number_model()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, size=(4, 5)).astype(np.int32)
+    num = rng.normal(size=(4, 3)).astype(np.float32)
+    kw = dict(mode=mode, num_samples=4, num_weight_samples=2, seed=1)
+    got = tfm.Explainer(model, **kw)({"ids": ids, "num": num}, [0, 1, 1, 0])
+    assert set(got) == {"ids", "num"}
+    np.testing.assert_array_equal(got["ids"], np.zeros((4, 5), np.float32))
+    assert np.all(np.isfinite(got["num"])) and np.abs(got["num"]).max() > 0
+    if mode == "sg":
+        # by hand: the packed row is [ids (5), num (3)]; `num` takes noise columns 5..7
+        z = sampling.input_noise(tfm.kernels.get("gaussian"), sampling.example_seeds(1, 4), 0,
+                                 4, 8)[:, :, 5:]
+        r = num.max(axis=1) - num.mean(axis=1, dtype=np.float64)
+        eps = tfm.kernels.get("gaussian").epsilon(r, 0.9)
+        noisy = tf.constant((num[:, None, :] + eps[:, None, None] * z).reshape(16, 3), tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            out = model({"ids": tf.repeat(ids, 4, axis=0), "num": noisy})
+            score = tf.gather(out, np.repeat([0, 1, 1, 0], 4), axis=1, batch_dims=1)
+        want = tape.gradient(score, noisy).numpy().reshape(4, 4, 3).mean(axis=1)
+        np.testing.assert_allclose(got["num"], want, rtol=1e-4, atol=1e-6)
+
+
+def test_result_does_not_depend_on_batch_size_with_several_inputs(data):
+    keras.utils.set_random_seed(2)
+    x1, x2 = data
+    a, b = keras.Input((4,)), keras.Input((2, 3))
+    h = keras.layers.Concatenate()([a, keras.layers.Flatten()(b)])
+    model = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Dense(5, "relu")(h)))
+    kw = dict(mode="fg", num_samples=5, num_weight_samples=3, seed=4, kernel="sigmoid")
+    one = tfm.Explainer(model, **kw)([x1, x2], [0, 1, 2])
+    small = tfm.Explainer(model, batch_size=2, **kw)([x1, x2], [0, 1, 2])
+    for u, v in zip(one, small, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+    tensors = tfm.Explainer(model, **kw)([tf.constant(x1), tf.constant(x2)], [0, 1, 2])
+    assert all(isinstance(t, tf.Tensor) for t in tensors)
+
+
+def test_several_input_errors(data):
+    x1, x2 = data
+    model = two_input_linear(np.ones((4, 3)), np.ones((6, 3)), names=None)
+    with pytest.raises(ValueError, match="same batch size"):
+        tfm.SmoothGrad(model)([x1, x2[:2]], 0)
+    with pytest.raises(ValueError, match="one per input"):
+        tfm.SmoothGrad(model, epsilon=[0.1, 0.2, 0.3])([x1, x2], 0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tfm.SmoothGrad(model)([x1, np.full_like(x2, np.nan)], 0)
+    with pytest.raises(ValueError, match="input 1 of examples"):
+        tfm.SmoothGrad(model)([x1, np.zeros_like(x2)], 0)
+    with pytest.raises(ValueError, match="rejected"):
+        tfm.SmoothGrad(model)([x1, x2.reshape(3, 6)], 0)
+    keras.utils.set_random_seed(0)
+    text = text_and_number_model()
+    ids = np.zeros((2, 5), np.int32)
+    num = np.ones((2, 3), np.float32) * [[1, 2, 3]]
+    with pytest.raises(ValueError, match="Integrated gradients"):
+        tfm.Explainer(text, attribution="integrated_gradients")({"ids": ids, "num": num}, 0)
+    with pytest.raises(TypeError, match="no floating-point input"):
+        tfm.SmoothGrad(text)({"ids": ids, "num": ids[:, :3]}, 0)
+    with pytest.raises(ValueError, match="several inputs is not supported"):
+        tfm.SmoothGrad(model).export("/tmp/never-written")

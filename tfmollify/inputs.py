@@ -1,0 +1,181 @@
+"""Several model inputs as one packed row per example, and the attributions back in their shape.
+
+A Keras model may take a list or a dict of inputs. The engine draws noise for one flat row per
+example, so the inputs of an example are flattened and concatenated, in the structure's order
+(list order, or the dict's key order), into a row of ``D = sum of the inputs' sizes``. Noise of
+input ``k`` is scaled by its own ``epsilon``; integer inputs (e.g. token ids) travel as exact
+float values with ``epsilon = 0`` (never perturbed) and are rounded back before the model sees
+them. Attributions come back with the structure of the inputs; an integer input has no gradient
+and gets zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["Packing", "is_structured", "pack"]
+
+_EXACT_INT = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """How a structure of inputs is packed into rows ``[B, D]``.
+
+    Attributes:
+        keys: Positions (a list of inputs) or names (a dict), in packing order.
+        shapes: Shape of one example of each input.
+        integer: Whether each input is integer (not perturbed, zero attribution).
+        model_dtypes: The dtype each input is given to the model in.
+        float_dtypes: The floating dtype of each input's attributions.
+    """
+
+    keys: tuple[Any, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    integer: tuple[bool, ...]
+    model_dtypes: tuple[str, ...]
+    float_dtypes: tuple[str, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+
+    @property
+    def is_dict(self) -> bool:
+        return isinstance(self.keys[0], str)
+
+    def parts(self) -> tuple[tuple[Any, tuple[int, ...], str], ...]:
+        """The engine's ``Plan.parts``."""
+        return tuple(zip(self.keys, self.shapes, self.model_dtypes, strict=True))
+
+    def split(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Rows ``[B, D]`` as one array ``[B, *shape]`` per input (in packing order)."""
+        pieces = np.split(flat, np.cumsum(self.sizes)[:-1], axis=1)
+        return [p.reshape(flat.shape[0], *s) for p, s in zip(pieces, self.shapes, strict=True)]
+
+    def unpack(self, flat: np.ndarray, as_tensor: bool = False) -> Any:
+        """Attributions ``[B, D]`` in the inputs' structure (zeros for integer inputs)."""
+        out = []
+        for piece, integer, dtype in zip(
+            self.split(flat), self.integer, self.float_dtypes, strict=True
+        ):
+            piece = np.zeros_like(piece) if integer else piece
+            piece = piece.astype(dtype, copy=False)
+            out.append(tf.convert_to_tensor(piece) if as_tensor else piece)
+        if self.is_dict:
+            return dict(zip(self.keys, out, strict=True))
+        return out
+
+    def structure(self, arrays: list[Any]) -> Any:
+        """One value per input in the inputs' structure (list or dict)."""
+        return dict(zip(self.keys, arrays, strict=True)) if self.is_dict else list(arrays)
+
+
+def is_structured(inputs: Any, model: Any) -> bool:
+    """Whether ``inputs`` is a structure of several model inputs rather than one array."""
+    if isinstance(inputs, dict):
+        return True
+    if isinstance(inputs, list | tuple):
+        model_inputs = getattr(model, "inputs", None)
+        if model_inputs is not None:
+            try:
+                return len(model_inputs) > 1
+            except TypeError:
+                return False
+        return isinstance(inputs, tuple)  # a subclassed model: a tuple means several inputs
+    return False
+
+
+def _array(value: Any, where: str) -> tuple[np.ndarray, bool]:
+    is_tensor = isinstance(value, tf.Tensor | tf.Variable)
+    try:
+        arr = value.numpy() if is_tensor else np.asarray(value)
+    except Exception:
+        raise TypeError(
+            f"Argument `inputs`{where} must be an array or tensor of shape [batch, ...]. "
+            f"Received: a value of type {type(value).__name__}"
+        ) from None
+    if arr.dtype.kind not in "iuf" or arr.ndim < 1:
+        raise TypeError(
+            f"Argument `inputs`{where} must be a numeric array [batch, ...]. Received: dtype "
+            f"{arr.dtype}, shape {arr.shape}"
+        )
+    return arr, is_tensor
+
+
+def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
+    """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]``.
+
+    Args:
+        inputs: A list/tuple or dict of arrays or tensors with the same batch size.
+
+    Returns:
+        ``(rows, packing, is_tensor)``: rows in float32 (float64 if any input is float64),
+        the :class:`Packing`, and whether the inputs were tensors.
+
+    Raises:
+        TypeError: For non-numeric inputs.
+        ValueError: For an empty structure, different batch sizes, non-finite values, or
+            integer values too large to travel exactly as floats.
+    """
+    if isinstance(inputs, dict):
+        if not all(isinstance(k, str) for k in inputs):
+            raise TypeError(
+                f"Argument `inputs` as a dict needs str keys (the model's input names). "
+                f"Received keys {list(inputs)}"
+            )
+        keys, values = tuple(inputs), list(inputs.values())
+    else:
+        keys, values = tuple(range(len(inputs))), list(inputs)
+    if not values:
+        raise ValueError("Argument `inputs` is an empty structure; pass one array per input.")
+    arrays, tensors = [], []
+    for key, value in zip(keys, values, strict=True):
+        arr, is_tensor = _array(value, f"[{key!r}]")
+        arrays.append(arr)
+        tensors.append(is_tensor)
+    batch = {a.shape[0] for a in arrays}
+    if len(batch) != 1:
+        raise ValueError(
+            "Every input must have the same batch size. Received batch sizes "
+            f"{ {k: a.shape[0] for k, a in zip(keys, arrays, strict=True)} }"
+        )
+    floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
+    if not floats:
+        raise TypeError(
+            "Argument `inputs` has no floating-point input to put noise on (all are integer, "
+            "e.g. token ids). Explain the embedded inputs instead."
+        )
+    compute = np.dtype(np.float64) if np.dtype(np.float64) in floats else np.dtype(np.float32)
+    b = batch.pop()
+    rows, integer, model_dtypes, float_dtypes = [], [], [], []
+    for key, arr in zip(keys, arrays, strict=True):
+        is_int = arr.dtype.kind in "iu"
+        flat = arr.reshape(b, -1)
+        if is_int and flat.size and np.abs(flat).max() >= _EXACT_INT[compute]:
+            raise ValueError(
+                f"Argument `inputs[{key!r}]` holds integers up to {np.abs(flat).max()}, which do "
+                f"not travel exactly as {compute.name}; they must be below "
+                f"{_EXACT_INT[compute]}."
+            )
+        if not is_int and not np.all(np.isfinite(flat)):
+            bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))[:10].tolist()
+            raise ValueError(
+                f"Argument `inputs[{key!r}]` contains NaN or Inf values (examples {bad})."
+            )
+        rows.append(flat.astype(compute))
+        integer.append(is_int)
+        model_dtypes.append(arr.dtype.name if is_int else compute.name)
+        float_dtypes.append(compute.name if is_int else arr.dtype.name)
+    packing = Packing(
+        keys=keys,
+        shapes=tuple(tuple(int(d) for d in a.shape[1:]) for a in arrays),
+        integer=tuple(integer),
+        model_dtypes=tuple(model_dtypes),
+        float_dtypes=tuple(float_dtypes),
+    )
+    return np.concatenate(rows, axis=1), packing, all(tensors)
