@@ -75,6 +75,12 @@ class Plan:
         weight_selection: Indices into ``model.trainable_variables`` of the variables that get
             weight noise (None: all). The noise of draw ``j`` is drawn for the selected
             variables only, concatenated in this order.
+        parts: For a model with several inputs: the inputs are packed, flattened and
+            concatenated, into one row of ``input_shape = (D,)`` per example, and ``parts``
+            says how to unpack it: ``(key, shape, dtype)`` per input, with ``key`` an int (a
+            list of inputs) or a str (a dict). Integer inputs travel as exact float values
+            (no noise: their ``epsilon`` is 0) and are rounded back. ``eps`` is then
+            ``[Bc, len(parts)]``, one scale per input. None: one input of ``input_shape``.
     """
 
     mode: str
@@ -96,6 +102,7 @@ class Plan:
     cached_weight_noise: bool = False
     pipeline: int = 1
     weight_selection: tuple[int, ...] | None = None
+    parts: tuple[tuple[Any, tuple[int, ...], str], ...] | None = None
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -169,7 +176,8 @@ def build(
         on_trace: Called each time the function is traced (to count retracing).
 
     Returns:
-        ``core(x [Bc, *shape], targets int32 [Bc], eps [Bc], seeds int64 [Bc], wkey uint64 [1],
+        ``core(x [Bc, *shape], targets int32 [Bc], eps [Bc] (or [Bc, K] with plan.parts),
+        seeds int64 [Bc], wkey uint64 [1],
         wnoise [M, P] or [0, 0])`` returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])``
         where ``finite`` counts the samples with finite attributions (``stderr`` is empty
         unless ``plan.with_stderr``).
@@ -193,7 +201,24 @@ def build(
     weight_noise = plan.mode in ("ng", "fg")
 
     is_keras = hasattr(model, "stateless_call")
-    model_dtype = _model_input_dtype(model, dtype)
+    model_dtype = _model_input_dtype(model, dtype) if plan.parts is None else None
+    if plan.parts is not None:
+        part_sizes = [int(np.prod(p[1], dtype=np.int64)) for p in plan.parts]
+        assert sum(part_sizes) == size, (part_sizes, size)
+
+    def unpack(flat: tf.Tensor) -> Any:
+        """Model inputs from packed rows ``[n, D]`` (the identity for one input)."""
+        if plan.parts is None:
+            return tf.cast(flat, model_dtype)
+        pieces = tf.split(flat, part_sizes, axis=1)
+        out = []
+        for (_, part_shape, part_dtype), piece in zip(plan.parts, pieces, strict=True):
+            piece = tf.reshape(piece, [-1, *part_shape])
+            target = tf.as_dtype(part_dtype)
+            out.append(tf.cast(tf.round(piece) if target.is_integer else piece, target))
+        if isinstance(plan.parts[0][0], str):
+            return {p[0]: v for p, v in zip(plan.parts, out, strict=True)}
+        return out
     if weight_noise:
         trainable = list(model.trainable_variables)
         selected = (
@@ -235,7 +260,8 @@ def build(
                 z = ratio * zp
                 log_w = tf.reduce_sum(kernel.log_pdf(z) - proposal.log_pdf(zp), axis=2)
                 log_w += size * tf.math.log(ratio)
-            noisy = flat[:, None, :] + eps[:, None, None] * z
+            scale = eps[:, None, None] if plan.parts is None else eps_rows(eps)[:, None, :]
+            noisy = flat[:, None, :] + scale * z
         else:
             noisy = flat[:, None, :]
         xs = tf.reshape(noisy, [-1, *shape])
@@ -244,7 +270,7 @@ def build(
         def grad(inp: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 tape.watch(inp)
-                out = forward(tf.cast(inp, model_dtype), weights)
+                out = forward(unpack(inp), weights)
                 score = tf.cast(_select(out, t, target_fn), dtype)
             # a score that does not depend on the input has a zero gradient, not None
             zero = tf.UnconnectedGradients.ZERO
@@ -256,6 +282,10 @@ def build(
                 a = tf.square(a)
             a = tf.exp(log_w)[:, :, None] * a
         return a
+
+    def eps_rows(eps: tf.Tensor) -> tf.Tensor:
+        """Per-input scales ``[Bc, K]`` spread over the packed row: ``[Bc, D]``."""
+        return tf.repeat(eps, part_sizes, axis=1)
 
     with_stderr = plan.with_stderr
 
@@ -321,7 +351,7 @@ def build(
     signature = [
         tf.TensorSpec([None, *shape], dtype),
         tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([None], dtype),
+        tf.TensorSpec([None] if plan.parts is None else [None, len(plan.parts)], dtype),
         tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([1], tf.uint64),
         tf.TensorSpec([None, None], _weight_dtype(model) if weight_noise else dtype),

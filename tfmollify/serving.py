@@ -41,8 +41,14 @@ SIGNATURE_KEY = "serving_default"
 
 
 def _input_shape(explainer: Any, input_shape: Any) -> tuple[int, ...]:
+    inputs = getattr(explainer.model, "inputs", None)
+    if inputs is not None and len(inputs) > 1:
+        raise ValueError(
+            f"The model has {len(inputs)} inputs; exporting explainers of models with several "
+            "inputs is not supported yet (the signature has one `inputs` tensor). Export a "
+            "model with one input, or explain in Python."
+        )
     if input_shape is None:
-        inputs = getattr(explainer.model, "inputs", None)
         if not inputs or len(inputs) != 1:
             raise ValueError(
                 "Cannot tell the model's input shape (a subclassed model, or not one input). "
