@@ -164,8 +164,13 @@ def test_icdf_inverts_cdf(name, x):
     k = kernels.get(name)
     scale = 1.0 if name == "rect" else 8.0  # inside the support, away from saturation
     x = x * scale
-    back = float(k.icdf(k.cdf(tf.constant(x, tf.float64))))
-    assert back == pytest.approx(x, rel=1e-7, abs=1e-9)
+    u = k.cdf(tf.constant(x, tf.float64))
+    back = float(k.icdf(u))
+    # the rounding of u (half an ulp, 1.1e-16 relative) moves the inverse by du / pdf(x): in
+    # the upper tail u is close to 1 and that is the limit of any inverse (Gaussian at x = 7:
+    # 6e-6), so allow it on top of the relative tolerance
+    conditioning = 4 * 1.1e-16 * float(u) / float(k.pdf(tf.constant(x, tf.float64)))
+    assert back == pytest.approx(x, rel=1e-7, abs=1e-9 + conditioning)
 
 
 @given(name=kernel_names, x=st.floats(-1e6, 1e6))
