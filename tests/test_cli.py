@@ -29,7 +29,7 @@ def assert_one_line_error(res: subprocess.CompletedProcess, match: str) -> None:
 def test_help_on_every_subcommand(capsys):
     from tfmollify import cli
 
-    for sub in ("", "demo", "explain", "export", "epsilon", "kernels"):
+    for sub in ("", "demo", "explain", "export", "epsilon", "kernels", "table1"):
         with pytest.raises(SystemExit) as exit_:
             cli.build_parser().parse_args([*([sub] if sub else []), "--help"])
         assert exit_.value.code == 0

@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None,
                    help=".npz with x [n,H,W,C], y [n] and optionally boxes [n,4]")
     t.add_argument("--examples", type=int, default=None,
-                   help="explained examples per metric (default: 300, quick: 100)")
+                   help="explained examples per metric (default: 500, quick: 100)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_cmd_table1)
 
