@@ -20,6 +20,8 @@ run vgg16_sg_B2_N50_bs32 --model vgg16 --mode sg -B 2 -N 50 --batch-size 32 --re
     --methods floor_chunked,tfmollify_sg,xplique_sg,tf_explain,tf_keras_vis,pair_saliency
 run vgg16_sg_B8_N50_bs32 --model vgg16 --mode sg -B 8 -N 50 --batch-size 32 --repeats 2 --warmup 0 \
     --methods floor_chunked,tfmollify_sg
+echo "== noise cost" >&2
+$P bench/noise_cost.py --repeats 300 --json $R/noise_cost_B8_N50_D784.json > $R/noise_cost_B8_N50_D784.md
 echo "== memory" >&2
 $P bench/memory.py --models lenet,mlp --N 50,200,1000 --batch-size 64 \
     --json $R/memory_lenet_mlp_B8_bs64.json > $R/memory_lenet_mlp_B8_bs64.md
