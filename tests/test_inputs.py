@@ -165,3 +165,23 @@ def test_several_input_errors(data):
         tfm.SmoothGrad(text)({"ids": ids, "num": ids[:, :3]}, 0)
     with pytest.raises(ValueError, match="several inputs is not supported"):
         tfm.SmoothGrad(model).export("/tmp/never-written")
+
+
+def test_a_regressor_through_explain_export_and_dataset(tmp_path):
+    """One output, targets=None: the gradient of the prediction itself."""
+    keras.utils.set_random_seed(0)
+    w = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([w])
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    explainer = tfm.SmoothGrad(model, kernel="rect", num_samples=4, seed=0)
+    got = explainer(x, None)
+    np.testing.assert_allclose(got, np.repeat(w.T, 4, axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="`targets` must be in"):
+        explainer(x, 1)
+    batches = [(x[:3], None), (x[3:], None)]
+    np.testing.assert_allclose(tfm.explain_dataset(explainer, batches, progress=False), got)
+    fn = tf.saved_model.load(explainer.export(str(tmp_path))).signatures["serving_default"]
+    served = fn(inputs=tf.constant(x), targets=tf.zeros([4], tf.int32),
+                seeds=tf.constant(sampling.example_seeds(0, 4)))
+    np.testing.assert_allclose(served["attributions"].numpy(), got, rtol=1e-6)

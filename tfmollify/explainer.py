@@ -26,6 +26,7 @@ __all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "S
 
 MODES = ("sg", "ng", "fg")
 MAX_CALLABLES = 8  # callable targets whose compiled functions are kept
+REDUCES = ("sum", "norm")
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
 
 
@@ -143,6 +144,14 @@ class Explainer:
             Variables of other layers are never perturbed (the paper saw weight noise in the
             top layers give invalid gradients; leave them out here).
         perturb_bias: Also perturb the ``bias`` variables of the selected layers.
+        explain_at: A layer (or its name) of a functional Keras model: noise goes on that
+            layer's output ``h`` and the attribution is with respect to ``h`` (for text, the
+            embedding output ``[B, T, D]``; the inputs may then be integer token ids). The
+            model is split at the layer: ``h`` is computed with the stored weights, and
+            NG/FG perturb the layers after it. Every path from the inputs to the outputs must
+            pass through the layer.
+        reduce: ``"sum"`` or ``"norm"`` (L2) over the last axis of the smoothed attribution
+            (per-token scores for text), or None to keep it.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -185,6 +194,8 @@ class Explainer:
         weight_noise_cache_mb: float = 256.0,
         weight_layers: Sequence[Any] | None = None,
         perturb_bias: bool = True,
+        explain_at: Any = None,
+        reduce: str | None = None,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -249,6 +260,12 @@ class Explainer:
         self._wkeys: dict[int, tf.Tensor] = {}
         self.model = model
         self._check_model(model)
+        self.reduce = None if reduce is None else _check_choice("reduce", reduce, REDUCES)
+        self.explain_at = explain_at
+        # the network the engine explains: the model, or its part after `explain_at`
+        self._head, self._net = (None, model) if explain_at is None else self._split(explain_at)
+        if self._net is not model:
+            self._check_model(self._net)
         if not isinstance(perturb_bias, bool):
             raise TypeError(
                 f"Argument `perturb_bias` must be True or False. Received: {perturb_bias!r}"
@@ -314,6 +331,69 @@ class Explainer:
                 "Call the model once on data to build it, or use mode='sg'."
             )
 
+    def _split(self, explain_at: Any) -> tuple[Any, Any]:
+        """``(head, tail)``: the model up to ``explain_at``'s output, and from there on."""
+        import keras
+
+        model = self.model
+        if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+            raise TypeError(
+                "Argument `explain_at` needs a functional Keras model (keras.Model(inputs, "
+                f"outputs) or Sequential). Received: model of type {type(model).__name__}."
+            )
+        if isinstance(explain_at, str):
+            try:
+                layer = model.get_layer(explain_at)
+            except ValueError:
+                names = [layer.name for layer in model.layers]
+                raise ValueError(
+                    f"Argument `explain_at`: no layer named {explain_at!r} in model "
+                    f"{model.name!r}. Its layers: {names}"
+                ) from None
+        elif isinstance(explain_at, keras.layers.Layer) and explain_at in model.layers:
+            layer = explain_at
+        else:
+            raise TypeError(
+                "Argument `explain_at` must be a layer of the model or its name. "
+                f"Received: {explain_at!r}"
+            )
+        try:
+            h = layer.output
+        except (AttributeError, ValueError) as exc:
+            raise ValueError(
+                f"Argument `explain_at`: layer {layer.name!r} has no single output tensor "
+                f"({_summarize(exc)}); it must be called once, with one output."
+            ) from None
+        if not hasattr(h, "shape") or not h.dtype.startswith("float"):
+            raise ValueError(
+                f"Argument `explain_at`: the output of layer {layer.name!r} must be one "
+                f"floating-point tensor. Received: {h!r}"
+            )
+        try:
+            head = keras.Model(model.input, h, name=f"{model.name}_to_{layer.name}")
+            tail = keras.Model(h, model.output, name=f"{model.name}_from_{layer.name}")
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot split model {model.name!r} at layer {layer.name!r}: every path from "
+                f"the inputs to the outputs must pass through it ({_summarize(exc)})."
+            ) from None
+        return head, tail
+
+    def _at_layer(self, inputs: Any) -> Any:
+        """The output of the ``explain_at`` layer for ``inputs`` (computed once, stored weights)."""
+        try:
+            h = self._head(inputs, training=False)
+        except Exception as exc:
+            raise ValueError(
+                f"The model rejected `inputs` on the way to layer {self._split_name()!r}: "
+                f"{_summarize(exc)}. Pass the model's inputs with a leading batch dimension."
+            ) from None
+        return h if isinstance(inputs, tf.Tensor | tf.Variable) else h.numpy()
+
+    def _split_name(self) -> str:
+        at = self.explain_at
+        return at if isinstance(at, str) else getattr(at, "name", repr(at))
+
     def _select_weights(
         self, weight_layers: list[Any] | None, perturb_bias: bool
     ) -> tuple[int, ...] | None:
@@ -327,7 +407,7 @@ class Explainer:
                 f"defaults. Received: weight_layers={weight_layers!r}, "
                 f"perturb_bias={perturb_bias!r}"
             )
-        model = self.model
+        model = self._net
         index = {id(v): i for i, v in enumerate(model.trainable_variables)}
         flatten = getattr(model, "_flatten_layers", None)
         layers = list(flatten(include_self=False, recursive=True)) if flatten else model.layers
@@ -491,9 +571,9 @@ class Explainer:
         ])
 
     def _probe_model(self, x: np.ndarray, packing: Any = None) -> tuple[int, ...]:
-        is_keras = hasattr(self.model, "stateless_call")
+        is_keras = hasattr(self._net, "stateless_call")
         model_dtype = (
-            engine._model_input_dtype(self.model, tf.float32)
+            engine._model_input_dtype(self._net, tf.float32)
             if is_keras and packing is None
             else None
         )
@@ -516,10 +596,10 @@ class Explainer:
                     "or an array of one example's shape."
                 )
         try:
-            out = self.model(sample, training=False) if is_keras else self.model(sample)
+            out = self._net(sample, training=False) if is_keras else self._net(sample)
             if self.mode != "sg":
-                weights = [v.value for v in self.model.trainable_variables]
-                engine.stateless_forward(self.model, weights, sample)
+                weights = [v.value for v in self._net.trainable_variables]
+                engine.stateless_forward(self._net, weights, sample)
         except Exception as exc:  # the model's own error, summarised
             got = (
                 f"per-example shape {tuple(x.shape[1:])} and dtype {x.dtype}"
@@ -542,8 +622,8 @@ class Explainer:
     def _probe_target(self, x: np.ndarray, target_fn: Callable, packing: Any = None) -> None:
         """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
         sample = self._model_inputs(np.repeat(x[:1], 2, axis=0), packing)
-        out = self.model(sample, training=False) if hasattr(self.model, "stateless_call") else (
-            self.model(sample)
+        out = self._net(sample, training=False) if hasattr(self._net, "stateless_call") else (
+            self._net(sample)
         )
         try:
             got = tf.function(target_fn, autograph=False)(out)
@@ -689,20 +769,20 @@ class Explainer:
             return False
         n_weights = sum(
             int(np.prod(v.shape))
-            for v in engine.selected_variables(self.model, self._weight_selection)
+            for v in engine.selected_variables(self._net, self._weight_selection)
         )
-        itemsize = 8 if self.model.trainable_variables[0].dtype == "float64" else 4
+        itemsize = 8 if self._net.trainable_variables[0].dtype == "float64" else 4
         return self.num_weight_samples * n_weights * itemsize <= self.weight_noise_cache_mb * 2**20
 
     def _weight_noise_input(self, wkey: tf.Tensor, compute: tf.DType) -> tf.Tensor:
         if not self._caches_weight_noise():
-            dtype = engine._weight_dtype(self.model) if self.mode != "sg" else compute
+            dtype = engine._weight_dtype(self._net) if self.mode != "sg" else compute
             if dtype not in self._no_noise:
                 self._no_noise[dtype] = tf.zeros([0, 0], dtype)
             return self._no_noise[dtype]
         if self._weight_noise is None:
             self._weight_noise = engine.weight_noise_table(
-                self.model, self.kernel, wkey, self.num_weight_samples, self._weight_selection
+                self._net, self.kernel, wkey, self.num_weight_samples, self._weight_selection
             )
         return self._weight_noise
 
@@ -735,7 +815,7 @@ class Explainer:
             )
             # the concrete function: traced now, once, and called without signature dispatch
             fn = engine.build(
-                self.model, plan, target_fn, on_trace=self._count_trace
+                self._net, plan, target_fn, on_trace=self._count_trace
             ).get_concrete_function()
             self._functions[key] = fn
         return fn
@@ -796,7 +876,7 @@ class Explainer:
         """
         job = self._prepare(inputs, targets, return_stderr=bool(return_stderr), seeds=seeds)
         if job.batch == 0:
-            out = self._output(job, np.zeros_like(job.x))
+            out = self._output(job, self._assemble(job, [np.zeros_like(job.x)]))
             return (out, out) if return_stderr else out
         parts = [
             self._run_block(job, start, min(job.batch, start + job.block))
@@ -865,8 +945,16 @@ class Explainer:
             seed: The job's seed, in place of the explainer's (and of a fresh random one when
                 that is None): it derives the default example seeds and the weight-noise key.
         """
+        if return_stderr and self.reduce is not None:
+            raise ValueError(
+                f"return_stderr=True is not available with reduce={self.reduce!r}: the standard "
+                "error of a sum or norm over the last axis needs the covariances of its "
+                "elements. Use reduce=None and reduce the attributions yourself."
+            )
+        if self._head is not None:
+            inputs = self._at_layer(inputs)
         packing = None
-        if inputs_lib.is_structured(inputs, self.model):
+        if inputs_lib.is_structured(inputs, self._net):
             x, packing, is_tensor = inputs_lib.pack(inputs)
         else:
             x, is_tensor = self._inputs(inputs)
@@ -921,10 +1009,15 @@ class Explainer:
             job.wnoise,
         )
 
-    @staticmethod
-    def _assemble(job: Explainer._Job, parts: list[np.ndarray]) -> np.ndarray:
-        """Blocks of flat results ``[n, D]`` (in order) as one array shaped like ``job.x``."""
-        return np.concatenate(parts).reshape(job.x.shape).astype(job.x.dtype, copy=False)
+    def _assemble(self, job: Explainer._Job, parts: list[np.ndarray]) -> np.ndarray:
+        """Blocks of flat results ``[n, D]`` (in order) shaped like ``job.x`` (reduced over the
+        last axis with ``reduce``)."""
+        out = np.concatenate(parts).reshape(job.x.shape).astype(job.x.dtype, copy=False)
+        if self.reduce == "sum":
+            return out.sum(axis=-1)
+        if self.reduce == "norm":
+            return np.sqrt(np.square(out).sum(axis=-1))
+        return out
 
     def _report_nonfinite(self, finite: np.ndarray, total: int) -> None:
         dead = np.flatnonzero(finite == 0)

@@ -10,6 +10,10 @@
              stderr          float32 [None, *input_shape]   Monte Carlo standard error
              finite_samples  int32   [None]   samples with a finite attribution (of all drawn)
 
+With ``explain_at`` the ``inputs`` have the model's input dtype (e.g. int32 token ids), the
+layer's output is computed in the graph, and ``attributions``/``stderr`` have that output's shape;
+with ``reduce`` the ``attributions`` lose the last axis and there is no ``stderr`` output.
+
 The served result equals ``explainer.explain(inputs, targets, seeds=seeds, return_stderr=True)``
 for the same seeds (to float rounding): the input noise of example ``b`` depends only on
 ``seeds[b]``, so one example alone gets the same answer as inside any batch, and server-side
@@ -106,8 +110,13 @@ def _check(explainer: Any, version: Any) -> int:
 def _serving_function(
     explainer: Any, shape: tuple[int, ...], score_shape: tuple[int, ...]
 ) -> tf.types.experimental.Function:
-    """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples."""
+    """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples.
+
+    ``shape`` is what the engine sees per example: the model's input, or the output of the
+    ``explain_at`` layer (computed in the graph from the inputs).
+    """
     dtype = tf.float32
+    head = explainer._head
     _, block = explainer._pass_sizes()
     plan = explainer._plan(
         shape,
@@ -117,8 +126,8 @@ def _serving_function(
         pipeline=1,
         jit_compile=False,
     )
-    core = engine.build(explainer.model, plan)
-    model = explainer.model
+    core = engine.build(explainer._net, plan)
+    model = explainer._net
     weight_noise = explainer.mode != "sg"
     seed = explainer.seed if explainer.seed is not None else 0
     wkey = tf.constant(sampling.weight_key(seed))
@@ -148,14 +157,18 @@ def _serving_function(
             tf.debugging.assert_equal(
                 tf.shape(seeds)[0], batch, message="`seeds` needs one int64 per example"
             ),
-            tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf"),
             tf.debugging.assert_non_negative(targets, message="`targets` must be >= 0"),
             tf.debugging.assert_less(
                 targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
             ),
         ]
+        if inputs.dtype.is_floating:
+            checks.append(
+                tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf")
+            )
         with tf.control_dependencies(checks):
-            flat = tf.reshape(tf.cast(inputs, tf.float64), [batch, size])
+            at = inputs if head is None else head(inputs, training=False)
+            flat = tf.reshape(tf.cast(at, tf.float64), [batch, size])
         if fixed_eps is not None:
             eps = tf.fill([batch], tf.constant(fixed_eps, dtype))
         else:  # eq. 30 with r = max(x) - mean(x), per example, in float64 as the eager path
@@ -201,11 +214,19 @@ def _serving_function(
             return vs.concat(), es.concat(), ns.concat()
 
         value, err, finite = tf.cond(batch > 0, whole if block is None else blocks, empty)
-        return {
-            "attributions": tf.reshape(value, [batch, *shape]),
+        value = tf.reshape(value, [batch, *shape])
+        if explainer.reduce == "sum":
+            value = tf.reduce_sum(value, axis=-1)
+        elif explainer.reduce == "norm":
+            value = tf.norm(value, axis=-1)
+        out = {
+            "attributions": value,
             "stderr": tf.reshape(err, [batch, *shape]),
             "finite_samples": tf.reshape(finite, [batch]),
         }
+        if explainer.reduce is not None:  # no standard error of a sum or norm (see explain)
+            del out["stderr"]
+        return out
 
     return tf.function(explain)
 
@@ -273,16 +294,21 @@ def export(
             raise FileExistsError(
                 f"{target} exists. Choose another `version`, or pass overwrite=True to replace it."
             )
+    in_dtype = tf.float32
+    at_shape = shape
+    if explainer._head is not None:  # the engine sees the explain_at layer's output
+        in_dtype = tf.as_dtype(explainer.model.inputs[0].dtype)
+        at_shape = tuple(int(d) for d in explainer._head.output.shape[1:])
     # probe the model eagerly so a wrong input_shape is one clear error, not a tracing failure
-    score_shape = explainer._probe_model(np.zeros((1, *shape), np.float32))
-    fn = _serving_function(explainer, shape, score_shape)
+    score_shape = explainer._probe_model(np.zeros((1, *at_shape), np.float32))
+    fn = _serving_function(explainer, at_shape, score_shape)
     archive = keras.export.ExportArchive()
     archive.track(explainer.model)
     archive.add_endpoint(
         SIGNATURE_KEY,
         fn,
         input_signature=[
-            tf.TensorSpec([None, *shape], tf.float32, name="inputs"),
+            tf.TensorSpec([None, *shape], in_dtype, name="inputs"),
             tf.TensorSpec([None], tf.int32, name="targets"),
             tf.TensorSpec([None], tf.int64, name="seeds"),
         ],
