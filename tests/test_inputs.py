@@ -185,3 +185,29 @@ def test_a_regressor_through_explain_export_and_dataset(tmp_path):
     served = fn(inputs=tf.constant(x), targets=tf.zeros([4], tf.int32),
                 seeds=tf.constant(sampling.example_seeds(0, 4)))
     np.testing.assert_allclose(served["attributions"].numpy(), got, rtol=1e-6)
+
+
+def test_one_output_of_a_multi_output_model(tmp_path):
+    keras.utils.set_random_seed(1)
+    x_in = keras.Input((3,))
+    h = keras.layers.Dense(4, activation="tanh")(x_in)
+    model = keras.Model(x_in, {"cls": keras.layers.Dense(2, name="cls")(h),
+                               "reg": keras.layers.Dense(1, name="reg")(h)})
+    x = np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match=r"output='name'"):
+        tfm.SmoothGrad(model, num_samples=2)(x, 0)
+    with pytest.raises(ValueError, match=r"\['cls', 'reg'\]"):
+        tfm.SmoothGrad(model, output="nope")
+    for output, targets in (("reg", None), ("cls", [0, 1, 1]), (1, None)):
+        explainer = tfm.NoiseGrad(model, output=output, num_weight_samples=3, seed=2)
+        got = explainer(x, targets)
+        name = output if isinstance(output, str) else "reg"
+        single = keras.Model(x_in, model.output[name])
+        want = tfm.NoiseGrad(single, num_weight_samples=3, seed=2)(x, targets)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    explainer = tfm.SmoothGrad(model, output="cls", num_samples=3, seed=0)
+    fn = tf.saved_model.load(explainer.export(str(tmp_path))).signatures["serving_default"]
+    served = fn(inputs=tf.constant(x), targets=tf.constant([0, 1, 1]),
+                seeds=tf.constant(sampling.example_seeds(0, 3)))
+    np.testing.assert_allclose(served["attributions"].numpy(), explainer(x, [0, 1, 1]),
+                               rtol=1e-5, atol=1e-7)

@@ -152,6 +152,8 @@ class Explainer:
             pass through the layer.
         reduce: ``"sum"`` or ``"norm"`` (L2) over the last axis of the smoothed attribution
             (per-token scores for text), or None to keep it.
+        output: For a functional model with several outputs: the one to explain, by name (see
+            ``model.output_names``) or position.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -196,6 +198,7 @@ class Explainer:
         perturb_bias: bool = True,
         explain_at: Any = None,
         reduce: str | None = None,
+        output: str | int | None = None,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -262,8 +265,12 @@ class Explainer:
         self._check_model(model)
         self.reduce = None if reduce is None else _check_choice("reduce", reduce, REDUCES)
         self.explain_at = explain_at
-        # the network the engine explains: the model, or its part after `explain_at`
-        self._head, self._net = (None, model) if explain_at is None else self._split(explain_at)
+        self.output = output
+        base = model if output is None else self._select_output(output)
+        # the network the engine explains: the model (one output), or its part after `explain_at`
+        self._head, self._net = (
+            (None, base) if explain_at is None else self._split(base, explain_at)
+        )
         if self._net is not model:
             self._check_model(self._net)
         if not isinstance(perturb_bias, bool):
@@ -331,11 +338,34 @@ class Explainer:
                 "Call the model once on data to build it, or use mode='sg'."
             )
 
-    def _split(self, explain_at: Any) -> tuple[Any, Any]:
-        """``(head, tail)``: the model up to ``explain_at``'s output, and from there on."""
+    def _select_output(self, output: Any) -> Any:
+        """The model with one of its outputs: a functional model sharing its layers."""
         import keras
 
         model = self.model
+        names = list(getattr(model, "output_names", None) or [])
+        if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+            raise TypeError(
+                "Argument `output` needs a functional Keras model with named outputs. "
+                f"Received: model of type {type(model).__name__}."
+            )
+        if isinstance(output, str) and output in names:
+            index = names.index(output)
+        elif isinstance(output, int) and not isinstance(output, bool) and (
+            0 <= output < len(model.outputs)
+        ):
+            index = output
+        else:
+            raise ValueError(
+                f"Argument `output` must name one of the model's outputs {names} or be a "
+                f"position in [0, {len(model.outputs)}). Received: output={output!r}"
+            )
+        return keras.Model(model.input, model.outputs[index], name=f"{model.name}_{index}")
+
+    def _split(self, model: Any, explain_at: Any) -> tuple[Any, Any]:
+        """``(head, tail)``: ``model`` up to ``explain_at``'s output, and from there on."""
+        import keras
+
         if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
             raise TypeError(
                 "Argument `explain_at` needs a functional Keras model (keras.Model(inputs, "
@@ -613,9 +643,11 @@ class Explainer:
                 "shaped like the model's input(s) with a leading batch dimension."
             ) from None
         if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
+            names = list(getattr(self._net, "output_names", None) or [])
             raise TypeError(
                 "The model must return one tensor of scores [batch, ...]. Received output of "
-                f"type {type(out).__name__}."
+                f"type {type(out).__name__}"
+                + (f"; choose one of its outputs {names} with output='name'." if names else ".")
             )
         return tuple(int(d) for d in out.shape[1:])
 
@@ -1067,6 +1099,9 @@ class Explainer:
             if self.weight_layers is None
             else [w if isinstance(w, str) else w.name for w in self.weight_layers],
             "perturb_bias": self.perturb_bias,
+            "explain_at": None if self.explain_at is None else self._split_name(),
+            "reduce": self.reduce,
+            "output": self.output,
         }
 
     @classmethod
