@@ -15,7 +15,8 @@ running state, so memory is O(chunk) however many samples there are. Samples who
 not finite are masked out (``mask = 0``) and counted instead of poisoning the mean.
 
 Standard errors. The estimate averages over *independent units*: single noise draws for
-SmoothGrad, weight draws (each with its own ``N`` input draws) for NoiseGrad and FusionGrad. For
+SmoothGrad (antithetic pairs of draws with ``sampler="antithetic"``), weight draws (each with its
+own ``N`` input draws; pairs of weight draws when antithetic) for NoiseGrad and FusionGrad. For
 every unit ``u`` the state keeps the shifted unit means ``x_u = mean_u(a) - c`` and
 ``y_u = mean_u((a - c)^2)`` and their co-moments (shift ``c`` = first chunk's mean, for accuracy).
 The aggregate is a smooth function of the means of ``x`` and ``y``; its standard error is the
@@ -152,6 +153,7 @@ def merge_chunk(
     units_are_samples: bool,
     with_stderr: bool = True,
     with_m2: bool = True,
+    unit_size: int = 1,
 ) -> State:
     """Merges a chunk of samples ``values [Bc, n, D]`` (masked by ``mask [Bc, n]``).
 
@@ -169,6 +171,8 @@ def merge_chunk(
         with_stderr: Keep the unit statistics that the standard error needs.
         with_m2: Keep the sum of squared deviations (every aggregation but a plain
             ``smoothgrad`` mean without standard error needs it); False leaves ``m2`` at 0.
+        unit_size: With ``units_are_samples``, the units are groups of this many consecutive
+            samples (2: antithetic pairs; ``n`` must be a multiple).
 
     Returns:
         The updated state.
@@ -189,6 +193,20 @@ def merge_chunk(
     if not (units_are_samples and with_stderr):
         return state
     y = tf.square(x)
+    if unit_size > 1:  # unit means over groups of samples, then their co-moments
+        bc, size = tf.shape(x)[0], tf.shape(x)[2]
+        groups = tf.reshape(mask, [bc, -1, unit_size])
+        count = tf.reduce_sum(groups, axis=2)
+        has = tf.cast(count > 0, x.dtype)
+
+        def unit_means(v: tf.Tensor) -> tf.Tensor:
+            total = tf.reduce_sum(tf.reshape(v, [bc, -1, unit_size, size]), axis=2)
+            return tf.math.divide_no_nan(total, count[:, :, None])
+
+        n_c, mean_c, m2_c, centred = _masked_moments(unit_means(x), has)
+        _, y_c, cyy_c, centred_y = _masked_moments(unit_means(y), has)
+        cxy_c = tf.reduce_sum(centred * centred_y, axis=1)
+        return _merge_units(state, n_c, mean_c, y_c, m2_c, cyy_c, cxy_c)
     _, y_c, cyy_c, centred_y = _masked_moments(y, mask)
     cxy_c = tf.reduce_sum(centred * centred_y, axis=1)
     return _merge_units(state, n_c, mean_c, y_c, m2_c, cyy_c, cxy_c)

@@ -81,6 +81,10 @@ class Plan:
             list of inputs) or a str (a dict). Integer inputs travel as exact float values
             (no noise: their ``epsilon`` is 0) and are rounded back. ``eps`` is then
             ``[Bc, len(parts)]``, one scale per input. None: one input of ``input_shape``.
+        sampler: ``"iid"`` or ``"antithetic"`` (pairs ``z``, ``-z`` of input draws and of
+            weight draws; see :mod:`tfmollify.sampling`). Antithetic needs an even number of
+            input draws (``sg``/``fg``) and of weight draws (``ng``/``fg``); the standard
+            error then runs over pairs (of weight draws when there is weight noise).
     """
 
     mode: str
@@ -103,6 +107,7 @@ class Plan:
     pipeline: int = 1
     weight_selection: tuple[int, ...] | None = None
     parts: tuple[tuple[Any, tuple[int, ...], str], ...] | None = None
+    sampler: str = "iid"
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -132,7 +137,12 @@ def selected_variables(model: Any, selection: Sequence[int] | None) -> list[Any]
 
 
 def weight_noise_table(
-    model: Any, kernel: Kernel, wkey: Any, draws: int, selection: Sequence[int] | None = None
+    model: Any,
+    kernel: Kernel,
+    wkey: Any,
+    draws: int,
+    selection: Sequence[int] | None = None,
+    antithetic: bool = False,
 ) -> tf.Tensor:
     """The standard weight noise of draws ``0 .. draws - 1``, one row ``[P]`` per draw.
 
@@ -144,7 +154,9 @@ def weight_noise_table(
     ]
     dtype = _weight_dtype(model)
     table = tf.function(
-        lambda j: tf.concat(sampling.weight_noise(kernel, wkey, j, sizes, dtype), axis=0)
+        lambda j: tf.concat(
+            sampling.weight_noise(kernel, wkey, j, sizes, dtype, antithetic), axis=0
+        )
     )
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
 
@@ -190,8 +202,13 @@ def build(
     n_w = plan.num_weight_samples if plan.mode != "sg" else 1
     # Equal, static chunk sizes (XLA needs static shapes); the few draws past n_in in the last
     # chunk are masked out. A draw's noise depends only on its index, not on the chunking.
+    antithetic = plan.sampler == "antithetic"
     n_chunks = -(-n_in // max(1, min(plan.chunk, n_in)))
     chunk = -(-n_in // n_chunks)
+    if antithetic and n_in > 1 and chunk % 2:  # pairs never straddle two chunks
+        chunk += 1
+    if antithetic and ((plan.mode != "ng" and n_in % 2) or (plan.mode != "sg" and n_w % 2)):
+        raise ValueError(f"antithetic sampling needs even draw counts, got {n_in} and {n_w}")
     attribute = attribution.make(plan.attribution, plan.ig_steps, plan.ig_baseline)
     input_noise = plan.mode in ("sg", "fg")
     proposal = plan.proposal if input_noise else None
@@ -238,7 +255,7 @@ def build(
         if plan.cached_weight_noise:
             parts = tf.split(wnoise[j], sizes)
         else:
-            parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype)
+            parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype, antithetic)
         out = [v.value for v in trainable]
         for i, part in zip(selected, parts, strict=True):
             val = out[i]
@@ -252,7 +269,8 @@ def build(
         flat = tf.reshape(tf.cast(x, dtype), [bc, size])
         log_w = None
         if input_noise:
-            u = sampling.example_uniforms(keys, first, count, size, dtype)
+            draw = sampling.antithetic_uniforms if antithetic else sampling.example_uniforms
+            u = draw(keys, first, count, size, dtype)
             if proposal is None:
                 z = kernel.icdf(u)
             else:  # t = eps * ratio * z, z ~ p; weight phi_eps(t) / p_eps(t) in log space
@@ -300,7 +318,13 @@ def build(
                 mask = mask * inside[None, :]
                 vals = vals * inside[None, :, None]
             st = aggregation.merge_chunk(
-                st, vals, mask, units_are_samples, with_stderr, with_m2=agg_name != "smoothgrad"
+                st,
+                vals,
+                mask,
+                units_are_samples,
+                with_stderr,
+                with_m2=agg_name != "smoothgrad",
+                unit_size=2 if antithetic and units_are_samples else 1,
             )
             return k + 1, st
 
@@ -317,7 +341,7 @@ def build(
         bc = tf.shape(x)[0]
         eps = tf.cast(eps, dtype)
         keys = sampling.example_keys(seeds)
-        if not weight_noise and n_chunks == 1:
+        if not weight_noise and n_chunks == 1 and not antithetic:
             # every sample of the block in one pass: aggregate directly
             vals, mask = aggregation.clean(samples(x, targets, eps, keys, 0, n_in, None))
             value, stderr = aggregation.one_shot(vals, mask, agg_name, with_stderr)
@@ -336,9 +360,17 @@ def build(
                     unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
                     return j + 1, aggregation.merge_unit(st, unit, with_stderr)
 
+                def outer_pairs(p, st):
+                    """An antithetic pair of weight draws ``2p, 2p + 1`` is one unit."""
+                    unit = aggregation.init_state(bc, size, dtype)
+                    for j in (2 * p, 2 * p + 1):
+                        weights = perturbed_weights(j, wkey, wnoise)
+                        unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
+                    return p + 1, aggregation.merge_unit(st, unit, with_stderr)
+
                 _, state = tf.while_loop(
-                    lambda j, st: j < n_w,
-                    outer,
+                    lambda j, st: j < (n_w // 2 if antithetic else n_w),
+                    outer_pairs if antithetic else outer,
                     (tf.constant(0), state),
                     parallel_iterations=plan.pipeline,
                 )

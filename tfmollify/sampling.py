@@ -20,6 +20,13 @@ where ``offset`` is the example's position in the whole job (0 for a single call
 modulo 2**64. An example's noise therefore depends only on its seed and the sample index: never
 on the batch it shares, the batch size, or the chunk size.
 
+Antithetic sampling (``sampler="antithetic"``): samples come in pairs ``(2p, 2p + 1)`` that share
+the uniforms of stream index ``p``, the second member using ``1 - u`` (so ``z`` and ``-z`` for a
+symmetric kernel). For input noise ``p = i // 2`` over the flat sample index ``i``; for weight
+noise ``p = j // 2`` over the draw index ``j``. Each member has the kernel's distribution, so every
+estimate stays unbiased, and a pair's mean cancels the part of the attribution that is odd in the
+noise.
+
 Uniforms are taken from the top 23 (float32) or 52 (float64) bits and shifted by half a step, so
 they lie in the open interval (0, 1) and ``u`` and ``1 - u`` are equally likely: inverse CDFs never
 see 0 or 1 and the noise is exactly symmetric.
@@ -36,6 +43,7 @@ import tensorflow as tf
 __all__ = [
     "INPUT_STREAM",
     "WEIGHT_STREAM",
+    "antithetic_uniforms",
     "bits_to_open_unit",
     "example_keys",
     "example_seeds",
@@ -209,7 +217,12 @@ def example_uniforms(
 
 
 def weight_noise(
-    kernel: Any, wkey: tf.Tensor, draw: Any, sizes: Sequence[int], dtype: tf.DType
+    kernel: Any,
+    wkey: tf.Tensor,
+    draw: Any,
+    sizes: Sequence[int],
+    dtype: tf.DType,
+    antithetic: bool = False,
 ) -> list[tf.Tensor]:
     """Standard kernel noise for weight draw ``draw``, split into flat parts of ``sizes``.
 
@@ -219,17 +232,57 @@ def weight_noise(
         draw: Weight-draw index ``j``.
         sizes: Number of elements of each perturbed variable, in order.
         dtype: float32 or float64.
+        antithetic: Draw ``j`` uses stream index ``j // 2``, with ``1 - u`` for odd ``j``.
 
     Returns:
         One flat tensor per variable.
     """
     total = int(sum(sizes))
-    u = stream_uniforms(wkey, draw, 1, total, WEIGHT_STREAM, dtype)[0]
+    if not antithetic:
+        u = stream_uniforms(wkey, draw, 1, total, WEIGHT_STREAM, dtype)[0]
+    else:
+        draw = tf.convert_to_tensor(draw)
+        u = stream_uniforms(wkey, draw // 2, 1, total, WEIGHT_STREAM, dtype)[0]
+        u = tf.where(tf.equal(draw % 2, 1), 1.0 - u, u)
     return tf.split(kernel.icdf(u), [int(s) for s in sizes])
 
 
+def antithetic_uniforms(
+    keys: tf.Tensor, first: Any, count: Any, size: int, dtype: tf.DType
+) -> tf.Tensor:
+    """Input-noise uniforms of antithetic pairs for a block of examples: ``[Bc, count, size]``.
+
+    Sample ``i`` takes the uniforms of stream index ``i // 2`` of its example
+    (:func:`example_uniforms`), as ``1 - u`` when ``i`` is odd.
+
+    Args:
+        keys: uint64 ``[Bc]`` example keys.
+        first: Flat index of the first sample.
+        count: Number of consecutive samples.
+        size: Number of input elements of one example.
+        dtype: float32 or float64.
+
+    Returns:
+        Uniforms on (0, 1); row ``b`` depends only on ``keys[b]`` and the sample indices.
+    """
+    first = tf.convert_to_tensor(first)
+    index = first + tf.range(count, dtype=first.dtype)
+    lo = first // 2
+    pairs = (first + count - 1) // 2 - lo + 1
+    u = example_uniforms(keys, lo, pairs, size, dtype)
+    u = tf.gather(u, index // 2 - lo, axis=1)
+    odd = tf.equal(index % 2, 1)[None, :, None]
+    return tf.where(odd, 1.0 - u, u)
+
+
 def input_noise(
-    kernel: Any, seeds: Any, first: int, count: int, size: int, dtype: tf.DType = tf.float32
+    kernel: Any,
+    seeds: Any,
+    first: int,
+    count: int,
+    size: int,
+    dtype: tf.DType = tf.float32,
+    antithetic: bool = False,
 ) -> np.ndarray:
     """The standard input noise an explainer uses, for inspection and testing.
 
@@ -240,10 +293,12 @@ def input_noise(
         count: Number of samples.
         size: Elements per example.
         dtype: float32 or float64.
+        antithetic: The noise of ``sampler="antithetic"`` (see :func:`antithetic_uniforms`).
 
     Returns:
         A NumPy array ``[B, count, size]`` of draws of the standard kernel; the explainer adds
         ``epsilon_b`` times row ``b``.
     """
     keys = example_keys(tf.constant(np.asarray(seeds, dtype=np.int64)))
-    return kernel.icdf(example_uniforms(keys, first, count, size, dtype)).numpy()
+    draw = antithetic_uniforms if antithetic else example_uniforms
+    return kernel.icdf(draw(keys, first, count, size, dtype)).numpy()
