@@ -754,17 +754,20 @@ class Explainer:
             if given is not None:
                 eps[:, i] = float(given) if given.ndim == 0 else float(given[i])
                 continue
-            flat = part.reshape(batch, -1).astype(np.float64)
-            r = flat.max(axis=1) - flat.mean(axis=1)
-            if np.any(r <= 0):
-                bad = np.flatnonzero(r <= 0)[:10].tolist()
-                raise ValueError(
-                    f"Cannot choose `epsilon` by eq. 30 for input {packing.keys[i]!r} of "
-                    f"examples {bad}: it is constant, so r = max(x) - mean(x) = 0. Pass "
-                    "`epsilon` explicitly (one float, or one per input)."
-                )
-            eps[:, i] = self.kernel.epsilon(r, self.alpha)
+            eps[:, i] = self._eq30(part, f"input {packing.keys[i]!r} of ", " (or one per input)")
         return eps
+
+    def _eq30(self, values: np.ndarray, what: str = "", fix: str = "") -> np.ndarray:
+        """Eq. 30's scale per example of ``values [B, ...]``, ``r = max(x) - mean(x)``."""
+        flat = values.reshape(values.shape[0], -1).astype(np.float64)
+        r = flat.max(axis=1) - flat.mean(axis=1)
+        if np.any(r <= 0):
+            bad = np.flatnonzero(r <= 0)[:10].tolist()
+            raise ValueError(
+                f"Cannot choose `epsilon` by eq. 30 for {what}examples {bad}: they are "
+                f"constant, so r = max(x) - mean(x) = 0. Pass `epsilon` explicitly{fix}."
+            )
+        return np.asarray(self.kernel.epsilon(r, self.alpha), dtype=np.float64)
 
     def _check_packing(self, packing: Any) -> None:
         """What several inputs do not support (yet): say so before anything is traced."""
@@ -797,15 +800,7 @@ class Explainer:
                     f"{batch} examples. Pass one float, or one per example."
                 )
             return self.epsilon
-        flat = x.reshape(batch, -1).astype(np.float64)
-        r = flat.max(axis=1) - flat.mean(axis=1)
-        if np.any(r <= 0):
-            bad = np.flatnonzero(r <= 0)[:10].tolist()
-            raise ValueError(
-                f"Cannot choose `epsilon` by eq. 30 for examples {bad}: they are constant, so "
-                "r = max(x) - mean(x) = 0. Pass `epsilon` explicitly."
-            )
-        return np.asarray(self.kernel.epsilon(r, self.alpha), dtype=np.float64)
+        return self._eq30(x)
 
     def _seeds(self, seeds: Any, batch: int, offset: int) -> tuple[np.ndarray, int]:
         seed = self.seed if self.seed is not None else secrets.randbits(63)
