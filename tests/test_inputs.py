@@ -163,8 +163,8 @@ def test_several_input_errors(data):
         tfm.Explainer(text, attribution="integrated_gradients")({"ids": ids, "num": num}, 0)
     with pytest.raises(TypeError, match="no floating-point input"):
         tfm.SmoothGrad(text)({"ids": ids, "num": ids[:, :3]}, 0)
-    with pytest.raises(ValueError, match="several inputs is not supported"):
-        tfm.SmoothGrad(model).export("/tmp/never-written")
+    with pytest.raises(ValueError, match="`reduce`"):
+        tfm.SmoothGrad(model, reduce="sum")([x1, x2], 0)
 
 
 def test_a_regressor_through_explain_export_and_dataset(tmp_path):
@@ -211,3 +211,101 @@ def test_one_output_of_a_multi_output_model(tmp_path):
                 seeds=tf.constant(sampling.example_seeds(0, 3)))
     np.testing.assert_allclose(served["attributions"].numpy(), explainer(x, [0, 1, 1]),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_explain_dataset_with_several_inputs(data):
+    keras.utils.set_random_seed(0)
+    model = text_and_number_model()
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, 20, size=(7, 5)).astype(np.int32)
+    num = rng.normal(size=(7, 3)).astype(np.float32)
+    y = np.arange(7) % 2
+    explainer = tfm.FusionGrad(model, num_samples=2, num_weight_samples=2, seed=3)
+    whole = explainer({"ids": ids, "num": num}, y)
+    ds = tf.data.Dataset.from_tensor_slices(({"ids": ids, "num": num}, y)).batch(3)
+    got = tfm.explain_dataset(explainer, ds, progress=False)
+    assert set(got) == {"ids", "num"}
+    np.testing.assert_allclose(got["num"], whole["num"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(got["ids"], 0.0)
+    with pytest.raises(ValueError, match=r"several\s+inputs"):
+        tfm.explain_dataset(explainer, ds, output="/tmp/never.npy", progress=False)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_export_with_several_inputs_takes_one_tensor_per_input(tmp_path, as_dict):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keras.utils.set_random_seed(0)
+    if as_dict:
+        model = text_and_number_model()  # {"ids": int32 [5], "num": float [3]}
+        rng = np.random.default_rng(0)
+        req = {"ids": rng.integers(0, 20, size=(3, 5)).astype(np.int32),
+               "num": rng.normal(size=(3, 3)).astype(np.float32)}
+        call = dict(req)
+        explainer = tfm.FusionGrad(model, num_samples=4, num_weight_samples=2, seed=1,
+                                   batch_size=4)
+    else:
+        w1, w2 = np.ones((4, 3)), np.arange(18.0).reshape(6, 3) / 10
+        model = two_input_linear(w1, w2, names=None)
+        a = keras.Input((4,), name="left")  # named inputs name the signature's inputs
+        b = keras.Input((2, 3), name="right")
+        model = keras.Model([a, b], model([a, b]))
+        rng = np.random.default_rng(1)
+        req = {"left": rng.normal(size=(3, 4)).astype(np.float32),
+               "right": rng.normal(size=(3, 2, 3)).astype(np.float32)}
+        call = [req["left"], req["right"]]
+        explainer = tfm.SmoothGrad(model, kernel="sigmoid", num_samples=4, seed=1,
+                                   epsilon=[0.1, 0.3], aggregation="vargrad")
+    path = explainer.export(str(tmp_path / "srv"))
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    args = fn.structured_input_signature[1]
+    assert set(args) == {*req, "targets", "seeds"}
+    seeds = np.array([7, 8, 9], np.int64)
+    targets = np.array([0, 1, 1], np.int32)
+    got = fn(**{k: tf.constant(v) for k, v in req.items()}, targets=tf.constant(targets),
+             seeds=tf.constant(seeds))
+    want, err = explainer.explain(call, targets, seeds=seeds, return_stderr=True)
+    keys = list(req)
+    if not as_dict:
+        want, err = dict(zip(keys, want, strict=True)), dict(zip(keys, err, strict=True))
+    for k in keys:
+        np.testing.assert_allclose(got[f"attributions_{k}"].numpy(), want[k], rtol=1e-5,
+                                   atol=1e-6)
+        np.testing.assert_allclose(got[f"stderr_{k}"].numpy(), err[k], rtol=1e-4, atol=1e-6)
+    # TF Serving's Session loader, in a fresh process
+    np.savez(tmp_path / "req.npz", **req, targets=targets, seeds=seeds)
+    loader = Path(__file__).parent / "serving_loader.py"
+    res = subprocess.run([sys.executable, str(loader), "session", str(tmp_path / "req.npz"),
+                          str(tmp_path / "out.npz"), path], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    for k in keys:
+        np.testing.assert_allclose(out[f"0/attributions_{k}"], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_through_export_and_dataset(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(), keras.layers.Dense(3),
+            keras.layers.Activation("linear", dtype="float32"),
+        ])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    x = np.random.default_rng(0).uniform(size=(5, 6, 6, 1)).astype(np.float32)
+    y = np.arange(5) % 3
+    explainer = tfm.FusionGrad(model, num_samples=4, num_weight_samples=2, seed=0)
+    want = explainer(x, y)
+    assert np.all(np.isfinite(want))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    np.testing.assert_allclose(tfm.explain_dataset(explainer, ds, progress=False), want,
+                               rtol=1e-5, atol=1e-6)
+    fn = tf.saved_model.load(explainer.export(str(tmp_path))).signatures["serving_default"]
+    got = fn(inputs=tf.constant(x), targets=tf.constant(y, tf.int32),
+             seeds=tf.constant(sampling.example_seeds(0, 5)))
+    np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-3, atol=1e-4)

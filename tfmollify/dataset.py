@@ -78,7 +78,8 @@ def explain_dataset(
         dataset: A ``tf.data.Dataset`` or any iterable of ``(inputs, targets)`` batches: inputs
             ``[b, ...]`` float, targets as for :meth:`~tfmollify.Explainer.explain` (class
             indices ``[b]`` or one int; a callable or None in a Python iterable). Batches may
-            differ in size, not in the shape or dtype of one example.
+            differ in size, not in the shape or dtype of one example. For a model with several
+            inputs, ``inputs`` is their list or dict, and so is the result (in memory only).
         strategy: A ``tf.distribute.Strategy`` to split each batch across its replicas. None
             uses the strategy of an enclosing ``strategy.scope()``, if any, else the current
             device.
@@ -160,12 +161,16 @@ def explain_dataset(
     bar = _Progress(_num_batches(dataset), enabled=bool(progress) and chief)
     try:
         with _quiet_eager_strategy_warning():
-            finite = _run(explainer, batches, strategy, gather, seed, return_stderr, writers, bar)
+            finite, packing = _run(
+                explainer, batches, strategy, gather, seed, return_stderr, writers, bar
+            )
         total = explainer._samples_per_example()
         explainer.last_num_samples = total
         explainer.last_nonfinite_count = total - finite
         explainer._report_nonfinite(finite, total)
         results = [w.finish() for w in writers]
+        if packing is not None:  # several inputs: rows back into the inputs' structure
+            results = [None if r is None else packing.unpack(r) for r in results]
     except BaseException:
         for w in writers:
             w.abort()
@@ -186,10 +191,11 @@ def _run(
     return_stderr: bool,
     writers: list[_Sink],
     bar: _Progress,
-) -> np.ndarray:
-    """The batch loop; returns the per-example counts of finite samples."""
+) -> tuple[np.ndarray, Any]:
+    """The batch loop; returns the per-example counts of finite samples and the packing of
+    several inputs (None for one input)."""
     offset = 0
-    example: tuple[tuple[int, ...], np.dtype] | None = None
+    example: tuple[Any, ...] | None = None
     finite: list[np.ndarray] = []
     for k in itertools.count():
         element = next(batches, _END)
@@ -201,13 +207,12 @@ def _run(
         job = explainer._prepare(
             inputs, targets, return_stderr=return_stderr, offset=offset, seed=seed
         )
-        if job.packing is not None:
+        if job.packing is not None and isinstance(writers[0], _NpyWriter):
             raise ValueError(
-                "Argument `dataset` yields several inputs per example (a list or dict); "
-                "explain_dataset supports models with one input so far. Call "
-                "explainer.explain on each batch instead."
+                "Argument `output` (one .npy file) is not available for a model with several "
+                "inputs: the attributions are one array per input. Leave output=None."
             )
-        signature = (tuple(job.x.shape[1:]), job.x.dtype)
+        signature = (tuple(job.x.shape[1:]), job.x.dtype, job.packing)
         if example is None:
             example = signature
         elif signature != example:
@@ -239,7 +244,7 @@ def _run(
             "Argument `dataset` yielded no examples. Pass a data set with at least one "
             "non-empty (inputs, targets) batch."
         )
-    return np.concatenate(finite)
+    return np.concatenate(finite), job.packing if example is not None else None
 
 
 _END = object()
@@ -406,12 +411,15 @@ def _check_workers_agree(gather: _Gather, k: int, element: Any, offset: int) -> 
         local = [0, 0, 0]
     else:
         inputs, targets = _split_element(element, k)
-        x = np.ascontiguousarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs)
-        crc = zlib.crc32(x.tobytes()) if x.dtype != object else 0
+        crc, size = 0, -1
+        for leaf in tf.nest.flatten(inputs):  # one array, or several inputs
+            x = np.ascontiguousarray(leaf.numpy() if hasattr(leaf, "numpy") else leaf)
+            crc = zlib.crc32(x.tobytes(), crc) if x.dtype != object else crc
+            size = int(x.shape[0]) if x.ndim and size < 0 else size
         if targets is not None and not callable(targets):
             t = np.ascontiguousarray(targets.numpy() if hasattr(targets, "numpy") else targets)
             crc = zlib.crc32(t.tobytes(), crc) if t.dtype != object else crc
-        local = [1, int(x.shape[0]) if x.ndim else -1, crc]
+        local = [1, size, crc]
     seen = gather.agree(local)
     if not (seen == seen[0]).all():
         raise ValueError(

@@ -779,6 +779,11 @@ class Explainer:
                 f"`ig_baseline` (received integer inputs {list(packing.integer)}, ig_baseline "
                 f"of shape {self.ig_baseline.shape}): the path would cross non-integer ids."
             )
+        if self.reduce is not None:
+            raise ValueError(
+                f"Argument `reduce` ({self.reduce!r}) with several inputs is not supported: it "
+                "would reduce across the inputs' last axes. Use reduce=None."
+            )
         if self.proposal is not None and any(packing.integer):
             raise ValueError(
                 "Argument `proposal` with integer inputs is not supported: their importance "

@@ -2,10 +2,10 @@
 
 A Keras model may take a list or a dict of inputs. The engine draws noise for one flat row per
 example, so the inputs of an example are flattened and concatenated, in the structure's order
-(list order, or the dict's key order), into a row of ``D = sum of the inputs' sizes``. Noise of
-input ``k`` is scaled by its own ``epsilon``; integer inputs (e.g. token ids) travel as exact
-float values with ``epsilon = 0`` (never perturbed) and are rounded back before the model sees
-them. Attributions come back with the structure of the inputs; an integer input has no gradient
+(list order, or the dict's keys sorted by name), into a row of ``D = sum of the inputs' sizes``.
+Noise of input ``k`` is scaled by its own ``epsilon``; integer inputs (e.g. token ids) travel as
+exact float values with ``epsilon = 0`` (never perturbed) and are rounded back before the model
+sees them. Attributions come back with the structure of the inputs; an integer input has no gradient
 and gets zeros.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Packing", "is_structured", "pack"]
+__all__ = ["Packing", "for_model", "is_structured", "pack"]
 
 _EXACT_INT = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
 
@@ -107,6 +107,40 @@ def _array(value: Any, where: str) -> tuple[np.ndarray, bool]:
     return arr, is_tensor
 
 
+def for_model(model: Any) -> Packing:
+    """The packing of a functional model's own inputs (shapes and dtypes from ``model.input``).
+
+    Raises:
+        ValueError: If an input's shape is not fully known.
+    """
+    structure = model.input
+    if isinstance(structure, dict):
+        keys = tuple(sorted(structure))
+        tensors = [structure[k] for k in keys]
+    else:
+        tensors = list(structure) if isinstance(structure, list | tuple) else [structure]
+        keys = tuple(range(len(tensors)))
+    shapes, integer, model_dtypes = [], [], []
+    for key, t in zip(keys, tensors, strict=True):
+        shape = tuple(t.shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"Input {key!r} of the model has shape {tuple(t.shape)}: every dimension but the "
+                "batch must be known to pack several inputs."
+            )
+        dtype = tf.as_dtype(t.dtype)
+        shapes.append(tuple(int(d) for d in shape))
+        integer.append(dtype.is_integer)
+        model_dtypes.append(dtype.name if dtype.is_integer else "float32")
+    return Packing(
+        keys=keys,
+        shapes=tuple(shapes),
+        integer=tuple(integer),
+        model_dtypes=tuple(model_dtypes),
+        float_dtypes=("float32",) * len(keys),
+    )
+
+
 def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
     """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]``.
 
@@ -128,7 +162,8 @@ def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
                 f"Argument `inputs` as a dict needs str keys (the model's input names). "
                 f"Received keys {list(inputs)}"
             )
-        keys, values = tuple(inputs), list(inputs.values())
+        keys = tuple(sorted(inputs))  # the same packing whatever order the dict was built in
+        values = [inputs[k] for k in keys]
     else:
         keys, values = tuple(range(len(inputs))), list(inputs)
     if not values:

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify import engine, sampling
+from tfmollify import inputs as inputs_lib
 
 __all__ = ["SIGNATURE_KEY", "export"]
 
@@ -46,12 +47,6 @@ SIGNATURE_KEY = "serving_default"
 
 def _input_shape(explainer: Any, input_shape: Any) -> tuple[int, ...]:
     inputs = getattr(explainer.model, "inputs", None)
-    if inputs is not None and len(inputs) > 1:
-        raise ValueError(
-            f"The model has {len(inputs)} inputs; exporting explainers of models with several "
-            "inputs is not supported yet (the signature has one `inputs` tensor). Export a "
-            "model with one input, or explain in Python."
-        )
     if input_shape is None:
         if not inputs or len(inputs) != 1:
             raise ValueError(
@@ -98,7 +93,11 @@ def _check(explainer: Any, version: Any) -> int:
             "stored in the export; it has seed=None. Create the explainer with an int seed, "
             "e.g. tfm.Explainer(model, mode='fg', seed=0)."
         )
-    if explainer.epsilon is not None and explainer.epsilon.ndim != 0:
+    several = len(getattr(explainer.model, "inputs", None) or []) > 1
+    per_input = several and explainer.epsilon is not None and explainer.epsilon.ndim == 1 and (
+        explainer.epsilon.shape[0] == len(explainer.model.inputs)
+    )
+    if explainer.epsilon is not None and explainer.epsilon.ndim != 0 and not per_input:
         raise ValueError(
             "An explainer with one `epsilon` per example cannot be exported (requests have any "
             f"number of examples). Received: epsilon with shape {explainer.epsilon.shape}. Use "
@@ -108,12 +107,17 @@ def _check(explainer: Any, version: Any) -> int:
 
 
 def _serving_function(
-    explainer: Any, shape: tuple[int, ...], score_shape: tuple[int, ...]
+    explainer: Any,
+    shape: tuple[int, ...],
+    score_shape: tuple[int, ...],
+    packing: inputs_lib.Packing | None = None,
+    names: list[str] | None = None,
 ) -> tf.types.experimental.Function:
     """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples.
 
     ``shape`` is what the engine sees per example: the model's input, or the output of the
-    ``explain_at`` layer (computed in the graph from the inputs).
+    ``explain_at`` layer (computed in the graph from the inputs), or with several inputs their
+    packed row (``packing``; the signature then takes one tensor per input, named ``names``).
     """
     dtype = tf.float32
     head = explainer._head
@@ -125,6 +129,7 @@ def _serving_function(
         cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
         pipeline=1,
         jit_compile=False,
+        parts=None if packing is None else packing.parts(),
     )
     core = engine.build(explainer._net, plan)
     model = explainer._net
@@ -133,22 +138,59 @@ def _serving_function(
     wkey = tf.constant(sampling.weight_key(seed))
     no_noise_dtype = engine._weight_dtype(model) if weight_noise else dtype
     n_classes = int(np.prod(score_shape, dtype=np.int64))
-    fixed_eps = None
+    fixed_eps, q = None, None
     if explainer.mode == "ng":
         fixed_eps = 0.0
     elif explainer.epsilon is not None:
-        fixed_eps = float(explainer.epsilon)
+        if explainer.epsilon.ndim == 0:  # else one per input (several inputs)
+            fixed_eps = float(explainer.epsilon)
     else:
         q, ok = explainer.kernel._eq30_quantile(explainer.alpha)
         if not ok:  # same message as the eager path
             explainer.kernel.epsilon(1.0, explainer.alpha)
     size = int(np.prod(shape, dtype=np.int64))
+    if packing is not None:
+        sizes = packing.sizes
+        given = explainer.epsilon
+        fixed_parts = [
+            0.0 if integer or fixed_eps is not None else None
+            for integer in packing.integer
+        ]
+        if explainer.mode != "ng" and given is not None:
+            fixed_parts = [
+                0.0 if integer else float(given) if given.ndim == 0 else float(given[k])
+                for k, integer in enumerate(packing.integer)
+            ]
 
     def run(x: tf.Tensor, t: tf.Tensor, eps: tf.Tensor, s: tf.Tensor):
         no_noise = tf.zeros([0, 0], no_noise_dtype)
         return core(x, t, eps, s, wkey, no_noise)
 
-    def explain(inputs: tf.Tensor, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
+    def pack_rows(inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
+        """The inputs as packed rows ``[batch, D]`` (float64), in the packing's order."""
+        return tf.concat(
+            [
+                tf.reshape(tf.cast(inputs[name], tf.float64), [batch, part])
+                for name, part in zip(names, sizes, strict=True)
+            ],
+            axis=1,
+        )
+
+    def packed_eps(flat: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """One scale per example and input ``[batch, K]`` (eq. 30 per float input)."""
+        columns = []
+        for piece, fixed in zip(tf.split(flat, sizes, axis=1), fixed_parts, strict=True):
+            if fixed is not None:
+                columns.append(tf.fill([batch], tf.constant(fixed, dtype)))
+                continue
+            r = tf.reduce_max(piece, axis=1) - tf.reduce_mean(piece, axis=1)
+            with tf.control_dependencies([tf.debugging.assert_positive(r, message=_CONSTANT)]):
+                columns.append(tf.cast(r / q, dtype))
+        return tf.stack(columns, axis=1)
+
+    def explain(inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
+        if packing is not None:
+            return explain_packed(inputs, targets, seeds)
         batch = tf.shape(inputs)[0]
         checks = [
             tf.debugging.assert_equal(
@@ -175,15 +217,28 @@ def _serving_function(
             r = tf.reduce_max(flat, axis=1) - tf.reduce_mean(flat, axis=1)
             with tf.control_dependencies(
                 [
-                    tf.debugging.assert_positive(
-                        r,
-                        message="constant example: r = max(x) - mean(x) = 0, so eq. 30 has no "
-                        "epsilon; export with an explicit `epsilon`",
-                    )
+                    tf.debugging.assert_positive(r, message=_CONSTANT)
                 ]
             ):
                 eps = tf.cast(r / q, dtype)
         x = tf.reshape(tf.cast(flat, dtype), [batch, *shape])
+        value, err, finite = run_rows(x, targets, eps, seeds, batch)
+        value = tf.reshape(value, [batch, *shape])
+        if explainer.reduce == "sum":
+            value = tf.reduce_sum(value, axis=-1)
+        elif explainer.reduce == "norm":
+            value = tf.norm(value, axis=-1)
+        out = {
+            "attributions": value,
+            "stderr": tf.reshape(err, [batch, *shape]),
+            "finite_samples": tf.reshape(finite, [batch]),
+        }
+        if explainer.reduce is not None:  # no standard error of a sum or norm (see explain)
+            del out["stderr"]
+        return out
+
+    def run_rows(x, targets, eps, seeds, batch):
+        """The core over ``batch`` rows, in blocks of ``block`` examples when bounded."""
 
         def empty():
             zeros = tf.zeros([0, size], dtype)
@@ -213,22 +268,76 @@ def _serving_function(
             )
             return vs.concat(), es.concat(), ns.concat()
 
-        value, err, finite = tf.cond(batch > 0, whole if block is None else blocks, empty)
-        value = tf.reshape(value, [batch, *shape])
-        if explainer.reduce == "sum":
-            value = tf.reduce_sum(value, axis=-1)
-        elif explainer.reduce == "norm":
-            value = tf.norm(value, axis=-1)
-        out = {
-            "attributions": value,
-            "stderr": tf.reshape(err, [batch, *shape]),
-            "finite_samples": tf.reshape(finite, [batch]),
-        }
-        if explainer.reduce is not None:  # no standard error of a sum or norm (see explain)
-            del out["stderr"]
+        return tf.cond(batch > 0, whole if block is None else blocks, empty)
+
+    def explain_packed(inputs: dict[str, tf.Tensor], targets, seeds) -> dict[str, tf.Tensor]:
+        batch = tf.shape(inputs[names[0]])[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(inputs[name])[0], batch, message=f"`{name}` needs the same batch size"
+            )
+            for name in names[1:]
+        ]
+        checks += [
+            tf.debugging.assert_equal(
+                tf.shape(targets)[0], batch, message="`targets` needs one int per example"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(seeds)[0], batch, message="`seeds` needs one int64 per example"
+            ),
+            tf.debugging.assert_non_negative(targets, message="`targets` must be >= 0"),
+            tf.debugging.assert_less(
+                targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
+            ),
+        ]
+        checks += [
+            tf.debugging.assert_all_finite(inputs[name], message=f"`{name}` holds NaN or Inf")
+            for name, integer in zip(names, packing.integer, strict=True)
+            if not integer
+        ]
+        with tf.control_dependencies(checks):
+            flat = pack_rows(inputs, batch)
+        eps = packed_eps(flat, batch)
+        value, err, finite = run_rows(tf.cast(flat, dtype), targets, eps, seeds, batch)
+        out = {"finite_samples": tf.reshape(finite, [batch])}
+        pieces = zip(
+            names, packing.shapes, packing.integer,
+            tf.split(value, sizes, axis=1), tf.split(tf.reshape(err, [batch, size]), sizes, 1),
+            strict=True,
+        )
+        for name, part_shape, integer, v, e in pieces:
+            v = tf.zeros_like(v) if integer else v
+            e = tf.zeros_like(e) if integer else e
+            out[f"attributions_{name}"] = tf.reshape(v, [batch, *part_shape])
+            out[f"stderr_{name}"] = tf.reshape(e, [batch, *part_shape])
         return out
 
     return tf.function(explain)
+
+
+_CONSTANT = (
+    "constant example: r = max(x) - mean(x) = 0, so eq. 30 has no epsilon; export with an "
+    "explicit `epsilon`"
+)
+
+
+def _input_names(model: Any, packing: inputs_lib.Packing) -> list[str]:
+    """Signature names of several inputs: the dict keys, or the input layers' names."""
+    if packing.is_dict:
+        names = list(packing.keys)
+    else:
+        names = []
+        for i, t in enumerate(model.inputs):
+            history = getattr(t, "_keras_history", None)
+            layer = getattr(history, "operation", None) or (history[0] if history else None)
+            names.append(getattr(layer, "name", None) or f"input_{i}")
+    clash = {"targets", "seeds"}.intersection(names)
+    if clash or len(set(names)) != len(names):
+        raise ValueError(
+            f"The model's inputs are named {names}; the export needs unique names other than "
+            "'targets' and 'seeds'. Rename the keras.Input layers."
+        )
+    return names
 
 
 def export(
@@ -287,13 +396,16 @@ def export(
     True
     """
     version = _check(explainer, version)
-    shape = _input_shape(explainer, input_shape)
+    several = len(getattr(explainer.model, "inputs", None) or []) > 1
+    shape = None if several else _input_shape(explainer, input_shape)
     target = os.path.join(os.fspath(path), str(version))
     if os.path.exists(target):
         if not overwrite:
             raise FileExistsError(
                 f"{target} exists. Choose another `version`, or pass overwrite=True to replace it."
             )
+    if several:
+        return _export_packed(explainer, target)
     in_dtype = tf.float32
     at_shape = shape
     if explainer._head is not None:  # the engine sees the explain_at layer's output
@@ -313,6 +425,11 @@ def export(
             tf.TensorSpec([None], tf.int64, name="seeds"),
         ],
     )
+    return _write(archive, target)
+
+
+def _write(archive: Any, target: str) -> str:
+    """Writes ``archive`` to ``target`` through a temporary directory (never half-written)."""
     tmp = target + ".tmp-export"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -323,3 +440,34 @@ def export(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _export_packed(explainer: Any, target: str) -> str:
+    """The export of a model with several inputs: one signature input per model input."""
+    if explainer._head is not None:
+        raise ValueError(
+            "`explain_at` with several model inputs cannot be exported yet. Export a model "
+            "with one input, or explain in Python."
+        )
+    packing = inputs_lib.for_model(explainer.model)
+    names = _input_names(explainer.model, packing)
+    explainer._check_packing(packing)
+    row = np.zeros((1, sum(packing.sizes)), np.float32)
+    score_shape = explainer._probe_model(row, packing)
+    fn = _serving_function(explainer, (row.shape[1],), score_shape, packing, names)
+    archive = keras.export.ExportArchive()
+    archive.track(explainer.model)
+    specs = {
+        name: tf.TensorSpec([None, *shape], dtype, name=name)
+        for name, shape, dtype in zip(names, packing.shapes, packing.model_dtypes, strict=True)
+    }
+    archive.add_endpoint(
+        SIGNATURE_KEY,
+        fn,
+        input_signature=[
+            specs,
+            tf.TensorSpec([None], tf.int32, name="targets"),
+            tf.TensorSpec([None], tf.int64, name="seeds"),
+        ],
+    )
+    return _write(archive, target)
