@@ -125,3 +125,51 @@ def test_antithetic_export_and_argument_checks(tmp_path):
         tfm.SmoothGrad(model, num_samples=4, batch_size=1, sampler="antithetic")
     with pytest.raises(ValueError, match="`sampler`"):
         tfm.SmoothGrad(model, sampler="sobol")
+
+
+# -- adaptive stopping ------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["iid", "antithetic"])
+def test_tolerance_stops_when_the_relative_error_is_met(sampler):
+    """f = sum sin(x): the first round alone misses the tolerance; more rounds meet it, and the
+    estimate stays within its (honest) error of the exact answer."""
+    x = np.linspace(-2.0, 2.5, 12).reshape(2, 6)
+    f = lambda v: tf.reduce_sum(tf.sin(v), axis=1, keepdims=True)  # noqa: E731
+    kw = dict(kernel="gaussian", num_samples=50, epsilon=0.7, seed=5, sampler=sampler)
+    one, one_se = tfm.SmoothGrad(f, **kw).explain(x, return_stderr=True)
+    rel_one = np.linalg.norm(one_se, axis=1) / np.linalg.norm(one, axis=1)
+    tol = 0.3 * rel_one.min()
+    e = tfm.SmoothGrad(f, tolerance=tol, max_samples=50 * 400, **kw)
+    est, se = e.explain(x, return_stderr=True)
+    rel = np.linalg.norm(se, axis=1) / np.linalg.norm(est, axis=1)
+    assert np.all(rel <= tol), (rel, tol)
+    used = e.last_num_samples
+    assert np.all(used > 50) and np.all(used % 50 == 0) and np.all(used < 50 * 400)
+    # a relative error of 1/sqrt(n): (rel_one / tol)^2 rounds, roughly
+    assert np.all(used <= 50 * 3 * (rel_one / tol) ** 2), used
+    exact = reference.sg_sine_grad(x, 0.7, "gaussian")
+    assert np.max(np.abs(est - exact) / se) < 4.5
+    # round 0 is the plain call; an example's rounds do not depend on its batch-mates
+    alone = e.explain(x[1:], return_stderr=False, seeds=sampling.example_seeds(5, 2)[1:])
+    np.testing.assert_allclose(alone, est[1:], rtol=1e-6, atol=1e-9)
+
+
+def test_tolerance_for_weight_noise_and_its_limits(tmp_path):
+    model = mlp(seed=3)
+    x = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    e = tfm.FusionGrad(model, num_samples=4, num_weight_samples=4, seed=1, tolerance=0.05,
+                       max_samples=16 * 30)
+    a, se = e.explain(x, [0, 1, 2], return_stderr=True)
+    rel = np.linalg.norm(se, axis=1) / np.linalg.norm(a, axis=1)
+    met = rel <= 0.05
+    assert np.all(met | (e.last_num_samples == 16 * 30))  # met, or stopped at max_samples
+    assert np.all(e.last_num_samples % 16 == 0)
+    with pytest.raises(ValueError, match="`tolerance` supports"):
+        tfm.SmoothGrad(model, tolerance=0.1, aggregation="vargrad")
+    with pytest.raises(ValueError, match="`max_samples` must be at least one round"):
+        tfm.SmoothGrad(model, tolerance=0.1, num_samples=50, max_samples=10)
+    with pytest.raises(ValueError, match="`tolerance`"):
+        tfm.SmoothGrad(model, tolerance=-1)
+    with pytest.raises(ValueError, match="cannot be exported"):
+        e.export(str(tmp_path))
+    with pytest.raises(ValueError, match=r"tolerance=0\.05"):
+        tfm.explain_dataset(e, [(x, [0, 1, 2])], progress=False)

@@ -128,6 +128,12 @@ def explain_dataset(
             "Argument `explainer` must be a tfmollify.Explainer (or SmoothGrad, NoiseGrad, "
             f"FusionGrad). Received: explainer of type {type(explainer).__name__}"
         )
+    if explainer.tolerance is not None:
+        raise ValueError(
+            "explain_dataset runs a fixed number of samples per example; the explainer has "
+            f"tolerance={explainer.tolerance}. Use an explainer with tolerance=None, or call "
+            "explainer.explain on each batch."
+        )
     if strategy is None and tf.distribute.has_strategy():
         strategy = tf.distribute.get_strategy()
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):

@@ -162,6 +162,18 @@ class Explainer:
             so its variance doubles: it pays off where the odd part dominates (small noise on
             a smooth model). Needs even ``num_samples`` (``sg``/``fg``) and
             ``num_weight_samples`` (``ng``/``fg``); standard errors run over pairs.
+        tolerance: Draw more samples until each example's relative standard error
+            ``||stderr||_2 / ||attribution||_2`` (norms over all its elements) is at most this,
+            or ``max_samples`` is reached. Samples come in rounds of one normal call each
+            (``num_samples`` input draws, ``num_weight_samples`` weight draws); round 0 is
+            exactly the call without ``tolerance``, round ``r`` uses seeds derived from each
+            example's seed and ``r`` (and weight draws from the explainer's seed and ``r``), so
+            an example's result does not depend on its batch. After a call,
+            ``last_num_samples`` holds the samples each example used. For ``smoothgrad`` and
+            ``smoothgrad_sq``; not in :func:`tfmollify.export` or ``explain_dataset``.
+        max_samples: The most samples per example with ``tolerance`` (in the units of
+            ``last_num_samples``: input draws for ``sg``, weight draws for ``ng``, ``M x N``
+            evaluations for ``fg``); default 20 rounds.
 
     Raises:
         ValueError: For an unknown mode, kernel, aggregation or attribution, a non-positive
@@ -208,6 +220,8 @@ class Explainer:
         reduce: str | None = None,
         output: str | int | None = None,
         sampler: str = "iid",
+        tolerance: float | None = None,
+        max_samples: int | None = None,
     ) -> None:
         mode = _MODE_NAMES.get(str(mode).lower(), mode) if isinstance(mode, str) else mode
         self.mode = _check_choice("mode", mode, MODES)
@@ -257,6 +271,23 @@ class Explainer:
                     f"`batch_size` must be at least {2 * per_sample}. Received: {batch_size}"
                 )
         self.batch_size = batch_size
+        self.tolerance = None if tolerance is None else _check_positive("tolerance", tolerance)
+        if self.tolerance is not None and self.aggregation == "vargrad":
+            raise ValueError(
+                "Argument `tolerance` supports aggregation='smoothgrad' or 'smoothgrad_sq' (means "
+                "that independent rounds combine exactly). Received: aggregation='vargrad'."
+            )
+        per_round = {"sg": self.num_samples, "ng": self.num_weight_samples}.get(
+            self.mode, self.num_samples * self.num_weight_samples
+        )
+        self.max_samples = (
+            20 * per_round if max_samples is None else _check_int("max_samples", max_samples)
+        )
+        if self.max_samples < per_round:
+            raise ValueError(
+                f"Argument `max_samples` must be at least one round ({per_round} samples). "
+                f"Received: max_samples={self.max_samples}"
+            )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
             raise TypeError(f"Argument `seed` must be an int or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -825,8 +856,8 @@ class Explainer:
         return self._cache_decision
 
     def _decide_cache(self) -> bool:
-        if self.mode == "sg" or self.seed is None:
-            return False
+        if self.mode == "sg" or self.seed is None or self.tolerance is not None:
+            return False  # (rounds of `tolerance` use other weight draws than the seed's)
         n_weights = sum(
             int(np.prod(v.shape))
             for v in engine.selected_variables(self._net, self._weight_selection)
@@ -939,6 +970,8 @@ class Explainer:
             TypeError: For integer inputs or non-integer targets.
             NonFiniteError: If every sample of an example has a non-finite attribution.
         """
+        if self.tolerance is not None:
+            return self._explain_to_tolerance(inputs, targets, bool(return_stderr), seeds)
         job = self._prepare(inputs, targets, return_stderr=bool(return_stderr), seeds=seeds)
         if job.batch == 0:
             out = self._output(job, self._assemble(job, [np.zeros_like(job.x)]))
@@ -956,6 +989,68 @@ class Explainer:
         if not return_stderr:
             return value
         return value, self._output(job, self._assemble(job, [s.numpy() for _, s, _ in parts]))
+
+    def _explain_to_tolerance(
+        self, inputs: Any, targets: Any, return_stderr: bool, seeds: Any
+    ) -> Any:
+        """Rounds of independent samples until every example meets ``tolerance``."""
+        job = self._prepare(inputs, targets, return_stderr=True, seeds=seeds)
+        if job.batch == 0:
+            out = self._output(job, self._assemble(job, [np.zeros_like(job.x)]))
+            return (out, out) if return_stderr else out
+        per_round = self._samples_per_example()
+        rounds = max(1, self.max_samples // per_round)
+        batch = job.batch
+        total = np.zeros((batch, job.x[:1].size), np.float64)  # sum of n_r * value_r
+        var = np.zeros_like(total)  # sum of (n_r * stderr_r)^2
+        count = np.zeros(batch, np.int64)  # finite samples
+        drawn = np.zeros(batch, np.int64)
+        active = np.arange(batch)
+        base_seeds = job.seeds
+        weight_seed = int(job.wkey.numpy()[0])  # round r's weight draws derive from it and r
+        keep = np.ones(batch, bool)
+        for r in range(rounds):
+            if r:
+                # round r: seeds from each example's own seed and r; weight draws from r
+                job.seeds = np.array(
+                    [sampling.example_seeds(int(s), 1, r)[0] for s in base_seeds[active]]
+                )
+                job.wkey = tf.constant(
+                    sampling.weight_key(int(sampling.example_seeds(weight_seed, 1, r)[0]))
+                )
+                for name in ("x", "targets", "eps"):
+                    setattr(job, name, getattr(job, name)[keep])
+                job.batch = len(active)
+            parts = [
+                self._run_block(job, start, min(job.batch, start + job.block))
+                for start in range(0, job.batch, job.block)
+            ]
+            v = np.concatenate([p[0].numpy() for p in parts]).astype(np.float64)
+            e = np.concatenate([p[1].numpy() for p in parts]).astype(np.float64)
+            n = np.concatenate([p[2].numpy() for p in parts]).astype(np.int64)
+            ok = n > 0
+            total[active] += np.where(ok[:, None], n[:, None] * v, 0.0)
+            var[active] += np.where(ok[:, None], np.square(n[:, None] * e), 0.0)
+            count[active] += n
+            drawn[active] += per_round
+            c = np.maximum(count[active], 1)[:, None]
+            value, stderr = total[active] / c, np.sqrt(var[active]) / c
+            scale = np.maximum(np.linalg.norm(value, axis=1), 1e-300)
+            rel = np.linalg.norm(stderr, axis=1) / scale
+            keep = ~(rel <= self.tolerance) & (drawn[active] + per_round <= self.max_samples)
+            active = active[keep]
+            if not active.size:
+                break
+        self.last_num_samples = drawn
+        self.last_nonfinite_count = drawn - count
+        self._report_nonfinite(count, drawn)
+        c = np.maximum(count, 1)[:, None]
+        full = self._Job(job.x, job.is_tensor, packing=job.packing)
+        full.x = np.zeros((batch, *job.x.shape[1:]), job.x.dtype)
+        value = self._output(full, self._assemble(full, [total / c]))
+        if not return_stderr:
+            return value
+        return value, self._output(full, self._assemble(full, [np.sqrt(var) / c]))
 
     @staticmethod
     def _output(job: Explainer._Job, flat: np.ndarray) -> Any:
@@ -1084,11 +1179,14 @@ class Explainer:
             return np.sqrt(np.square(out).sum(axis=-1))
         return out
 
-    def _report_nonfinite(self, finite: np.ndarray, total: int) -> None:
+    def _report_nonfinite(self, finite: np.ndarray, total: Any) -> None:
+        """``total``: samples drawn, one int for all examples or one per example."""
+        total = np.broadcast_to(np.asarray(total), finite.shape)
         dead = np.flatnonzero(finite == 0)
         if dead.size:
             raise NonFiniteError(
-                f"Every one of the {total} samples gave a non-finite attribution for examples "
+                f"Every one of the {int(total[dead[0]])} samples gave a non-finite attribution for "
+                "examples "
                 f"{dead[:10].tolist()} (mode={self.mode!r}, kernel={self.kernel.name!r}). "
                 "Reduce `weight_epsilon`/`epsilon`, use a lighter-tailed kernel, or check the "
                 "model for overflow."
@@ -1096,7 +1194,7 @@ class Explainer:
         bad = total - finite
         if bad.any():
             warnings.warn(
-                f"{int(bad.sum())} of {total * finite.size} samples gave non-finite attributions "
+                f"{int(bad.sum())} of {int(total.sum())} samples gave non-finite attributions "
                 f"and were left out of the average (per example: {bad.tolist()[:20]}); see "
                 "`explainer.last_nonfinite_count`.",
                 RuntimeWarning,
@@ -1136,6 +1234,8 @@ class Explainer:
             "reduce": self.reduce,
             "output": self.output,
             "sampler": self.sampler,
+            "tolerance": self.tolerance,
+            "max_samples": self.max_samples,
         }
 
     @classmethod

@@ -87,6 +87,11 @@ def _check(explainer: Any, version: Any) -> int:
             "Only explainers of Keras models can be exported (their weights go into the "
             f"SavedModel). Received: model of type {type(explainer.model).__name__}."
         )
+    if explainer.tolerance is not None:
+        raise ValueError(
+            "An explainer with `tolerance` cannot be exported: a served call has a fixed cost. "
+            "Export one with tolerance=None and the num_samples your accuracy needs."
+        )
     if explainer.mode != "sg" and explainer.seed is None:
         raise ValueError(
             f"mode={explainer.mode!r} draws weight noise from the explainer's `seed`, which is "
