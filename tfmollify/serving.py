@@ -193,11 +193,9 @@ def _serving_function(
                 columns.append(tf.cast(r / q, dtype))
         return tf.stack(columns, axis=1)
 
-    def explain(inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
-        if packing is not None:
-            return explain_packed(inputs, targets, seeds)
-        batch = tf.shape(inputs)[0]
-        checks = [
+    def request_checks(targets: tf.Tensor, seeds: tf.Tensor, batch: tf.Tensor) -> list[Any]:
+        """Lengths and ranges of ``targets`` and ``seeds`` (INVALID_ARGUMENT when wrong)."""
+        return [
             tf.debugging.assert_equal(
                 tf.shape(targets)[0], batch, message="`targets` needs one int per example"
             ),
@@ -209,6 +207,12 @@ def _serving_function(
                 targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
             ),
         ]
+
+    def explain(inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
+        if packing is not None:
+            return explain_packed(inputs, targets, seeds)
+        batch = tf.shape(inputs)[0]
+        checks = request_checks(targets, seeds, batch)
         if inputs.dtype.is_floating:
             checks.append(
                 tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf")
@@ -283,18 +287,7 @@ def _serving_function(
             )
             for name in names[1:]
         ]
-        checks += [
-            tf.debugging.assert_equal(
-                tf.shape(targets)[0], batch, message="`targets` needs one int per example"
-            ),
-            tf.debugging.assert_equal(
-                tf.shape(seeds)[0], batch, message="`seeds` needs one int64 per example"
-            ),
-            tf.debugging.assert_non_negative(targets, message="`targets` must be >= 0"),
-            tf.debugging.assert_less(
-                targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
-            ),
-        ]
+        checks += request_checks(targets, seeds, batch)
         checks += [
             tf.debugging.assert_all_finite(inputs[name], message=f"`{name}` holds NaN or Inf")
             for name, integer in zip(names, packing.integer, strict=True)
