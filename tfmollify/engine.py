@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify import aggregation, attribution, sampling
+from tfmollify.inputs import unpack_rows
 from tfmollify.kernels import Kernel
 
 __all__ = ["Plan", "build", "stateless_forward"]
@@ -227,15 +228,7 @@ def build(
         """Model inputs from packed rows ``[n, D]`` (the identity for one input)."""
         if plan.parts is None:
             return tf.cast(flat, model_dtype)
-        pieces = tf.split(flat, part_sizes, axis=1)
-        out = []
-        for (_, part_shape, part_dtype), piece in zip(plan.parts, pieces, strict=True):
-            piece = tf.reshape(piece, [-1, *part_shape])
-            target = tf.as_dtype(part_dtype)
-            out.append(tf.cast(tf.round(piece) if target.is_integer else piece, target))
-        if isinstance(plan.parts[0][0], str):
-            return {p[0]: v for p, v in zip(plan.parts, out, strict=True)}
-        return out
+        return unpack_rows(flat, plan.parts)
     if weight_noise:
         trainable = list(model.trainable_variables)
         selected = (

@@ -652,12 +652,7 @@ class Explainer:
         """What the model is called with for rows ``x``: ``x`` itself, or the unpacked inputs."""
         if packing is None:
             return tf.convert_to_tensor(x)
-        return packing.structure([
-            tf.constant(np.round(p) if integer else p, dtype)
-            for p, integer, dtype in zip(
-                packing.split(x), packing.integer, packing.model_dtypes, strict=True
-            )
-        ])
+        return inputs_lib.unpack_rows(tf.convert_to_tensor(x), packing.parts())
 
     def _probe_model(self, x: np.ndarray, packing: Any = None) -> tuple[int, ...]:
         is_keras = hasattr(self._net, "stateless_call")
@@ -1045,8 +1040,9 @@ class Explainer:
         self.last_nonfinite_count = drawn - count
         self._report_nonfinite(count, drawn)
         c = np.maximum(count, 1)[:, None]
-        full = self._Job(job.x, job.is_tensor, packing=job.packing)
-        full.x = np.zeros((batch, *job.x.shape[1:]), job.x.dtype)
+        full = self._Job(
+            np.empty((batch, *job.x.shape[1:]), job.x.dtype), job.is_tensor, packing=job.packing
+        )
         value = self._output(full, self._assemble(full, [total / c]))
         if not return_stderr:
             return value

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Packing", "for_model", "is_structured", "pack"]
+__all__ = ["Packing", "for_model", "is_structured", "pack", "unpack_rows"]
 
 _EXACT_INT = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
 
@@ -70,9 +70,27 @@ class Packing:
             return dict(zip(self.keys, out, strict=True))
         return out
 
-    def structure(self, arrays: list[Any]) -> Any:
-        """One value per input in the inputs' structure (list or dict)."""
-        return dict(zip(self.keys, arrays, strict=True)) if self.is_dict else list(arrays)
+
+def unpack_rows(rows: tf.Tensor, parts: tuple[tuple[Any, tuple[int, ...], str], ...]) -> Any:
+    """Model inputs from packed rows ``[n, D]`` (a tensor): the inverse of :func:`pack`.
+
+    Args:
+        rows: Packed rows.
+        parts: ``(key, shape, dtype)`` per input (:meth:`Packing.parts`); integer inputs are
+            rounded back to their dtype.
+
+    Returns:
+        A list of tensors (int keys) or a dict (str keys), as the model takes them.
+    """
+    sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape, _ in parts]
+    out = []
+    for (_, shape, dtype), piece in zip(parts, tf.split(rows, sizes, axis=1), strict=True):
+        piece = tf.reshape(piece, [-1, *shape])
+        target = tf.as_dtype(dtype)
+        out.append(tf.cast(tf.round(piece) if target.is_integer else piece, target))
+    if isinstance(parts[0][0], str):
+        return {key: v for (key, _, _), v in zip(parts, out, strict=True)}
+    return out
 
 
 def is_structured(inputs: Any, model: Any) -> bool:
