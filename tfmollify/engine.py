@@ -82,10 +82,16 @@ class Plan:
             list of inputs) or a str (a dict). Integer inputs travel as exact float values
             (no noise: their ``epsilon`` is 0) and are rounded back. ``eps`` is then
             ``[Bc, len(parts)]``, one scale per input. None: one input of ``input_shape``.
-        sampler: ``"iid"`` or ``"antithetic"`` (pairs ``z``, ``-z`` of input draws and of
-            weight draws; see :mod:`tfmollify.sampling`). Antithetic needs an even number of
-            input draws (``sg``/``fg``) and of weight draws (``ng``/``fg``); the standard
-            error then runs over pairs (of weight draws when there is weight noise).
+        sampler: ``"iid"``, ``"antithetic"`` (pairs ``z``, ``-z`` of input draws and of
+            weight draws) or ``"sobol"`` (randomized Sobol points; see
+            :mod:`tfmollify.sampling`). Antithetic needs an even number of input draws
+            (``sg``/``fg``) and of weight draws (``ng``/``fg``); the standard error then runs
+            over pairs (of weight draws when there is weight noise).
+        replicates: With ``sampler="sobol"``: independent randomizations ``R``. ``sg``: the
+            ``N`` input draws are ``R`` replicates of ``N / R`` points; ``ng``/``fg``: the
+            ``M`` weight draws are ``R`` replicates of ``M / R`` points, and the ``N`` input
+            draws under weight draw ``j`` are a replicate of their own. The standard error
+            runs over the ``R`` replicates.
     """
 
     mode: str
@@ -109,6 +115,7 @@ class Plan:
     weight_selection: tuple[int, ...] | None = None
     parts: tuple[tuple[Any, tuple[int, ...], str], ...] | None = None
     sampler: str = "iid"
+    replicates: int = 1
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -144,11 +151,12 @@ def weight_noise_table(
     draws: int,
     selection: Sequence[int] | None = None,
     antithetic: bool = False,
+    sobol: int | None = None,
 ) -> tf.Tensor:
     """The standard weight noise of draws ``0 .. draws - 1``, one row ``[P]`` per draw.
 
     The same values the engine draws in the graph (:func:`tfmollify.sampling.weight_noise`),
-    for explainers that reuse them across calls.
+    for explainers that reuse them across calls (``sobol``: points per Sobol replicate).
     """
     sizes = [
         int(np.prod(v.shape, dtype=np.int64)) for v in selected_variables(model, selection)
@@ -156,7 +164,7 @@ def weight_noise_table(
     dtype = _weight_dtype(model)
     table = tf.function(
         lambda j: tf.concat(
-            sampling.weight_noise(kernel, wkey, j, sizes, dtype, antithetic), axis=0
+            sampling.weight_noise(kernel, wkey, j, sizes, dtype, antithetic, sobol), axis=0
         )
     )
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
@@ -204,12 +212,31 @@ def build(
     # Equal, static chunk sizes (XLA needs static shapes); the few draws past n_in in the last
     # chunk are masked out. A draw's noise depends only on its index, not on the chunking.
     antithetic = plan.sampler == "antithetic"
-    n_chunks = -(-n_in // max(1, min(plan.chunk, n_in)))
-    chunk = -(-n_in // n_chunks)
-    if antithetic and n_in > 1 and chunk % 2:  # pairs never straddle two chunks
-        chunk += 1
+    sobol = plan.sampler == "sobol"
     if antithetic and ((plan.mode != "ng" and n_in % 2) or (plan.mode != "sg" and n_w % 2)):
         raise ValueError(f"antithetic sampling needs even draw counts, got {n_in} and {n_w}")
+    if sobol and (n_in if plan.mode == "sg" else n_w) % plan.replicates:
+        raise ValueError(f"{plan.replicates} Sobol replicates do not divide {n_in}, {n_w} draws")
+    # Input draws in a unit of the standard error when units are groups of input draws:
+    # antithetic pairs, or Sobol replicates of SmoothGrad (1: every draw is a unit).
+    in_unit = 2 if antithetic and n_in > 1 else 1
+    # Weight draws per unit for NoiseGrad/FusionGrad.
+    w_unit = 2 if antithetic else (n_w // plan.replicates if sobol else 1)
+    if sobol and plan.mode == "sg":
+        in_unit = n_in // plan.replicates
+    # Sobol replicates longer than a pass are closed one by one (an outer loop, like weight
+    # draws); otherwise passes hold whole units.
+    split_units = in_unit > max(1, min(plan.chunk, n_in))
+    n_loop = in_unit if split_units else n_in  # input draws of one run of the chunk loop
+    n_chunks = -(-n_loop // max(1, min(plan.chunk, n_loop)))
+    chunk = -(-n_loop // n_chunks)
+    if not split_units and chunk % in_unit:  # units never straddle two chunks
+        chunk += in_unit - chunk % in_unit
+    sobol_in = (
+        sampling.Sobol(n_in if plan.mode == "fg" else n_in // plan.replicates, size)
+        if sobol and plan.mode != "ng"
+        else None
+    )
     attribute = attribution.make(plan.attribution, plan.ig_steps, plan.ig_baseline)
     input_noise = plan.mode in ("sg", "fg")
     proposal = plan.proposal if input_noise else None
@@ -248,7 +275,9 @@ def build(
         if plan.cached_weight_noise:
             parts = tf.split(wnoise[j], sizes)
         else:
-            parts = sampling.weight_noise(kernel, wkey, j, sizes, w_dtype, antithetic)
+            parts = sampling.weight_noise(
+                kernel, wkey, j, sizes, w_dtype, antithetic, w_unit if sobol else None
+            )
         out = [v.value for v in trainable]
         for i, part in zip(selected, parts, strict=True):
             val = out[i]
@@ -262,8 +291,11 @@ def build(
         flat = tf.reshape(tf.cast(x, dtype), [bc, size])
         log_w = None
         if input_noise:
-            draw = sampling.antithetic_uniforms if antithetic else sampling.example_uniforms
-            u = draw(keys, first, count, size, dtype)
+            if sobol_in is not None:
+                u = sampling.sobol_uniforms(keys, first, count, size, dtype, sobol_in)
+            else:
+                draw = sampling.antithetic_uniforms if antithetic else sampling.example_uniforms
+                u = draw(keys, first, count, size, dtype)
             if proposal is None:
                 z = kernel.icdf(u)
             else:  # t = eps * ratio * z, z ~ p; weight phi_eps(t) / p_eps(t) in log space
@@ -306,8 +338,8 @@ def build(
             vals, mask = aggregation.clean(
                 samples(x, targets, eps, keys, base + first, chunk, weights)
             )
-            if n_chunks * chunk > n_in:  # mask the padding draws of the last chunk
-                inside = tf.cast(first + tf.range(chunk) < n_in, mask.dtype)
+            if n_chunks * chunk > n_loop:  # mask the padding draws of the last chunk
+                inside = tf.cast(first + tf.range(chunk) < n_loop, mask.dtype)
                 mask = mask * inside[None, :]
                 vals = vals * inside[None, :, None]
             st = aggregation.merge_chunk(
@@ -317,7 +349,7 @@ def build(
                 units_are_samples,
                 with_stderr,
                 with_m2=agg_name != "smoothgrad",
-                unit_size=2 if antithetic and units_are_samples else 1,
+                unit_size=in_unit if units_are_samples else 1,
             )
             return k + 1, st
 
@@ -334,15 +366,29 @@ def build(
         bc = tf.shape(x)[0]
         eps = tf.cast(eps, dtype)
         keys = sampling.example_keys(seeds)
-        if not weight_noise and n_chunks == 1 and not antithetic:
+        if not weight_noise and n_chunks == 1 and in_unit == 1:
             # every sample of the block in one pass: aggregate directly
             vals, mask = aggregation.clean(samples(x, targets, eps, keys, 0, n_in, None))
             value, stderr = aggregation.one_shot(vals, mask, agg_name, with_stderr)
             finite = tf.reduce_sum(mask, axis=1)
         else:
             state = aggregation.init_state(bc, size, dtype)
-            if not weight_noise:
+            if not weight_noise and not split_units:
                 state = chunk_loop(state, x, targets, eps, keys, 0, None, True)
+            elif not weight_noise:
+
+                def replicate(r, st):
+                    """A Sobol replicate longer than a pass: its chunks, then one unit."""
+                    unit = aggregation.init_state(bc, size, dtype)
+                    unit = chunk_loop(unit, x, targets, eps, keys, r * in_unit, None, False)
+                    return r + 1, aggregation.merge_unit(st, unit, with_stderr)
+
+                _, state = tf.while_loop(
+                    lambda r, st: r < n_in // in_unit,
+                    replicate,
+                    (tf.constant(0), state),
+                    parallel_iterations=1,
+                )
             else:
 
                 def outer(j, st):
@@ -353,17 +399,28 @@ def build(
                     unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
                     return j + 1, aggregation.merge_unit(st, unit, with_stderr)
 
-                def outer_pairs(p, st):
-                    """An antithetic pair of weight draws ``2p, 2p + 1`` is one unit."""
+                def one_draw(j, unit):
+                    weights = perturbed_weights(j, wkey, wnoise)
+                    return j + 1, chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
+
+                def outer_group(g, st):
+                    """Weight draws ``g * w_unit ..`` (an antithetic pair, a Sobol replicate)."""
                     unit = aggregation.init_state(bc, size, dtype)
-                    for j in (2 * p, 2 * p + 1):
-                        weights = perturbed_weights(j, wkey, wnoise)
-                        unit = chunk_loop(unit, x, targets, eps, keys, j * n_in, weights, False)
-                    return p + 1, aggregation.merge_unit(st, unit, with_stderr)
+                    if w_unit == 2:
+                        for j in (2 * g, 2 * g + 1):
+                            unit = one_draw(j, unit)[1]
+                    else:
+                        _, unit = tf.while_loop(
+                            lambda j, u: j < (g + 1) * w_unit,
+                            one_draw,
+                            (g * w_unit, unit),
+                            parallel_iterations=plan.pipeline,
+                        )
+                    return g + 1, aggregation.merge_unit(st, unit, with_stderr)
 
                 _, state = tf.while_loop(
-                    lambda j, st: j < (n_w // 2 if antithetic else n_w),
-                    outer_pairs if antithetic else outer,
+                    lambda g, st: g < n_w // w_unit,
+                    outer if w_unit == 1 else outer_group,
                     (tf.constant(0), state),
                     parallel_iterations=plan.pipeline,
                 )

@@ -27,7 +27,7 @@ __all__ = ["MODES", "Explainer", "FusionGrad", "NoiseGrad", "NonFiniteError", "S
 MODES = ("sg", "ng", "fg")
 MAX_CALLABLES = 8  # callable targets whose compiled functions are kept
 REDUCES = ("sum", "norm")
-SAMPLERS = ("iid", "antithetic")
+SAMPLERS = ("iid", "antithetic", "sobol")
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
 
 
@@ -162,6 +162,15 @@ class Explainer:
             so its variance doubles: it pays off where the odd part dominates (small noise on
             a smooth model). Needs even ``num_samples`` (``sg``/``fg``) and
             ``num_weight_samples`` (``ng``/``fg``); standard errors run over pairs.
+            ``"sobol"``: randomized quasi-Monte Carlo, ``replicates`` independent
+            digitally shifted Sobol point sets (each point exactly kernel-distributed, so
+            unbiased; the points of a set evenly spread, so errors cancel across them); pays
+            off most with ``2**k`` points per set. Standard errors run over the sets.
+        replicates: With ``sampler="sobol"``: the number of independent point sets ``R``
+            (their spread gives the standard error). It must divide ``num_samples`` for
+            ``sg`` and ``num_weight_samples`` for ``ng``/``fg`` (FusionGrad's ``N`` input
+            draws under each weight draw are one set of their own). Default: the smallest
+            divisor that is at least 4 (50 draws: 5 sets of 10).
         tolerance: Draw more samples until each example's relative standard error
             ``||stderr||_2 / ||attribution||_2`` (norms over all its elements) is at most this,
             or ``max_samples`` is reached. Samples come in rounds of one normal call each
@@ -220,6 +229,7 @@ class Explainer:
         reduce: str | None = None,
         output: str | int | None = None,
         sampler: str = "iid",
+        replicates: int | None = None,
         tolerance: float | None = None,
         max_samples: int | None = None,
     ) -> None:
@@ -270,6 +280,7 @@ class Explainer:
                     "sampler='antithetic' evaluates a pair of samples at least: Argument "
                     f"`batch_size` must be at least {2 * per_sample}. Received: {batch_size}"
                 )
+        self.replicates = self._check_replicates(replicates)
         self.batch_size = batch_size
         self.tolerance = None if tolerance is None else _check_positive("tolerance", tolerance)
         if self.tolerance is not None and self.aggregation == "vargrad":
@@ -534,6 +545,29 @@ class Explainer:
             )
         return tuple(sorted(picked))
 
+    def _check_replicates(self, replicates: Any) -> int:
+        """``replicates`` checked against the sampler and the draw counts (1 unless Sobol)."""
+        name = "num_samples" if self.mode == "sg" else "num_weight_samples"
+        count = getattr(self, name)
+        if self.sampler != "sobol":
+            if replicates is not None:
+                raise ValueError(
+                    "Argument `replicates` applies to sampler='sobol'. Received: "
+                    f"replicates={replicates!r} with sampler={self.sampler!r}"
+                )
+            return 1
+        if replicates is None:
+            return next(d for d in range(min(4, count), count + 1) if count % d == 0)
+        replicates = _check_int("replicates", replicates)
+        if count % replicates:
+            ok = [d for d in range(2, count + 1) if count % d == 0][:6]
+            raise ValueError(
+                f"Argument `replicates` must divide {name}={count} (each Sobol replicate has "
+                f"{name} / replicates points). Received: replicates={replicates}. Divisors of "
+                f"{count}: {ok}; or make {name} a multiple of {replicates}."
+            )
+        return replicates
+
     def _samples_per_example(self) -> int:
         return {
             "sg": self.num_samples,
@@ -550,6 +584,9 @@ class Explainer:
         chunk = max(1, min(n_in, self.batch_size // per))
         if self.sampler == "antithetic" and n_in > 1:
             chunk -= chunk % 2  # whole pairs per pass (batch_size >= 2 * per is checked)
+        unit = n_in // self.replicates if self.mode == "sg" else 1
+        if self.sampler == "sobol" and chunk >= unit:
+            chunk -= chunk % unit  # whole Sobol replicates per pass
         return chunk, max(1, self.batch_size // (chunk * per))
 
     def _chunking(self, batch: int) -> tuple[int, int]:
@@ -591,6 +628,7 @@ class Explainer:
             weight_selection=self._weight_selection,
             parts=parts,
             sampler=self.sampler,
+            replicates=self.replicates,
         )
 
     def _inputs(self, inputs: Any) -> tuple[np.ndarray, bool]:
@@ -874,6 +912,11 @@ class Explainer:
                 self.num_weight_samples,
                 self._weight_selection,
                 antithetic=self.sampler == "antithetic",
+                sobol=(
+                    self.num_weight_samples // self.replicates
+                    if self.sampler == "sobol"
+                    else None
+                ),
             )
         return self._weight_noise
 
@@ -1230,6 +1273,7 @@ class Explainer:
             "reduce": self.reduce,
             "output": self.output,
             "sampler": self.sampler,
+            "replicates": self.replicates if self.sampler == "sobol" else None,
             "tolerance": self.tolerance,
             "max_samples": self.max_samples,
         }
