@@ -7,7 +7,9 @@ Times, inside one ``tf.function`` each and interleaved, the noise of one SmoothG
 * ``one_stream_uniform``: Philox uniforms on (0, 1) for ``[B*N, D]`` from one key;
 * ``per_example_uniform``: the same from one key per example (``sampling.example_uniforms``,
   what makes an example's noise independent of its batch);
-* ``per_example_<kernel>``: plus the kernel's inverse CDF (what the engine draws).
+* ``per_example_<kernel>``: plus the kernel's inverse CDF (what the engine draws);
+* ``antithetic_gaussian``, ``sobol_gaussian``: the Gaussian noise of ``sampler="antithetic"``
+  and of ``sampler="sobol"`` (default replicates).
 
 Keys come from a tensor argument, so nothing is constant-folded. Reports medians and ratios to
 ``floor_normal``.
@@ -50,7 +52,20 @@ def build(b: int, n: int, d: int) -> dict:
         fns[f"per_example_{name}"] = lambda s, k=k: reduce(
             k.icdf(sampling.example_uniforms(sampling.example_keys(s), 0, n, d, tf.float32))
         )
+    gauss = kernels.get("gaussian")
+    fns["antithetic_gaussian"] = lambda s: reduce(
+        gauss.icdf(sampling.antithetic_uniforms(sampling.example_keys(s), 0, n, d, tf.float32))
+    )
+    layout = sampling.Sobol(n // _replicates(n), d)  # the default Sobol replicates
+    fns["sobol_gaussian"] = lambda s: reduce(
+        gauss.icdf(sampling.sobol_uniforms(sampling.example_keys(s), 0, n, d, tf.float32, layout))
+    )
     return {name: tf.function(fn) for name, fn in fns.items()}
+
+
+def _replicates(n: int) -> int:
+    """The explainer's default number of Sobol replicates for ``n`` draws."""
+    return next(r for r in range(min(4, n), n + 1) if n % r == 0)
 
 
 def main() -> None:

@@ -78,13 +78,30 @@ def cnn_224() -> tuple[keras.Model, np.ndarray, np.ndarray]:
     return model, x, np.array([1, 7])
 
 
-def explain(model, x, targets, mode, kernel, sampler, n, seed, batch_size, replicates=None):
+def explainer(model, mode, kernel, sampler, n, seed, batch_size, replicates=None):
     kw = {"replicates": replicates} if sampler == "sobol" and replicates else {}
-    e = tfm.Explainer(
+    return tfm.Explainer(
         model, mode=mode, kernel=kernel, num_samples=n, num_weight_samples=n, seed=seed,
         sampler=sampler, batch_size=batch_size, **kw,
     )
-    return e.explain(x, targets, return_stderr=True)
+
+
+def squared_errors(model, x, targets, mode, kernel, sampler, n, reps, batch_size, truth):
+    """Mean squared error of ``reps`` independent estimates (one per seed).
+
+    SmoothGrad: one call on ``reps`` copies of the inputs with distinct example seeds (an
+    example's noise depends only on its seed). NoiseGrad shares weight draws across a batch, so
+    it makes ``reps`` calls of one explainer without a fixed seed (fresh weight draws each).
+    """
+    if mode == "sg":
+        e = explainer(model, mode, kernel, sampler, n, 0, batch_size)
+        xs = np.concatenate([x] * reps)
+        seeds = tfm.sampling.example_seeds(1000 + n, len(xs))
+        est = e.explain(xs, np.tile(targets, reps), seeds=seeds)
+        return float(np.mean(np.square(est - np.concatenate([truth] * reps))))
+    e = explainer(model, mode, kernel, sampler, n, None, batch_size)
+    return float(np.mean([np.mean(np.square(e.explain(x, targets) - truth))
+                          for _ in range(reps)]))
 
 
 def needed_n(grid: np.ndarray, rmse: np.ndarray, target: float) -> float:
@@ -105,17 +122,17 @@ def run_case(name, model, x, targets, mode, kernels, reps, grid, truth_n, truth_
     rows = []
     for kernel in kernels:
         t0 = time.perf_counter()
-        truth, truth_se = explain(model, x, targets, mode, kernel, "sobol", truth_n, 12345,
-                                  batch_size, replicates=truth_r)
+        truth, truth_se = explainer(model, mode, kernel, "sobol", truth_n, 12345, batch_size,
+                                    replicates=truth_r).explain(x, targets, return_stderr=True)
         scale = float(np.sqrt(np.mean(np.square(truth))))
         truth_rel = float(np.sqrt(np.mean(np.square(truth_se)))) / scale
         curves = {}
         for sampler in SAMPLERS:
             rmse = []
             for n in grid:
-                sq = [np.mean(np.square(explain(model, x, targets, mode, kernel, sampler, n, s,
-                                                batch_size)[0] - truth)) for s in range(reps)]
-                mse = max(float(np.mean(sq)) - (truth_rel * scale) ** 2, 1e-300)
+                sq = squared_errors(model, x, targets, mode, kernel, sampler, n, reps,
+                                    batch_size, truth)
+                mse = max(sq - (truth_rel * scale) ** 2, 1e-300)
                 rmse.append(np.sqrt(mse) / scale)
             curves[sampler] = rmse
         g = np.array(grid, float)
@@ -126,21 +143,43 @@ def run_case(name, model, x, targets, mode, kernels, reps, grid, truth_n, truth_
                "iid_rmse_at_50": target, "n_to_match_iid50": need,
                "seconds": time.perf_counter() - t0}
         rows.append(row)
-        print(f"| {name} | {mode.upper()} | {kernel} | {target:.3g} | "
-              + " | ".join(f"{need[s]:.1f} ({50 / need[s]:.1f}x)" for s in SAMPLERS)
-              + f" | {truth_rel:.1e} |", flush=True)
+        print(format_row(row), flush=True)
     return rows
+
+
+HEADER = (
+    "| model | mode | kernel | i.i.d. RMSE at N=50 | N to match it: antithetic | sobol "
+    "| variance ratio at N={n}: antithetic | sobol | truth rel. SE |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def format_row(row: dict) -> str:
+    """One markdown row: N each sampler needs for i.i.d.'s error at N = 50 (and the gain
+    50 / N), and the i.i.d. / sampler variance ratio at the largest N."""
+    need, c = row["n_to_match_iid50"], row["curves"]
+    ratio = {s: (c["iid"][-1] / c[s][-1]) ** 2 for s in ("antithetic", "sobol")}
+    return (
+        f"| {row['model']} | {row['mode'].upper()} | {row['kernel']} | "
+        f"{row['iid_rmse_at_50']:.3g} | "
+        + " | ".join(f"{need[s]:.1f} ({50 / need[s]:.1f}x)" for s in ("antithetic", "sobol"))
+        + f" | {ratio['antithetic']:.1f} | {ratio['sobol']:.1f} | {row['truth_rel_se']:.1e} |"
+    )
 
 
 def replicate_sweep(model, x, targets, reps: int) -> list[dict]:
     """The smooth model at N = 64: RMSE of sobol as a function of the number of replicates."""
-    truth, _ = explain(model, x, targets, "sg", "gaussian", "sobol", 16384, 12345, None, 64)
+    truth = explainer(model, "sg", "gaussian", "sobol", 16384, 12345, None, 64)(x, targets)
     scale = float(np.sqrt(np.mean(np.square(truth))))
+    xs = np.concatenate([x] * reps)
+    seeds = tfm.sampling.example_seeds(7, len(xs))
     out = []
     for r in (1, 2, 4, 8, 16, 32, 64):
-        sq = [np.mean(np.square(explain(model, x, targets, "sg", "gaussian", "sobol", 64, s,
-                                        None, r)[0] - truth)) for s in range(reps)]
-        out.append({"replicates": r, "rmse": float(np.sqrt(np.mean(sq))) / scale})
+        est = explainer(model, "sg", "gaussian", "sobol", 64, 0, None, r).explain(
+            xs, np.tile(targets, reps), seeds=seeds
+        )
+        rmse = np.sqrt(np.mean(np.square(est - np.concatenate([truth] * reps)))) / scale
+        out.append({"replicates": r, "rmse": float(rmse)})
     return out
 
 
@@ -149,6 +188,7 @@ def plot(rows: list[dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cases = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
@@ -171,6 +211,8 @@ def plot(rows: list[dict], path: str) -> None:
             ax.axvline(50, color="k", lw=0.5, alpha=0.4)
             ax.axhline(r["iid_rmse_at_50"], color="k", lw=0.5, alpha=0.4)
             ax.set_title(f"{case[0]} {case[1].upper()}\n{kernel}", fontsize=8)
+            ax.set_xticks(r["grid"], [str(n) for n in r["grid"]])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             if i == len(cases) - 1:
                 ax.set_xlabel("N")
             if j == 0:
@@ -188,15 +230,23 @@ def main() -> None:
     p.add_argument("--skip-224", action="store_true", help="leave out the 224x224x3 model")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
+    p.add_argument("--from-json", default=None, help="only redraw --plot from a saved --json")
     args = p.parse_args()
-    reps = args.reps or (3 if args.quick else 12)
+    if args.from_json:  # the table (and --plot) again from a saved run
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print(HEADER.format(n=saved["rows"][0]["grid"][-1]))
+        for row in saved["rows"]:
+            print(format_row(row))
+        if args.plot:
+            plot(saved["rows"], args.plot)
+        return
+    reps = args.reps or (4 if args.quick else 16)
     grid = GRID[:4] if args.quick else GRID
     kernels = ("gaussian", "rect") if args.quick else KERNELS
     big = 2048 if args.quick else 16384
     print(f"relative RMSE vs a sobol ground truth; {reps} seeds per point; N grid {grid}\n")
-    print("| model | mode | kernel | i.i.d. RMSE at N=50 | N to match: iid | antithetic | sobol "
-          "| truth rel. SE |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(HEADER.format(n=grid[-1]))
     rows = []
     mlp_case = smooth_mlp()
     rows += run_case("tanh MLP", *mlp_case, "sg", kernels, reps, grid, big, 64, None)
@@ -206,8 +256,8 @@ def main() -> None:
     rows += run_case("ReLU CNN (digits)", *cnn, "ng", ("gaussian",), reps, grid, big // 4, 32,
                      None)
     if not args.skip_224:
-        rows += run_case("ReLU CNN 224x224x3", *cnn_224(), "sg", kernels, max(4, reps // 2),
-                         grid, big // 4, 32, 64)
+        rows += run_case("ReLU CNN 224x224x3", *cnn_224(), "sg", kernels, max(4, reps // 4),
+                         grid, big // 4, 32, 32)
     sweep = replicate_sweep(*mlp_case, reps)
     print("\nsobol replicates at N = 64 (tanh MLP, SG, Gaussian): relative RMSE")
     print("| replicates | points per replicate | relative RMSE |\n|---|---|---|")

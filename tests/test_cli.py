@@ -94,7 +94,7 @@ def saved_model(tmp_path_factory):
 def test_explain_writes_npy_and_png(saved_model):
     d, model, x = saved_model
     res = run("explain", "--model", str(d / "m.keras"), "--input", str(d / "x.npy"),
-              "--samples", "8", "--out", str(d / "heat.png"))
+              "--samples", "8", "--sampler", "sobol", "--out", str(d / "heat.png"))
     assert res.returncode == 0, res.stderr
     predicted = int(np.argmax(model(x[None]).numpy()))
     assert f"target {predicted}" in res.stdout  # defaults to the predicted class
@@ -123,6 +123,7 @@ def test_explain_on_an_image_file(saved_model, tmp_path):
         ("bad_model", (), "cannot load it"),
         ("target", ("--target", "7"), "`targets` must be in [0, 3)"),
         ("samples", ("--samples", "0"), "`num_samples`"),
+        ("replicates", ("--sampler", "sobol", "--replicates", "3"), "`replicates` must divide"),
     ],
 )
 def test_explain_error_paths(saved_model, which, extra, match):

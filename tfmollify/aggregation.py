@@ -15,8 +15,9 @@ running state, so memory is O(chunk) however many samples there are. Samples who
 not finite are masked out (``mask = 0``) and counted instead of poisoning the mean.
 
 Standard errors. The estimate averages over *independent units*: single noise draws for
-SmoothGrad (antithetic pairs of draws with ``sampler="antithetic"``), weight draws (each with its
-own ``N`` input draws; pairs of weight draws when antithetic) for NoiseGrad and FusionGrad. For
+SmoothGrad (antithetic pairs of draws with ``sampler="antithetic"``, randomized point sets with
+``sampler="sobol"``), weight draws (each with its own ``N`` input draws; pairs of weight draws
+when antithetic, sets of weight draws with Sobol) for NoiseGrad and FusionGrad. For
 every unit ``u`` the state keeps the shifted unit means ``x_u = mean_u(a) - c`` and
 ``y_u = mean_u((a - c)^2)`` and their co-moments (shift ``c`` = first chunk's mean, for accuracy).
 The aggregate is a smooth function of the means of ``x`` and ``y``; its standard error is the
@@ -172,7 +173,8 @@ def merge_chunk(
         with_m2: Keep the sum of squared deviations (every aggregation but a plain
             ``smoothgrad`` mean without standard error needs it); False leaves ``m2`` at 0.
         unit_size: With ``units_are_samples``, the units are groups of this many consecutive
-            samples (2: antithetic pairs; ``n`` must be a multiple).
+            samples (2: antithetic pairs; ``m``: Sobol replicates of ``m`` points; ``n`` must
+            be a multiple).
 
     Returns:
         The updated state.

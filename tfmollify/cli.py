@@ -161,6 +161,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             target_model, mode=args.mode, kernel=args.kernel, num_samples=args.samples,
             num_weight_samples=args.weight_samples, epsilon=args.epsilon, alpha=args.alpha,
             aggregation=args.aggregation, seed=args.seed, batch_size=args.batch_size,
+            sampler=args.sampler, replicates=args.replicates,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -213,6 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             num_weight_samples=args.weight_samples, epsilon=args.epsilon, alpha=args.alpha,
             weight_epsilon=args.weight_epsilon, aggregation=args.aggregation,
             attribution=args.attribution, seed=args.seed, batch_size=args.batch_size,
+            sampler=args.sampler, replicates=args.replicates,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -240,6 +242,10 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="most model evaluations in one pass (bounds memory)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--sampler", default="iid", choices=["iid", "antithetic", "sobol"],
+                   help="how the noise is drawn (default: iid); see README 'Choosing'")
+    p.add_argument("--replicates", type=int, default=None,
+                   help="independent Sobol point sets with --sampler sobol")
 
 
 def build_parser() -> argparse.ArgumentParser:
