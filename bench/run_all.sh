@@ -25,3 +25,6 @@ $P bench/noise_cost.py --repeats 300 --json $R/noise_cost_B8_N50_D784.json > $R/
 echo "== memory" >&2
 $P bench/memory.py --models lenet,mlp --N 50,200,1000 --batch-size 64 \
     --json $R/memory_lenet_mlp_B8_bs64.json > $R/memory_lenet_mlp_B8_bs64.md
+echo "== samplers: cost per call, and error against a large-N truth (10 min)" >&2
+$P bench/sampler_cost.py --json $R/sampler_cost_N64.json > $R/sampler_cost_N64.md
+$P bench/rmse_vs_n.py --json $R/rmse_vs_n.json --plot $R/rmse_vs_n.png > $R/rmse_vs_n.md

@@ -248,6 +248,17 @@ def test_sobol_is_batch_and_chunk_independent_exportable_and_compiles(mode, tmp_
     np.testing.assert_allclose(got["attributions"].numpy(), whole, rtol=1e-5, atol=1e-7)
 
 
+def test_sobol_through_explain_dataset_equals_one_call():
+    model = mlp(seed=4)
+    x = np.random.default_rng(5).normal(size=(5, 5)).astype(np.float32)
+    t = np.array([0, 1, 2, 0, 1])
+    e = tfm.FusionGrad(model, num_samples=4, num_weight_samples=4, seed=3, sampler="sobol",
+                       replicates=2)
+    batches = [(x[:2], t[:2]), (x[2:], t[2:])]
+    got = tfm.explain_dataset(e, batches, progress=False)
+    np.testing.assert_allclose(got, e.explain(x, t), rtol=1e-5, atol=1e-7)
+
+
 def test_sobol_argument_checks():
     model = mlp(seed=1)
     assert tfm.SmoothGrad(model, sampler="sobol").replicates == 5  # 50 draws: 5 sets of 10
