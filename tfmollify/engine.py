@@ -224,14 +224,19 @@ def build(
     w_unit = 2 if antithetic else (n_w // plan.replicates if sobol else 1)
     if sobol and plan.mode == "sg":
         in_unit = n_in // plan.replicates
-    # Sobol replicates longer than a pass are closed one by one (an outer loop, like weight
-    # draws); otherwise passes hold whole units.
-    split_units = in_unit > max(1, min(plan.chunk, n_in))
+    # SmoothGrad units longer than a pass are closed one by one (an outer loop, like weight
+    # draws); otherwise passes hold whole units. (FusionGrad's units are weight draws.)
+    split_units = plan.mode == "sg" and in_unit > max(1, min(plan.chunk, n_in))
+    if plan.mode != "sg":
+        in_unit = 1
     n_loop = in_unit if split_units else n_in  # input draws of one run of the chunk loop
-    n_chunks = -(-n_loop // max(1, min(plan.chunk, n_loop)))
+    # equal passes of whole units (at most plan.chunk draws each), padded at the end
+    unit = 1 if split_units else in_unit  # units never straddle two chunks
+    chunk = max(1, min(plan.chunk, n_loop))
+    chunk -= chunk % unit
+    n_chunks = -(-n_loop // chunk)
     chunk = -(-n_loop // n_chunks)
-    if not split_units and chunk % in_unit:  # units never straddle two chunks
-        chunk += in_unit - chunk % in_unit
+    chunk += -chunk % unit  # still at most plan.chunk: a multiple of unit was above it
     sobol_in = (
         sampling.Sobol(n_in if plan.mode == "fg" else n_in // plan.replicates, size)
         if sobol and plan.mode != "ng"
@@ -410,11 +415,11 @@ def build(
                         for j in (2 * g, 2 * g + 1):
                             unit = one_draw(j, unit)[1]
                     else:
-                        _, unit = tf.while_loop(
+                        _, unit = tf.while_loop(  # the outer loop already overlaps draws
                             lambda j, u: j < (g + 1) * w_unit,
                             one_draw,
                             (g * w_unit, unit),
-                            parallel_iterations=plan.pipeline,
+                            parallel_iterations=1,
                         )
                     return g + 1, aggregation.merge_unit(st, unit, with_stderr)
 

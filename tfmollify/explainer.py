@@ -31,6 +31,24 @@ SAMPLERS = ("iid", "antithetic", "sobol")
 _MODE_NAMES = {"smoothgrad": "sg", "noisegrad": "ng", "fusiongrad": "fg"}
 
 
+def _default_replicates(count: int, name: str) -> int:
+    """Sobol point sets for ``count`` draws: the smallest divisor ``>= 4`` that leaves at least
+    two points per set, else the largest (2 or 3); ``count`` sets of one point (plain Monte
+    Carlo, with a warning) when ``count`` has no such divisor."""
+    fits = [d for d in range(2, count // 2 + 1) if count % d == 0]
+    if fits:
+        return next((d for d in fits if d >= 4), fits[-1])
+    if count > 1:
+        warnings.warn(
+            f"sampler='sobol' with {name}={count}: {count} has no divisor that gives "
+            f"independent sets of two or more points, so every set is one point (plain Monte "
+            f"Carlo). Use a {name} with small factors, e.g. {2 ** max(2, count.bit_length())}.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return count
+
+
 def _summarize(exc: BaseException) -> str:
     """One informative line of a (Keras) exception message, without terminal colour codes."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
@@ -170,7 +188,9 @@ class Explainer:
             (their spread gives the standard error). It must divide ``num_samples`` for
             ``sg`` and ``num_weight_samples`` for ``ng``/``fg`` (FusionGrad's ``N`` input
             draws under each weight draw are one set of their own). Default: the smallest
-            divisor that is at least 4 (50 draws: 5 sets of 10).
+            divisor that is at least 4 and leaves two or more points per set (50 draws: 5
+            sets of 10; 64: 4 of 16; 6: 3 of 2). One set is the most accurate, but has no
+            standard error (NaN).
         tolerance: Draw more samples until each example's relative standard error
             ``||stderr||_2 / ||attribution||_2`` (norms over all its elements) is at most this,
             or ``max_samples`` is reached. Samples come in rounds of one normal call each
@@ -283,6 +303,11 @@ class Explainer:
         self.replicates = self._check_replicates(replicates)
         self.batch_size = batch_size
         self.tolerance = None if tolerance is None else _check_positive("tolerance", tolerance)
+        if self.tolerance is not None and self.replicates == 1 and self.sampler == "sobol":
+            raise ValueError(
+                "Argument `tolerance` needs a standard error, and one Sobol point set has none. "
+                "Received: replicates=1; pass replicates=2 or more."
+            )
         if self.tolerance is not None and self.aggregation == "vargrad":
             raise ValueError(
                 "Argument `tolerance` supports aggregation='smoothgrad' or 'smoothgrad_sq' (means "
@@ -557,7 +582,7 @@ class Explainer:
                 )
             return 1
         if replicates is None:
-            return next(d for d in range(min(4, count), count + 1) if count % d == 0)
+            return _default_replicates(count, name)
         replicates = _check_int("replicates", replicates)
         if count % replicates:
             ok = [d for d in range(2, count + 1) if count % d == 0][:6]
