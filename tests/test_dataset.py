@@ -330,6 +330,22 @@ with strategy.scope():
 ex = explainer(mirrored, "fg")
 out["mirrored_vars/want"] = explainer(model, "fg").explain(x, y)
 out["mirrored_vars/got"] = explain_dataset(ex, ds.batch(4), strategy=strategy, progress=False)
+# a model with two inputs (a dict), FusionGrad with the Sobol sampler
+import keras
+keras.utils.set_random_seed(1)
+a_in, b_in = keras.Input((3,), name="a"), keras.Input((6, 6, 1), name="b")
+h = keras.layers.Concatenate()([
+    keras.layers.Dense(4, activation="tanh")(a_in),
+    keras.layers.Flatten()(keras.layers.Conv2D(2, 3, activation="relu")(b_in)),
+])
+two = keras.Model({"a": a_in, "b": b_in}, keras.layers.Dense(4)(h))
+a = np.random.default_rng(5).normal(size=(9, 3)).astype("float32")
+ex = explainer(two, "fg", sampler="sobol", replicates=3)
+want = ex.explain({"a": a, "b": x}, y)
+ds2 = tf.data.Dataset.from_tensor_slices(({"a": a, "b": x}, y)).batch(4)
+got = explain_dataset(ex, ds2, strategy=strategy, progress=False)
+for k in ("a", "b"):
+    out[f"inputs_{k}/want"], out[f"inputs_{k}/got"] = want[k], got[k]
 np.savez(sys.argv[1], **out)
 """
 
@@ -362,6 +378,13 @@ def test_mirrored_strategy_equals_one_device(mirrored_results, case):
     np.testing.assert_allclose(got, want, **TIGHT)
     if f"{case}/one" in mirrored_results:  # the one-device explain_dataset, same process
         np.testing.assert_allclose(got, mirrored_results[f"{case}/one"], **TIGHT)
+
+
+@pytest.mark.parametrize("name, shape", [("a", (9, 3)), ("b", (9, 6, 6, 1))])
+def test_mirrored_strategy_with_several_inputs_and_sobol(mirrored_results, name, shape):
+    got, want = mirrored_results[f"inputs_{name}/got"], mirrored_results[f"inputs_{name}/want"]
+    assert got.shape == want.shape == shape
+    np.testing.assert_allclose(got, want, **TIGHT)
 
 
 MULTI_WORKER = """
