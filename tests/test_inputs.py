@@ -194,8 +194,22 @@ def test_one_output_of_a_multi_output_model(tmp_path):
     model = keras.Model(x_in, {"cls": keras.layers.Dense(2, name="cls")(h),
                                "reg": keras.layers.Dense(1, name="reg")(h)})
     x = np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)
-    with pytest.raises(TypeError, match=r"output='name'"):
+    with pytest.raises(TypeError, match=r"output='name', or a callable target"):
         tfm.SmoothGrad(model, num_samples=2)(x, 0)
+    # a callable target sees every output: the same as a one-output model computing its score
+    both = lambda out: out["cls"][:, 1] - 2.0 * out["reg"][:, 0]  # noqa: E731
+    combined = keras.Model(x_in, keras.layers.Lambda(lambda o: o[0][:, 1:2] - 2.0 * o[1])(
+        [model.output["cls"], model.output["reg"]]))
+    assert [v.path for v in combined.trainable_variables] == [
+        v.path for v in model.trainable_variables]  # same weight-noise layout
+    for mode in ("sg", "ng", "fg"):
+        kw = dict(mode=mode, num_samples=3, num_weight_samples=2, seed=4, sampler="sobol",
+                  replicates=1 if mode == "sg" else 2)
+        got = tfm.Explainer(model, **kw)(x, both)
+        np.testing.assert_allclose(got, tfm.Explainer(combined, **kw)(x, 0), rtol=1e-5,
+                                   atol=1e-7)
+    with pytest.raises(TypeError, match=r"failed on the model's scores of shape \{"):
+        tfm.SmoothGrad(model, num_samples=2)(x, lambda out: out["nope"][:, 0])
     with pytest.raises(ValueError, match=r"\['cls', 'reg'\]"):
         tfm.SmoothGrad(model, output="nope")
     for output, targets in (("reg", None), ("cls", [0, 1, 1]), (1, None)):

@@ -698,13 +698,22 @@ class Explainer:
         ``ValueError``/``TypeError`` instead of a stack trace from inside the compiled graph.
 
         Returns:
-            The shape of the model's scores for one example.
+            The shape of the model's scores for one example (None for a model with several
+            outputs, which only a callable target can explain).
         """
         key = (x.shape[1:], x.dtype.str, packing)
-        shape = self._probed.get(key)
-        if shape is None:
-            shape = self._probe_model(x, packing)
-            self._probed[key] = shape
+        if key not in self._probed:
+            self._probed[key] = self._probe_model(x, packing)
+        shape = self._probed[key]
+        if shape is None and target_fn is None:
+            names = list(getattr(self._net, "output_names", None) or [])
+            raise TypeError(
+                "The model returns several outputs; class-index targets need one tensor of "
+                "scores [batch, ...]."
+                + (f" Choose one of {names} with output='name', or" if names else " Pass")
+                + " a callable target that maps the outputs to one score per example, e.g. "
+                "`targets=lambda out: out['a'][:, 0] + out['b'][:, 0]`."
+            )
         if target_fn is not None and (key, id(target_fn)) not in self._probed:
             self._probe_target(x, target_fn, packing)
             self._probed[(key, id(target_fn))] = shape
@@ -717,7 +726,7 @@ class Explainer:
             return tf.convert_to_tensor(x)
         return inputs_lib.unpack_rows(tf.convert_to_tensor(x), packing.parts())
 
-    def _probe_model(self, x: np.ndarray, packing: Any = None) -> tuple[int, ...]:
+    def _probe_model(self, x: np.ndarray, packing: Any = None) -> tuple[int, ...] | None:
         is_keras = hasattr(self._net, "stateless_call")
         model_dtype = (
             engine._model_input_dtype(self._net, tf.float32)
@@ -760,12 +769,7 @@ class Explainer:
                 "shaped like the model's input(s) with a leading batch dimension."
             ) from None
         if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
-            names = list(getattr(self._net, "output_names", None) or [])
-            raise TypeError(
-                "The model must return one tensor of scores [batch, ...]. Received output of "
-                f"type {type(out).__name__}"
-                + (f"; choose one of its outputs {names} with output='name'." if names else ".")
-            )
+            return None  # several outputs: for a callable target only (checked by _probe)
         return tuple(int(d) for d in out.shape[1:])
 
     def _probe_target(self, x: np.ndarray, target_fn: Callable, packing: Any = None) -> None:
@@ -774,12 +778,13 @@ class Explainer:
         out = self._net(sample, training=False) if hasattr(self._net, "stateless_call") else (
             self._net(sample)
         )
+        shapes = tf.nest.map_structure(lambda t: tuple(t.shape), out)
         try:
             got = tf.function(target_fn, autograph=False)(out)
         except Exception as exc:
             raise TypeError(
                 "Argument `targets` is a callable that failed on the model's scores of shape "
-                f"{tuple(out.shape)} inside a tf.function: {_summarize(exc)}. It must be built "
+                f"{shapes} inside a tf.function: {_summarize(exc)}. It must be built "
                 "from TensorFlow ops (it is traced into the explainer's graph) and map scores "
                 "[n, ...] to [n] target scores."
             ) from None
@@ -788,7 +793,7 @@ class Explainer:
         if shape not in ((2,), (2, 1)) or dtype is None or not tf.as_dtype(dtype).is_floating:
             raise ValueError(
                 "Argument `targets` is a callable that must map scores [n, ...] to n float "
-                f"target scores (one per row). On scores of shape {tuple(out.shape)} it returned "
+                f"target scores (one per row). On scores of shape {shapes} it returned "
                 f"shape {shape} and dtype {getattr(dtype, 'name', dtype)}; e.g. use "
                 "`lambda s: s[:, 3]` or `lambda s: tf.reduce_sum(s * w, axis=1)`."
             )
@@ -1014,7 +1019,8 @@ class Explainer:
                 model with several inputs, a list or dict of them (see
                 :mod:`tfmollify.inputs`: integer inputs pass through without noise).
             targets: Class indices ``[B]`` or one int for all; a callable mapping the model's
-                scores ``[n, ...]`` of a batch of noisy inputs to ``[n]`` target scores (row-wise);
+                scores ``[n, ...]`` of a batch of noisy inputs to ``[n]`` target scores (row-wise;
+                for a model with several outputs, it gets them all, as the model returns them);
                 or ``None`` for a model with a single output.
             return_stderr: Also return the Monte Carlo standard error of each element.
             seeds: Optional int64 seeds ``[B]``, one per example: example ``b``'s input noise then
