@@ -158,3 +158,36 @@ def test_export_with_explain_at_takes_token_ids(ids, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npz")["0/attributions"], want,
                                rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_export_with_explain_at_and_several_inputs(tmp_path, as_dict):
+    """Token ids and segment ids in (as in BERT), their summed embeddings explained: one
+    signature input per model input (the dict keys, or the input layers' names)."""
+    keras.utils.set_random_seed(0)
+    ids_in = keras.Input((5,), dtype="int32", name="ids")
+    seg_in = keras.Input((5,), dtype="int32", name="segments")
+    emb = keras.layers.Add(name="emb")([
+        keras.layers.Embedding(20, 4)(ids_in), keras.layers.Embedding(2, 4)(seg_in)
+    ])
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(4, activation="tanh")(emb))
+    inputs = {"ids": ids_in, "segments": seg_in} if as_dict else [ids_in, seg_in]
+    model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, size=(3, 5)).astype(np.int32)
+    seg = (np.arange(5) >= 3).astype(np.int32)[None].repeat(3, axis=0)
+    given = {"ids": ids, "segments": seg} if as_dict else [ids, seg]
+    explainer = tfm.FusionGrad(model, explain_at="emb", num_samples=4, num_weight_samples=2,
+                               seed=1)
+    seeds = np.array([4, 5, 6], np.int64)
+    want, want_se = explainer.explain(given, [0, 1, 0], seeds=seeds, return_stderr=True)
+    assert want.shape == (3, 5, 4)  # the embedding's output
+    fn = tf.saved_model.load(explainer.export(str(tmp_path))).signatures["serving_default"]
+    assert set(fn.structured_input_signature[1]) == {"ids", "segments", "targets", "seeds"}
+    got = fn(ids=tf.constant(ids), segments=tf.constant(seg), targets=tf.constant([0, 1, 0]),
+             seeds=tf.constant(seeds))
+    np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["stderr"].numpy(), want_se, rtol=1e-4, atol=1e-7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`segments` needs the same batch"):
+        fn(ids=tf.constant(ids), segments=tf.constant(seg[:2]), targets=tf.constant([0, 1, 0]),
+           seeds=tf.constant(seeds))

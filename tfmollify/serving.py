@@ -13,6 +13,9 @@
 With ``explain_at`` the ``inputs`` have the model's input dtype (e.g. int32 token ids), the
 layer's output is computed in the graph, and ``attributions``/``stderr`` have that output's shape;
 with ``reduce`` the ``attributions`` lose the last axis and there is no ``stderr`` output.
+A model with several inputs takes one signature input per model input instead of ``inputs`` and
+returns ``attributions_<name>``/``stderr_<name>`` per input, or, with ``explain_at``, the
+layer's ``attributions``/``stderr``.
 
 The served result equals ``explainer.explain(inputs, targets, seeds=seeds, return_stderr=True)``
 for the same seeds (to float rounding): the input noise of example ``b`` depends only on
@@ -117,12 +120,15 @@ def _serving_function(
     score_shape: tuple[int, ...],
     packing: inputs_lib.Packing | None = None,
     names: list[str] | None = None,
+    head_inputs: inputs_lib.Packing | None = None,
 ) -> tf.types.experimental.Function:
     """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples.
 
     ``shape`` is what the engine sees per example: the model's input, or the output of the
     ``explain_at`` layer (computed in the graph from the inputs), or with several inputs their
     packed row (``packing``; the signature then takes one tensor per input, named ``names``).
+    With ``explain_at`` and several inputs, ``head_inputs`` is the model's input structure: the
+    signature takes one tensor per input (``names``) and the layer's output is explained.
     """
     dtype = tf.float32
     head = explainer._head
@@ -208,15 +214,39 @@ def _serving_function(
             ),
         ]
 
+    def input_checks(inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> list[Any]:
+        """Several inputs: one batch size, finite floating-point values."""
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(inputs[name])[0], batch, message=f"`{name}` needs the same batch size"
+            )
+            for name in names[1:]
+        ]
+        return checks + [
+            tf.debugging.assert_all_finite(inputs[name], message=f"`{name}` holds NaN or Inf")
+            for name in names
+            if inputs[name].dtype.is_floating
+        ]
+
     def explain(inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
         if packing is not None:
             return explain_packed(inputs, targets, seeds)
-        batch = tf.shape(inputs)[0]
-        checks = request_checks(targets, seeds, batch)
-        if inputs.dtype.is_floating:
-            checks.append(
-                tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf")
+        if head_inputs is not None:  # several inputs into the explain_at layer
+            batch = tf.shape(inputs[names[0]])[0]
+            checks = input_checks(inputs, batch) + request_checks(targets, seeds, batch)
+            ordered = [inputs[name] for name in names]
+            inputs = (
+                dict(zip(head_inputs.keys, ordered, strict=True))
+                if head_inputs.is_dict
+                else ordered
             )
+        else:
+            batch = tf.shape(inputs)[0]
+            checks = request_checks(targets, seeds, batch)
+            if inputs.dtype.is_floating:
+                checks.append(
+                    tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf")
+                )
         with tf.control_dependencies(checks):
             at = inputs if head is None else head(inputs, training=False)
             flat = tf.reshape(tf.cast(at, tf.float64), [batch, size])
@@ -281,18 +311,7 @@ def _serving_function(
 
     def explain_packed(inputs: dict[str, tf.Tensor], targets, seeds) -> dict[str, tf.Tensor]:
         batch = tf.shape(inputs[names[0]])[0]
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(inputs[name])[0], batch, message=f"`{name}` needs the same batch size"
-            )
-            for name in names[1:]
-        ]
-        checks += request_checks(targets, seeds, batch)
-        checks += [
-            tf.debugging.assert_all_finite(inputs[name], message=f"`{name}` holds NaN or Inf")
-            for name, integer in zip(names, packing.integer, strict=True)
-            if not integer
-        ]
+        checks = input_checks(inputs, batch) + request_checks(targets, seeds, batch)
         with tf.control_dependencies(checks):
             flat = pack_rows(inputs, batch)
         eps = packed_eps(flat, batch)
@@ -394,8 +413,9 @@ def export(
     True
     """
     version = _check(explainer, version)
-    several = len(getattr(explainer.model, "inputs", None) or []) > 1
-    shape = None if several else _input_shape(explainer, input_shape)
+    several_inputs = len(getattr(explainer.model, "inputs", None) or []) > 1
+    several = several_inputs and explainer._head is None  # packed rows
+    shape = None if several_inputs else _input_shape(explainer, input_shape)
     target = os.path.join(os.fspath(path), str(version))
     if os.path.exists(target):
         if not overwrite:
@@ -404,6 +424,8 @@ def export(
             )
     if several:
         return _export_packed(explainer, target)
+    if explainer._head is not None and several_inputs:
+        return _export_at_layer(explainer, target)
     in_dtype = tf.float32
     at_shape = shape
     if explainer._head is not None:  # the engine sees the explain_at layer's output
@@ -442,17 +464,30 @@ def _write(archive: Any, target: str) -> str:
 
 def _export_packed(explainer: Any, target: str) -> str:
     """The export of a model with several inputs: one signature input per model input."""
-    if explainer._head is not None:
-        raise ValueError(
-            "`explain_at` with several model inputs cannot be exported yet. Export a model "
-            "with one input, or explain in Python."
-        )
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
     explainer._check_packing(packing)
     row = np.zeros((1, sum(packing.sizes)), np.float32)
     score_shape = explainer._probe_model(row, packing)
     fn = _serving_function(explainer, (row.shape[1],), score_shape, packing, names)
+    return _write_several(explainer, target, fn, packing, names)
+
+
+def _export_at_layer(explainer: Any, target: str) -> str:
+    """``explain_at`` on a model with several inputs: one signature input per model input,
+    attributions of the layer's output."""
+    packing = inputs_lib.for_model(explainer.model)
+    names = _input_names(explainer.model, packing)
+    at_shape = tuple(int(d) for d in explainer._head.output.shape[1:])
+    score_shape = explainer._probe_model(np.zeros((1, *at_shape), np.float32))
+    fn = _serving_function(explainer, at_shape, score_shape, names=names, head_inputs=packing)
+    return _write_several(explainer, target, fn, packing, names)
+
+
+def _write_several(
+    explainer: Any, target: str, fn: Any, packing: inputs_lib.Packing, names: list[str]
+) -> str:
+    """Writes ``fn`` with one signature input per model input (named ``names``)."""
     archive = keras.export.ExportArchive()
     archive.track(explainer.model)
     specs = {
