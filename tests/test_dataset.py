@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -424,17 +425,22 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def test_multi_worker_strategy_equals_one_device(tmp_path):
-    """Two local worker processes, one CPU replica each: every worker gets the whole result."""
+def run_workers(script: str, args: Callable[[int], list[str]]) -> list[str]:
+    """Runs ``script`` as two local workers of one cluster (``args(index)`` each); outputs."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        args = [str(tmp_path / f"w{index}.py"), str(tmp_path / f"w{index}.npz")]
-        args.append(str(tmp_path / "attr.npy"))
-        procs.append(run_script(MULTI_WORKER, args, env={"TF_CONFIG": tf_config}))
-    outputs = [finish(p) for p in procs]
+        procs.append(run_script(script, args(index), env={"TF_CONFIG": tf_config}))
+    return [finish(p) for p in procs]
+
+
+def test_multi_worker_strategy_equals_one_device(tmp_path):
+    """Two local worker processes, one CPU replica each: every worker gets the whole result."""
+    outputs = run_workers(MULTI_WORKER, lambda i: [
+        str(tmp_path / f"w{i}.py"), str(tmp_path / f"w{i}.npz"), str(tmp_path / "attr.npy")
+    ])
     chief, other = (dict(np.load(tmp_path / f"w{i}.npz")) for i in range(2))
     for mode in ("sg", "fg"):
         np.testing.assert_allclose(chief[f"{mode}/got"], chief[f"{mode}/want"], **TIGHT)
@@ -463,12 +469,5 @@ except ValueError as exc:
 
 
 def test_multi_worker_refuses_workers_with_different_data(tmp_path):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        args = [str(tmp_path / f"w{index}.py"), str(index)]
-        procs.append(run_script(MULTI_WORKER_DISAGREE, args, env={"TF_CONFIG": tf_config}))
-    for out in [finish(p) for p in procs]:
+    for out in run_workers(MULTI_WORKER_DISAGREE, lambda i: [str(tmp_path / f"w{i}.py"), str(i)]):
         assert "REFUSED" in out and "see different data at batch 0" in out

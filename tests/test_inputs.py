@@ -100,13 +100,18 @@ def text_and_number_model() -> keras.Model:
     return keras.Model({"ids": ids, "num": num}, keras.layers.Dense(2)(h))
 
 
+def text_and_number_inputs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples for :func:`text_and_number_model`: token ids and numbers."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 20, size=(n, 5)).astype(np.int32)
+    return ids, rng.normal(size=(n, 3)).astype(np.float32)
+
+
 @pytest.mark.parametrize("mode", ["sg", "fg"])
 def test_integer_inputs_are_never_perturbed_and_get_zero_attribution(mode):
     keras.utils.set_random_seed(0)
     model = text_and_number_model()
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 20, size=(4, 5)).astype(np.int32)
-    num = rng.normal(size=(4, 3)).astype(np.float32)
+    ids, num = text_and_number_inputs(4, 0)
     kw = dict(mode=mode, num_samples=4, num_weight_samples=2, seed=1)
     got = tfm.Explainer(model, **kw)({"ids": ids, "num": num}, [0, 1, 1, 0])
     assert set(got) == {"ids", "num"}
@@ -230,9 +235,7 @@ def test_one_output_of_a_multi_output_model(tmp_path):
 def test_explain_dataset_with_several_inputs(data):
     keras.utils.set_random_seed(0)
     model = text_and_number_model()
-    rng = np.random.default_rng(2)
-    ids = rng.integers(0, 20, size=(7, 5)).astype(np.int32)
-    num = rng.normal(size=(7, 3)).astype(np.float32)
+    ids, num = text_and_number_inputs(7, 2)
     y = np.arange(7) % 2
     explainer = tfm.FusionGrad(model, num_samples=2, num_weight_samples=2, seed=3)
     whole = explainer({"ids": ids, "num": num}, y)
@@ -254,9 +257,8 @@ def test_export_with_several_inputs_takes_one_tensor_per_input(tmp_path, as_dict
     keras.utils.set_random_seed(0)
     if as_dict:
         model = text_and_number_model()  # {"ids": int32 [5], "num": float [3]}
-        rng = np.random.default_rng(0)
-        req = {"ids": rng.integers(0, 20, size=(3, 5)).astype(np.int32),
-               "num": rng.normal(size=(3, 3)).astype(np.float32)}
+        ids, num = text_and_number_inputs(3, 0)
+        req = {"ids": ids, "num": num}
         call = dict(req)
         explainer = tfm.FusionGrad(model, num_samples=4, num_weight_samples=2, seed=1,
                                    batch_size=4)

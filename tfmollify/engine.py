@@ -217,18 +217,17 @@ def build(
         raise ValueError(f"antithetic sampling needs even draw counts, got {n_in} and {n_w}")
     if sobol and (n_in if plan.mode == "sg" else n_w) % plan.replicates:
         raise ValueError(f"{plan.replicates} Sobol replicates do not divide {n_in}, {n_w} draws")
-    # Input draws in a unit of the standard error when units are groups of input draws:
-    # antithetic pairs, or Sobol replicates of SmoothGrad (1: every draw is a unit).
-    in_unit = 2 if antithetic and n_in > 1 else 1
-    # Weight draws per unit for NoiseGrad/FusionGrad.
-    w_unit = 2 if antithetic else (n_w // plan.replicates if sobol else 1)
-    if sobol and plan.mode == "sg":
+    # Draws per unit of the standard error. SmoothGrad: input draws (antithetic pairs, Sobol
+    # replicates, else single draws); NoiseGrad/FusionGrad: weight draws (the same groups).
+    in_unit = 1
+    if plan.mode == "sg" and antithetic:
+        in_unit = 2
+    elif plan.mode == "sg" and sobol:
         in_unit = n_in // plan.replicates
+    w_unit = 2 if antithetic else (n_w // plan.replicates if sobol else 1)
     # SmoothGrad units longer than a pass are closed one by one (an outer loop, like weight
-    # draws); otherwise passes hold whole units. (FusionGrad's units are weight draws.)
-    split_units = plan.mode == "sg" and in_unit > max(1, min(plan.chunk, n_in))
-    if plan.mode != "sg":
-        in_unit = 1
+    # draws); otherwise passes hold whole units.
+    split_units = in_unit > max(1, min(plan.chunk, n_in))
     n_loop = in_unit if split_units else n_in  # input draws of one run of the chunk loop
     # equal passes of whole units (at most plan.chunk draws each), padded at the end
     unit = 1 if split_units else in_unit  # units never straddle two chunks

@@ -65,6 +65,7 @@ __all__ = [
     "Sobol",
     "antithetic_uniforms",
     "bits_to_open_unit",
+    "example_bits",
     "example_keys",
     "example_seeds",
     "mix64",
@@ -250,10 +251,18 @@ def example_uniforms(
     Returns:
         Uniforms on (0, 1); row ``b`` depends only on ``keys[b]`` and the sample indices.
     """
+    return bits_to_open_unit(example_bits(keys, first, count, size, INPUT_STREAM, dtype))
+
+
+def example_bits(
+    keys: tf.Tensor, first: Any, count: Any, size: int, stream: int, dtype: tf.DType
+) -> tf.Tensor:
+    """:func:`stream_bits` of every example key: ``[len(keys), count, size]`` uint32/uint64."""
+    full = tf.uint64 if dtype == tf.float64 else tf.uint32
     return tf.map_fn(
-        lambda k: stream_uniforms(k, first, count, size, INPUT_STREAM, dtype),
+        lambda k: stream_bits(k, first, count, size, stream, dtype),
         keys,
-        fn_output_signature=tf.TensorSpec([None, size], dtype),
+        fn_output_signature=tf.TensorSpec([None, size], full),
         parallel_iterations=16,
     )
 
@@ -374,13 +383,7 @@ def sobol_uniforms(
     else:
         reps = (first + tf.cast(count, tf.int64) - 1) // m - lo + 1
     points = sobol_bits(index % m, sobol.directions)  # [count, d]
-    full = tf.uint64 if dtype == tf.float64 else tf.uint32
-    shift = tf.map_fn(
-        lambda k: stream_bits(k, lo, reps, size, SOBOL_STREAM, dtype),
-        keys,
-        fn_output_signature=tf.TensorSpec([None, size], full),
-        parallel_iterations=16,
-    )  # [Bc, reps, size]
+    shift = example_bits(keys, lo, reps, size, SOBOL_STREAM, dtype)  # [Bc, reps, size]
     shift = tf.gather(shift, rep - lo, axis=1)
     return _sobol_open_unit(points[None], shift, size)
 
