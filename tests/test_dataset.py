@@ -471,3 +471,31 @@ except ValueError as exc:
 def test_multi_worker_refuses_workers_with_different_data(tmp_path):
     for out in run_workers(MULTI_WORKER_DISAGREE, lambda i: [str(tmp_path / f"w{i}.py"), str(i)]):
         assert "REFUSED" in out and "see different data at batch 0" in out
+
+
+MULTI_WORKER_CHIEF_ONLY_ERROR = """
+import sys
+import numpy as np, tensorflow as tf
+options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=60)
+strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+from tfmollify.dataset import explain_dataset
+
+x, y = data(8)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+try:  # the chief's output folder does not exist; the other worker's does
+    explain_dataset(explainer(conv_model(), "sg"), ds, strategy=strategy, progress=False,
+                    output=sys.argv[1])
+except ValueError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_multi_worker_argument_error_on_one_worker_stops_every_worker(tmp_path):
+    """Defect 5 of the redesign: a check that fails on the chief only used to leave the other
+    workers waiting in a collective forever. Every worker now ends with an error, in time."""
+    outputs = run_workers(MULTI_WORKER_CHIEF_ONLY_ERROR, lambda i: [
+        str(tmp_path / f"w{i}.py"),
+        str(tmp_path / ("missing" if i == 0 else "") / "attr.npy"),
+    ])
+    assert "REFUSED" in outputs[0] and "does not exist" in outputs[0]
+    assert "REFUSED" in outputs[1] and "failed on another worker" in outputs[1]

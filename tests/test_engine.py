@@ -288,8 +288,8 @@ def test_no_retracing_across_calls():
         for b in (1, 3, 7, 2):
             e(rng.normal(size=(b, 5)).astype(np.float32), 1)
         assert e.trace_count == 1, mode
-        e(rng.normal(size=(2, 5)), 1)  # float64 is a new signature: one more trace
-        assert e.trace_count == 2
+        e(rng.normal(size=(2, 5)), 1)  # float64 arrays compute in the model's float32
+        assert e.trace_count == 1
 
 
 def test_dtype_and_type_are_preserved():
@@ -405,21 +405,21 @@ def test_model_unchanged_after_keyboard_interrupt():
     x = np.random.default_rng(15).normal(size=(6, 5)).astype(np.float32)
     e = tfm.FusionGrad(model, num_samples=4, num_weight_samples=4, seed=0, batch_size=8)
     e(x[:2], 0)  # compile
-    (key, fn), = e._functions.items()
+    run_block = tfm.runner.Runner.run_block
     calls = []
 
     def interrupted(*args):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return fn(*args)
+        return run_block(*args)
 
-    e._functions[key] = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        e(x, 0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfm.runner.Runner, "run_block", staticmethod(interrupted))
+        with pytest.raises(KeyboardInterrupt):
+            e(x, 0)
     assert len(calls) == 2
     assert_unchanged(model, before)
-    e._functions[key] = fn
     np.testing.assert_array_equal(e(x, 0), tfm.FusionGrad.from_config(model, e.get_config())(x, 0))
 
 
@@ -622,13 +622,14 @@ def test_cached_weight_noise_gives_the_same_result(mode):
     cached = tfm.Explainer(model, **kw)
     fresh = tfm.Explainer(model, weight_noise_cache_mb=0, **kw)
     a = cached(x, [0, 1, 2])
-    assert cached._weight_noise is not None and tuple(cached._weight_noise.shape) == (5, 66)
-    assert fresh._weight_noise is None
+    table = cached.runner.cached_table()
+    assert table is not None and tuple(table.shape) == (5, 66)
+    assert fresh.runner.cached_table() is None
     np.testing.assert_allclose(a, fresh(x, [0, 1, 2]), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(a, cached(x, [0, 1, 2]))
     tiny = tfm.Explainer(model, weight_noise_cache_mb=1e-6, **kw)  # does not fit: not cached
     np.testing.assert_allclose(tiny(x, [0, 1, 2]), a, rtol=1e-6, atol=1e-7)
-    assert tiny._weight_noise is None
+    assert tiny.runner.cached_table() is None
     with pytest.raises(ValueError, match="weight_noise_cache_mb"):
         tfm.Explainer(model, weight_noise_cache_mb=-1, **kw)
 
@@ -707,8 +708,9 @@ def test_compiled_functions_of_callable_targets_are_bounded(small):
     for _ in range(2 * tfm.explainer.MAX_CALLABLES):
         np.testing.assert_allclose(e(x, lambda s: s[:, 2]), want, rtol=1e-6)
     assert e.trace_count == traces + 2 * tfm.explainer.MAX_CALLABLES  # new lambda, new trace
-    assert len(e._callables) == tfm.explainer.MAX_CALLABLES
-    assert len(e._functions) <= tfm.explainer.MAX_CALLABLES + 1
+    info = e.runner.cache_info()
+    assert info["callables"] == tfm.explainer.MAX_CALLABLES
+    assert info["functions"] <= tfm.explainer.MAX_CALLABLES + 1
 
 
 @pytest.mark.parametrize(
@@ -746,13 +748,13 @@ def test_hyperbolic_and_sigmoid_kernels_coincide_under_eq30():
 
 
 # -- weight noise on chosen layers ----------------------------------------------------------------
-def manual_noisegrad(model, x, targets, selection, kernel, seed, m, delta):
+def manual_noisegrad(model, view, x, targets, selection, kernel, seed, m, delta):
     """NoiseGrad by hand: the engine's standard weight noise, applied to the chosen variables of
     a re-implemented 2-layer MLP, gradients averaged over the M draws."""
     from tfmollify import engine, sampling
 
     table = engine.weight_noise_table(
-        model, tfm.kernels.get(kernel), tf.constant(sampling.weight_key(seed)), m, selection
+        view, tfm.kernels.get(kernel), tf.constant(sampling.weight_key(seed)), m
     ).numpy()
     trainable = model.trainable_variables
     chosen = range(len(trainable)) if selection is None else selection
@@ -792,9 +794,9 @@ def test_weight_layers_and_perturb_bias_match_a_hand_computation(
     explainer = tfm.Explainer(model, mode="ng", kernel="rect", num_weight_samples=5,
                               weight_epsilon=0.3, seed=4, weight_layers=weight_layers,
                               perturb_bias=perturb_bias)
-    assert explainer._weight_selection == selection
+    assert explainer.view.weight_selection == selection
     got = explainer(x, targets)
-    want = manual_noisegrad(model, x, targets, selection, "rect", 4, 5, 0.3)
+    want = manual_noisegrad(model, explainer.view, x, targets, selection, "rect", 4, 5, 0.3)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert_unchanged(model, before)
 
@@ -816,7 +818,7 @@ def test_weight_layers_in_a_nested_model_and_untouched_layers():
     x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
     explainer = tfm.Explainer(model, mode="ng", num_weight_samples=4, seed=0,
                               weight_layers=["inner_dense"])
-    names = [model.trainable_variables[i].path for i in explainer._weight_selection]
+    names = [model.trainable_variables[i].path for i in explainer.view.weight_selection]
     assert names and all("inner_dense" in n for n in names)
     head = tfm.Explainer(model, mode="ng", num_weight_samples=4, seed=0, weight_layers="head")
     assert not np.allclose(head(x, [0, 1]), explainer(x, [0, 1]))

@@ -77,7 +77,9 @@ def test_one_epsilon_per_input_matches_a_hand_computation(data):
     )
     # eq. 30 per input and example: r of each input separately
     eq30 = tfm.SmoothGrad(model, num_samples=2, seed=0)
-    eps = eq30._packed_epsilons(*_packed([x1, x2]))
+    from tfmollify import request
+
+    eps = request.epsilons(eq30.spec, *_packed([x1, x2]))
     r1 = x1.max(axis=1) - x1.mean(axis=1, dtype=np.float64)
     flat2 = x2.reshape(3, -1).astype(np.float64)
     r2 = flat2.max(axis=1) - flat2.mean(axis=1)
@@ -88,7 +90,7 @@ def test_one_epsilon_per_input_matches_a_hand_computation(data):
 def _packed(inputs):
     from tfmollify import inputs as inputs_lib
 
-    rows, packing, _ = inputs_lib.pack(inputs)
+    rows, _, packing, _ = inputs_lib.pack(inputs)
     return rows, packing
 
 
@@ -118,9 +120,9 @@ def test_integer_inputs_are_never_perturbed_and_get_zero_attribution(mode):
     np.testing.assert_array_equal(got["ids"], np.zeros((4, 5), np.float32))
     assert np.all(np.isfinite(got["num"])) and np.abs(got["num"]).max() > 0
     if mode == "sg":
-        # by hand: the packed row is [ids (5), num (3)]; `num` takes noise columns 5..7
+        # by hand: the float row is `num` (3) alone; the ids travel beside it, unperturbed
         z = sampling.input_noise(tfm.kernels.get("gaussian"), sampling.example_seeds(1, 4), 0,
-                                 4, 8)[:, :, 5:]
+                                 4, 3)
         r = num.max(axis=1) - num.mean(axis=1, dtype=np.float64)
         eps = tfm.kernels.get("gaussian").epsilon(r, 0.9)
         noisy = tf.constant((num[:, None, :] + eps[:, None, None] * z).reshape(16, 3), tf.float32)
@@ -164,8 +166,10 @@ def test_several_input_errors(data):
     text = text_and_number_model()
     ids = np.zeros((2, 5), np.int32)
     num = np.ones((2, 3), np.float32) * [[1, 2, 3]]
-    with pytest.raises(ValueError, match="Integrated gradients"):
-        tfm.Explainer(text, attribution="integrated_gradients")({"ids": ids, "num": num}, 0)
+    with pytest.raises(ValueError, match=r"Integrated gradients.*ig_baseline of shape"):
+        tfm.Explainer(text, attribution="integrated_gradients", ig_baseline=np.zeros(3))(
+            {"ids": ids, "num": num}, 0
+        )
     with pytest.raises(TypeError, match="no floating-point input"):
         tfm.SmoothGrad(text)({"ids": ids, "num": ids[:, :3]}, 0)
     with pytest.raises(ValueError, match="`reduce`"):
@@ -325,3 +329,38 @@ def test_mixed_precision_through_export_and_dataset(tmp_path):
     got = fn(inputs=tf.constant(x), targets=tf.constant(y, tf.int32),
              seeds=tf.constant(sampling.example_seeds(0, 5)))
     np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-3, atol=1e-4)
+
+
+class _IdMod7(keras.layers.Layer):
+    """``num * (id mod 7)``: the id itself matters, to the last unit."""
+
+    def call(self, ids, num):
+        return num * tf.cast(tf.math.floormod(ids, 7), num.dtype)
+
+
+def test_integer_inputs_of_any_size_stay_exact_in_explain_and_export(tmp_path):
+    """Defect 2 of the redesign: ids >= 2**24 were refused by `explain` and rounded by the
+    export (they travelled as float32). They now travel as int64 rows, exactly."""
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((1,), dtype="int64", name="ids")
+    num = keras.Input((3,), name="num")
+    model = keras.Model([ids, num], keras.layers.Dense(2)(_IdMod7()(ids, num)))
+    big = np.array([[2**24 + 1], [2**40 + 3], [2**62 + 6]], np.int64)
+    small = big % 7  # the same model outputs for these ids
+    assert len({int(v) for v in small.ravel()}) == 3
+    x = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
+    e = tfm.Explainer(model, mode="fg", num_samples=4, num_weight_samples=2, seed=0)
+    got = e([big, x], [0, 1, 0], seeds=[1, 2, 3])
+    want = e([small, x], [0, 1, 0], seeds=[1, 2, 3])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert not np.allclose(want[1][0], e([small + 1, x], [0, 1, 0], seeds=[1, 2, 3])[1][0])
+    path = tfm.export(e, tmp_path)
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    names = [k for k in fn.structured_input_signature[1] if k not in ("targets", "seeds")]
+    ids_name = next(n for n in names if fn.structured_input_signature[1][n].dtype == tf.int64)
+    num_name = next(n for n in names if n != ids_name)
+    served = fn(**{ids_name: tf.constant(big), num_name: tf.constant(x)},
+                targets=tf.constant([0, 1, 0], tf.int32),
+                seeds=tf.constant([1, 2, 3], tf.int64))
+    np.testing.assert_allclose(served[f"attributions_{num_name}"].numpy(), got[1], rtol=1e-6,
+                               atol=1e-7)

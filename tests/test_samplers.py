@@ -242,8 +242,12 @@ def test_sobol_is_batch_and_chunk_independent_exportable_and_compiles(mode, tmp_
         )
         np.testing.assert_allclose(part, whole, rtol=1e-5, atol=1e-7)
         # float32 rounding in the variance of a variance (VarGrad) between merge orders:
-        # measured: 6 % on an element whose standard error is 0.2 % of the largest
-        np.testing.assert_allclose(se_part, se, rtol=1e-4, atol=1e-4 * se.max())
+        # measured: 6 % on an element whose standard error is 0.2 % of the largest, and for
+        # NG (2-point sets: differences of nearly equal float32 squares) 5.4e-6 where one merge
+        # order gives exactly 0, i.e. 1.3e-4 of the largest attribution (at HEAD before the
+        # redesign too); the bound is 1e-3 of it
+        atol = max(1e-4 * se.max(), 1e-3 * np.abs(whole).max())
+        np.testing.assert_allclose(se_part, se, rtol=1e-4, atol=atol)
     seeds = sampling.example_seeds(7, 3)
     alone = tfm.Explainer(model, **kw).explain(x[2:], [2], seeds=seeds[2:])
     np.testing.assert_allclose(alone, whole[2:], rtol=1e-5, atol=1e-7)

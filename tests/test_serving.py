@@ -81,7 +81,7 @@ def assert_served_equal(out: dict, explainer: tfm.Explainer, req: dict) -> None:
     value, stderr = expected(explainer, req)
     np.testing.assert_allclose(np.asarray(out["attributions"]), value, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(np.asarray(out["stderr"]), stderr, rtol=RTOL, atol=ATOL)
-    total = explainer._samples_per_example()
+    total = explainer.spec.samples_per_example
     np.testing.assert_array_equal(np.asarray(out["finite_samples"]), total)
 
 
@@ -402,3 +402,47 @@ def test_subclassed_model_needs_input_shape(tmp_path):
            "seeds": np.array([5, 6, 7], np.int64)}
     assert_served_equal(call(fn, req), explainer, req)
 
+
+
+def test_overwrite_swaps_the_version_in_atomically(tmp_path, monkeypatch):
+    """Defect 6 of the redesign: the live version directory was deleted before the new one was
+    renamed in. Now it is never missing, and a failed write leaves the old version intact."""
+    from tfmollify import serving
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    old = tfm.export(tfm.SmoothGrad(model, num_samples=2, seed=0), tmp_path)
+    marker = os.path.join(old, "old-marker")
+    open(marker, "w").close()
+    removed = []
+    real_rmtree = serving.shutil.rmtree
+
+    def watching_rmtree(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        removed.append((str(path), os.path.isdir(old)))  # the version, after each removal
+
+    monkeypatch.setattr(serving.shutil, "rmtree", watching_rmtree)
+    new = tfm.export(tfm.SmoothGrad(model, num_samples=4, seed=0), tmp_path, overwrite=True)
+    assert new == old and not os.path.exists(marker)  # replaced ...
+    assert all(present for _, present in removed)  # ... and never missing meanwhile
+    open(marker, "w").close()
+
+    def failing_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tfm.export(tfm.SmoothGrad(model, num_samples=8, seed=0), tmp_path, overwrite=True)
+    assert os.path.exists(marker)  # the old version is still there
+    assert sorted(os.listdir(tmp_path)) == ["1"]  # and no temporary directory is left
+
+
+def test_export_to_a_file_is_a_clear_error(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    e = tfm.SmoothGrad(model, num_samples=2, seed=0)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"Argument `path` must be a directory.*a_file"):
+        tfm.export(e, tmp_path / "a_file")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "1").write_text("")
+    with pytest.raises(ValueError, match=r"`path/<version>` must be a directory"):
+        tfm.export(e, tmp_path / "base", overwrite=True)

@@ -23,6 +23,7 @@ from tfmollify.dataset import explain_dataset
 from tfmollify.explainer import (
     MODES,
     Explainer,
+    Explanation,
     FusionGrad,
     NoiseGrad,
     NonFiniteError,
@@ -33,6 +34,7 @@ from tfmollify.serving import export
 __all__ = [
     "MODES",
     "Explainer",
+    "Explanation",
     "FusionGrad",
     "NoiseGrad",
     "NonFiniteError",

@@ -26,7 +26,7 @@ import sys
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify.explainer import Explainer
+from tfmollify.runner import NonFiniteError, Request, report_nonfinite
 
 __all__ = ["explain_dataset"]
 
@@ -142,17 +143,11 @@ def explain_dataset(
             "tf.distribute.MirroredStrategy()) or None. Received: "
             f"strategy={strategy!r} of type {type(strategy).__name__}"
         )
-    path = _check_output(output)
-    try:
-        batches = iter(dataset)
-    except TypeError:
-        raise TypeError(
-            "Argument `dataset` must be a tf.data.Dataset or an iterable of (inputs, targets) "
-            f"batches. Received: dataset of type {type(dataset).__name__}"
-        ) from None
-    return_stderr = bool(return_stderr)
     # results of replicas on other workers come through collectives
     gather = _Gather.of(strategy) if strategy is not None and _is_multi_worker(strategy) else None
+    path = _on_every_worker(gather, lambda: _check_output(output))
+    batches = _on_every_worker(gather, lambda: _iterate(dataset))
+    return_stderr = bool(return_stderr)
     chief = strategy is None or bool(getattr(strategy.extended, "should_checkpoint", True))
 
     seed = explainer.seed if explainer.seed is not None else secrets.randbits(63)
@@ -168,12 +163,13 @@ def explain_dataset(
     try:
         with _quiet_eager_strategy_warning():
             finite, packing = _run(
-                explainer, batches, strategy, gather, seed, return_stderr, writers, bar
+                explainer, batches, strategy, gather, seed, return_stderr, writers, bar,
+                streamed=path is not None,
             )
-        total = explainer._samples_per_example()
+        total = explainer.spec.samples_per_example
         explainer.last_num_samples = total
         explainer.last_nonfinite_count = total - finite
-        explainer._report_nonfinite(finite, total)
+        report_nonfinite(explainer.spec, finite, total)
         results = [w.finish() for w in writers]
         if packing is not None:  # several inputs: rows back into the inputs' structure
             results = [None if r is None else packing.unpack(r) for r in results]
@@ -197,6 +193,8 @@ def _run(
     return_stderr: bool,
     writers: list[_Sink],
     bar: _Progress,
+    *,
+    streamed: bool,
 ) -> tuple[np.ndarray, Any]:
     """The batch loop; returns the per-example counts of finite samples and the packing of
     several inputs (None for one input)."""
@@ -209,16 +207,13 @@ def _run(
             _check_workers_agree(gather, k, element, offset)
         if element is _END:
             break
-        inputs, targets = _split_element(element, k)
-        job = explainer._prepare(
-            inputs, targets, return_stderr=return_stderr, offset=offset, seed=seed
+        job = _on_every_worker(
+            gather,
+            lambda k=k, element=element, offset=offset: _prepare(
+                explainer, element, k, return_stderr, offset, seed, streamed
+            ),
         )
-        if job.packing is not None and isinstance(writers[0], _NpyWriter):
-            raise ValueError(
-                "Argument `output` (one .npy file) is not available for a model with several "
-                "inputs: the attributions are one array per input. Leave output=None."
-            )
-        signature = (tuple(job.x.shape[1:]), job.x.dtype, job.packing)
+        signature = (tuple(job.x.shape[1:]), job.out_dtype, job.packing)
         if example is None:
             example = signature
         elif signature != example:
@@ -230,18 +225,12 @@ def _run(
         if job.batch == 0:
             continue
         if strategy is None:
-            parts = [
-                explainer._run_block(job, start, min(job.batch, start + job.block))
-                for start in range(0, job.batch, job.block)
-            ]
-            values = np.concatenate([v.numpy() for v, _, _ in parts])
-            errors = np.concatenate([s.numpy() for _, s, _ in parts]) if return_stderr else None
-            counts = np.concatenate([n.numpy() for _, _, n in parts])
+            values, errors, counts = explainer.runner.run(job)
         else:
             values, errors, counts = _run_replicas(explainer, job, strategy, gather, return_stderr)
-        writers[0].append(explainer._assemble(job, [values]))
+        writers[0].append(explainer.runner.shape_rows(job, values))
         if return_stderr:
-            writers[1].append(explainer._assemble(job, [errors]))
+            writers[1].append(explainer.runner.shape_rows(job, errors))
         finite.append(counts.astype(np.int64))
         offset += job.batch
         bar.update(job.batch)
@@ -254,6 +243,54 @@ def _run(
 
 
 _END = object()
+
+
+def _prepare(
+    explainer: Explainer, element: Any, k: int, return_stderr: bool, offset: int, seed: int,
+    streamed: bool,
+) -> Request:
+    """Batch ``k`` checked and ready to run."""
+    inputs, targets = _split_element(element, k)
+    job = explainer.runner.prepare(
+        inputs, targets, with_stderr=return_stderr, offset=offset, seed=seed
+    )
+    if job.packing is not None and streamed:
+        raise ValueError(
+            "Argument `output` (one .npy file) is not available for a model with several "
+            "inputs: the attributions are one array per input. Leave output=None."
+        )
+    return job
+
+
+def _iterate(dataset: Any) -> Iterator[Any]:
+    try:
+        return iter(dataset)
+    except TypeError:
+        raise TypeError(
+            "Argument `dataset` must be a tf.data.Dataset or an iterable of (inputs, targets) "
+            f"batches. Received: dataset of type {type(dataset).__name__}"
+        ) from None
+
+
+def _on_every_worker(gather: _Gather | None, check: Callable[[], Any]) -> Any:
+    """Runs ``check`` (an argument check) on this worker and, under a multi-worker strategy,
+    tells every worker whether it failed anywhere: then every worker raises (the others would
+    otherwise wait for it in the next collective forever)."""
+    try:
+        value, error = check(), None
+    except (TypeError, ValueError, NonFiniteError) as exc:
+        value, error = None, exc
+    if gather is not None:
+        failed = gather.agree([int(error is not None)])[:, 0]
+        if error is None and failed.any():
+            raise ValueError(
+                "explain_dataset stopped: an argument check failed on another worker (replicas "
+                f"{np.flatnonzero(failed).tolist()}); its error message says why. Every worker "
+                "must be given the same arguments and data."
+            )
+    if error is not None:
+        raise error
+    return value
 
 
 def _split_element(element: Any, k: int) -> tuple[Any, Any]:
@@ -316,7 +353,7 @@ def _shards(batch: int, replicas: int) -> list[tuple[int, int]]:
 
 def _run_replicas(
     explainer: Explainer,
-    job: Explainer._Job,
+    job: Request,
     strategy: tf.distribute.Strategy,
     gather: _Gather | None,
     return_stderr: bool,
@@ -325,7 +362,7 @@ def _run_replicas(
     replicas = strategy.num_replicas_in_sync
     shards = _shards(job.batch, replicas)
     width = max(stop - start for start, stop in shards)
-    _, block = explainer._chunking(width)  # the batch_size bound holds per replica
+    block = explainer.runner.plan(width).block  # the batch_size bound holds per replica
     keep = (0, 1, 2) if return_stderr else (0, 2)  # the core's outputs wanted
     specs = [job.fn.structured_outputs[i] for i in keep]
     outputs: list[list[list[np.ndarray]]] = [[[] for _ in keep] for _ in range(replicas)]
@@ -342,7 +379,7 @@ def _run_replicas(
         def compute(span: tf.Tensor, rows: int = rows) -> tuple[tf.Tensor, ...]:
             start, stop = (int(i) for i in span.numpy())
             if stop > start:
-                out = explainer._run_block(job, start, stop)
+                out = explainer.runner.run_block(job, start, stop)
                 out = tuple(out[i] for i in keep)
             else:  # an empty shard computes nothing (some kernels fail on empty batches)
                 out = tuple(tf.zeros([0, *spec.shape[1:]], spec.dtype) for spec in specs)

@@ -1,12 +1,12 @@
-"""Several model inputs as one packed row per example, and the attributions back in their shape.
+"""Several model inputs as packed rows per example, and the attributions back in their shape.
 
 A Keras model may take a list or a dict of inputs. The engine draws noise for one flat row per
-example, so the inputs of an example are flattened and concatenated, in the structure's order
-(list order, or the dict's keys sorted by name), into a row of ``D = sum of the inputs' sizes``.
-Noise of input ``k`` is scaled by its own ``epsilon``; integer inputs (e.g. token ids) travel as
-exact float values with ``epsilon = 0`` (never perturbed) and are rounded back before the model
-sees them. Attributions come back with the structure of the inputs; an integer input has no gradient
-and gets zeros.
+example, so the floating-point inputs of an example are flattened and concatenated, in the
+structure's order (list order, or the dict's keys sorted by name), into a row of
+``D = sum of the float inputs' sizes``; noise of input ``k`` is scaled by its own ``epsilon``.
+Integer inputs (e.g. token ids) are never perturbed: they travel beside the float rows as int64
+rows of their own, exactly, whatever their size. Attributions come back with the structure of the
+inputs; an integer input has no gradient and gets zeros.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["Packing", "for_model", "is_structured", "pack", "unpack_rows"]
-
-_EXACT_INT = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,28 +40,46 @@ class Packing:
 
     @property
     def sizes(self) -> list[int]:
+        """Elements of one example of each input."""
         return [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+
+    @property
+    def float_sizes(self) -> list[int]:
+        """Elements of one example of each float input (the float rows' parts)."""
+        return [n for n, i in zip(self.sizes, self.integer, strict=True) if not i]
+
+    @property
+    def int_size(self) -> int:
+        """Elements of one example of all integer inputs (the int64 rows' width)."""
+        return sum(n for n, i in zip(self.sizes, self.integer, strict=True) if i)
+
+    @property
+    def float_keys(self) -> list[Any]:
+        return [k for k, i in zip(self.keys, self.integer, strict=True) if not i]
 
     @property
     def is_dict(self) -> bool:
         return isinstance(self.keys[0], str)
 
     def parts(self) -> tuple[tuple[Any, tuple[int, ...], str], ...]:
-        """The engine's ``Plan.parts``."""
+        """The engine's ``CoreSpec.parts``."""
         return tuple(zip(self.keys, self.shapes, self.model_dtypes, strict=True))
 
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
-        """Rows ``[B, D]`` as one array ``[B, *shape]`` per input (in packing order)."""
-        pieces = np.split(flat, np.cumsum(self.sizes)[:-1], axis=1)
-        return [p.reshape(flat.shape[0], *s) for p, s in zip(pieces, self.shapes, strict=True)]
+        """Float rows ``[B, D]`` as one array ``[B, *shape]`` per float input (in order)."""
+        shapes = [s for s, i in zip(self.shapes, self.integer, strict=True) if not i]
+        pieces = np.split(flat, np.cumsum(self.float_sizes)[:-1], axis=1)
+        return [p.reshape(flat.shape[0], *s) for p, s in zip(pieces, shapes, strict=True)]
 
     def unpack(self, flat: np.ndarray, as_tensor: bool = False) -> Any:
-        """Attributions ``[B, D]`` in the inputs' structure (zeros for integer inputs)."""
+        """Attributions of the float rows ``[B, D]`` in the inputs' structure (zeros for
+        integer inputs)."""
+        floats = iter(self.split(flat))
         out = []
-        for piece, integer, dtype in zip(
-            self.split(flat), self.integer, self.float_dtypes, strict=True
+        for shape, integer, dtype in zip(
+            self.shapes, self.integer, self.float_dtypes, strict=True
         ):
-            piece = np.zeros_like(piece) if integer else piece
+            piece = np.zeros((flat.shape[0], *shape), dtype) if integer else next(floats)
             piece = piece.astype(dtype, copy=False)
             out.append(tf.convert_to_tensor(piece) if as_tensor else piece)
         if self.is_dict:
@@ -71,23 +87,29 @@ class Packing:
         return out
 
 
-def unpack_rows(rows: tf.Tensor, parts: tuple[tuple[Any, tuple[int, ...], str], ...]) -> Any:
-    """Model inputs from packed rows ``[n, D]`` (a tensor): the inverse of :func:`pack`.
+def unpack_rows(
+    rows: tf.Tensor, ints: tf.Tensor, parts: tuple[tuple[Any, tuple[int, ...], str], ...]
+) -> Any:
+    """Model inputs from float rows ``[n, D]`` and int64 rows ``[n, I]``: the inverse of
+    :func:`pack`.
 
     Args:
-        rows: Packed rows.
-        parts: ``(key, shape, dtype)`` per input (:meth:`Packing.parts`); integer inputs are
-            rounded back to their dtype.
+        rows: Packed float rows (the float inputs, in order).
+        ints: Packed int64 rows (the integer inputs, in order; width 0 when there are none).
+        parts: ``(key, shape, dtype)`` per input (:meth:`Packing.parts`).
 
     Returns:
         A list of tensors (int keys) or a dict (str keys), as the model takes them.
     """
+    integer = [tf.as_dtype(dtype).is_integer for _, _, dtype in parts]
     sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape, _ in parts]
+    f_pieces = iter(tf.split(rows, [n for n, i in zip(sizes, integer, strict=True) if not i], 1))
+    i_sizes = [n for n, i in zip(sizes, integer, strict=True) if i]
+    i_pieces = iter(tf.split(ints, i_sizes, axis=1) if i_sizes else [])
     out = []
-    for (_, shape, dtype), piece in zip(parts, tf.split(rows, sizes, axis=1), strict=True):
-        piece = tf.reshape(piece, [-1, *shape])
-        target = tf.as_dtype(dtype)
-        out.append(tf.cast(tf.round(piece) if target.is_integer else piece, target))
+    for (_, shape, dtype), is_int in zip(parts, integer, strict=True):
+        piece = next(i_pieces) if is_int else next(f_pieces)
+        out.append(tf.cast(tf.reshape(piece, [-1, *shape]), tf.as_dtype(dtype)))
     if isinstance(parts[0][0], str):
         return {key: v for (key, _, _), v in zip(parts, out, strict=True)}
     return out
@@ -159,20 +181,22 @@ def for_model(model: Any) -> Packing:
     )
 
 
-def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
-    """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]``.
+def pack(inputs: Any, compute: Any = None) -> tuple[np.ndarray, np.ndarray, Packing, bool]:
+    """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]`` and int64 rows
+    ``[B, I]``.
 
     Args:
         inputs: A list/tuple or dict of arrays or tensors with the same batch size.
+        compute: The rows' dtype (the model's compute dtype); None: float32, or float64 if
+            any input is float64.
 
     Returns:
-        ``(rows, packing, is_tensor)``: rows in float32 (float64 if any input is float64),
-        the :class:`Packing`, and whether the inputs were tensors.
+        ``(rows, ints, packing, is_tensor)``: float rows in the compute dtype, int64 rows of
+        the integer inputs, the :class:`Packing`, and whether the inputs were tensors.
 
     Raises:
         TypeError: For non-numeric inputs.
-        ValueError: For an empty structure, different batch sizes, non-finite values, or
-            integer values too large to travel exactly as floats.
+        ValueError: For an empty structure, different batch sizes or non-finite values.
     """
     if isinstance(inputs, dict):
         if not all(isinstance(k, str) for k in inputs):
@@ -203,24 +227,25 @@ def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
             "Argument `inputs` has no floating-point input to put noise on (all are integer, "
             "e.g. token ids). Explain the embedded inputs instead."
         )
-    compute = np.dtype(np.float64) if np.dtype(np.float64) in floats else np.dtype(np.float32)
+    if compute is None:
+        compute = np.float64 if np.dtype(np.float64) in floats else np.float32
+    compute = np.dtype(compute)
     b = batch.pop()
-    rows, integer, model_dtypes, float_dtypes = [], [], [], []
+    rows, ints, integer, model_dtypes, float_dtypes = [], [], [], [], []
     for key, arr in zip(keys, arrays, strict=True):
         is_int = arr.dtype.kind in "iu"
         flat = arr.reshape(b, -1)
-        if is_int and flat.size and np.abs(flat).max() >= _EXACT_INT[compute]:
+        if is_int and arr.dtype == np.uint64 and flat.size and flat.max() >= 2**63:
             raise ValueError(
-                f"Argument `inputs[{key!r}]` holds integers up to {np.abs(flat).max()}, which do "
-                f"not travel exactly as {compute.name}; they must be below "
-                f"{_EXACT_INT[compute]}."
+                f"Argument `inputs[{key!r}]` holds uint64 values up to {flat.max()}; integer "
+                "inputs travel as int64, so they must be below 2**63."
             )
         if not is_int and not np.all(np.isfinite(flat)):
             bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))[:10].tolist()
             raise ValueError(
                 f"Argument `inputs[{key!r}]` contains NaN or Inf values (examples {bad})."
             )
-        rows.append(flat.astype(compute))
+        (ints if is_int else rows).append(flat.astype(np.int64 if is_int else compute))
         integer.append(is_int)
         model_dtypes.append(arr.dtype.name if is_int else compute.name)
         float_dtypes.append(compute.name if is_int else arr.dtype.name)
@@ -231,4 +256,5 @@ def pack(inputs: Any) -> tuple[np.ndarray, Packing, bool]:
         model_dtypes=tuple(model_dtypes),
         float_dtypes=tuple(float_dtypes),
     )
-    return np.concatenate(rows, axis=1), packing, all(tensors)
+    int_rows = np.concatenate(ints, axis=1) if ints else np.zeros((b, 0), np.int64)
+    return np.concatenate(rows, axis=1), int_rows, packing, all(tensors)

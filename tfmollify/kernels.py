@@ -62,6 +62,7 @@ __all__ = [
     "Poisson",
     "Rect",
     "Sigmoid",
+    "check_alpha",
     "get",
     "names",
     "register",
@@ -240,6 +241,29 @@ class Kernel:
         u = sampling.uniform_open(shape, key, counter, draw_dtype)
         return tf.cast(self._icdf(u), dtype)
 
+    def eq30_quantile(self, alpha: float) -> float:
+        """The quantile ``q = icdf((1 + alpha) / 2)`` with ``eps = r / q`` (eq. 30).
+
+        Args:
+            alpha: Probability mass inside ``[-r, r]``, in the open interval (0, 1).
+
+        Returns:
+            ``q``, a positive float (checked once per ``alpha`` through the cdf).
+
+        Raises:
+            ValueError: If ``alpha`` is outside (0, 1) or no scale puts mass ``alpha`` inside
+                ``[-r, r]``.
+        """
+        alpha_f = check_alpha(alpha)
+        q, ok = self._eq30_quantile(alpha_f)
+        if not ok:
+            raise ValueError(
+                f"Kernel `{self.name}` has no scale eps with mass alpha={alpha_f} inside [-r, r]: "
+                f"its quantile icdf((1 + alpha)/2) = {q} does not solve eq. 30 (it must be "
+                "finite, positive and inside the support). Pass `epsilon` explicitly."
+            )
+        return q
+
     def epsilon(self, r: Any, alpha: float) -> Any:
         """The scale ``eps`` that solves eq. 30 of the paper: ``alpha/2 = int_0^r phi_eps``.
 
@@ -259,7 +283,7 @@ class Kernel:
                 scale puts mass ``alpha`` inside ``[-r, r]`` (a kernel whose quantile is not
                 finite and positive).
         """
-        alpha_f = _check_alpha(alpha)
+        alpha_f = check_alpha(alpha)
         r_arr = np.asarray(r, dtype=np.float64)
         if r_arr.size == 0 or not np.all(np.isfinite(r_arr)) or np.any(r_arr <= 0):
             raise ValueError(
@@ -267,21 +291,15 @@ class Kernel:
                 "r is the half-width of the interval [-r, r] that holds a fraction alpha of the "
                 "noise (the paper suggests r = max(x) - mean(x))."
             )
-        q, ok = self._eq30_quantile(alpha_f)
-        if not ok:
-            raise ValueError(
-                f"Kernel `{self.name}` has no scale eps with mass alpha={alpha_f} inside [-r, r]: "
-                f"its quantile icdf((1 + alpha)/2) = {q} does not solve eq. 30 (it must be "
-                "finite, positive and inside the support). Pass `epsilon` explicitly."
-            )
-        eps = r_arr / q
+        eps = r_arr / self.eq30_quantile(alpha_f)
         return float(eps) if eps.ndim == 0 else eps
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _check_alpha(alpha: Any) -> float:
+def check_alpha(alpha: Any) -> float:
+    """``alpha`` as a float in the open interval (0, 1), or a ``TypeError``/``ValueError``."""
     try:
         a = float(alpha)
     except (TypeError, ValueError):

@@ -32,8 +32,10 @@ stored on a plain ``tf.Module`` does not load there: tensorflow#72963, keras#200
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
 from typing import Any
 
 import keras
@@ -42,6 +44,8 @@ import tensorflow as tf
 
 from tfmollify import engine, sampling
 from tfmollify import inputs as inputs_lib
+from tfmollify import request as request_lib
+from tfmollify.runner import Runner
 
 __all__ = ["SIGNATURE_KEY", "export"]
 
@@ -73,9 +77,7 @@ def _input_shape(explainer: Any, input_shape: Any) -> tuple[int, ...]:
 
 
 def _check(explainer: Any, version: Any) -> int:
-    from tfmollify.explainer import Explainer
-
-    if not isinstance(explainer, Explainer):
+    if not isinstance(getattr(explainer, "runner", None), Runner):
         raise TypeError(
             "Argument `explainer` must be a tfmollify.Explainer. "
             f"Received: explainer of type {type(explainer).__name__}"
@@ -114,92 +116,66 @@ def _check(explainer: Any, version: Any) -> int:
     return int(version)
 
 
-def _serving_function(
-    explainer: Any,
-    shape: tuple[int, ...],
-    score_shape: tuple[int, ...],
-    packing: inputs_lib.Packing | None = None,
-    names: list[str] | None = None,
-    head_inputs: inputs_lib.Packing | None = None,
-) -> tf.types.experimental.Function:
+class _ServingGraph:
     """The ``serving_default`` function: checks, eq. 30 scales, a loop over blocks of examples.
 
     ``shape`` is what the engine sees per example: the model's input, or the output of the
     ``explain_at`` layer (computed in the graph from the inputs), or with several inputs their
-    packed row (``packing``; the signature then takes one tensor per input, named ``names``).
-    With ``explain_at`` and several inputs, ``head_inputs`` is the model's input structure: the
-    signature takes one tensor per input (``names``) and the layer's output is explained.
+    packed float row (``packing``; the signature then takes one tensor per input, named
+    ``names``). With ``explain_at`` and several inputs, ``head_inputs`` is the model's input
+    structure: the signature takes one tensor per input (``names``) and the layer's output is
+    explained.
     """
+
     dtype = tf.float32
-    head = explainer._head
-    _, block = explainer._pass_sizes()
-    plan = explainer._plan(
-        shape,
-        dtype,
-        with_stderr=True,
-        cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
-        pipeline=1,
-        jit_compile=False,
-        parts=None if packing is None else packing.parts(),
-    )
-    core = engine.build(explainer._net, plan)
-    model = explainer._net
-    weight_noise = explainer.mode != "sg"
-    seed = explainer.seed if explainer.seed is not None else 0
-    wkey = tf.constant(sampling.weight_key(seed))
-    no_noise_dtype = engine._weight_dtype(model) if weight_noise else dtype
-    n_classes = int(np.prod(score_shape, dtype=np.int64))
-    fixed_eps, q = None, None
-    if explainer.mode == "ng":
-        fixed_eps = 0.0
-    elif explainer.epsilon is not None:
-        if explainer.epsilon.ndim == 0:  # else one per input (several inputs)
-            fixed_eps = float(explainer.epsilon)
-    else:
-        q, ok = explainer.kernel._eq30_quantile(explainer.alpha)
-        if not ok:  # same message as the eager path
-            explainer.kernel.epsilon(1.0, explainer.alpha)
-    size = int(np.prod(shape, dtype=np.int64))
-    if packing is not None:
-        sizes = packing.sizes
-        given = explainer.epsilon
-        fixed_parts = [
-            0.0 if integer or fixed_eps is not None else None
-            for integer in packing.integer
-        ]
-        if explainer.mode != "ng" and given is not None:
-            fixed_parts = [
-                0.0 if integer else float(given) if given.ndim == 0 else float(given[k])
+
+    def __init__(
+        self,
+        explainer: Any,
+        shape: tuple[int, ...],
+        score_shape: tuple[int, ...],
+        packing: inputs_lib.Packing | None = None,
+        names: list[str] | None = None,
+        head_inputs: inputs_lib.Packing | None = None,
+    ) -> None:
+        view, spec = explainer.view, explainer.spec
+        self.spec, self.head, self.shape = spec, view.head, shape
+        self.packing, self.names, self.head_inputs = packing, names, head_inputs
+        self.block = explainer.runner.plan().block or None  # 0: all examples in one pass
+        core_spec = explainer.runner.core_spec(
+            shape, self.dtype, with_stderr=True,
+            cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
+            pipeline=1, jit_compile=False,
+            parts=None if packing is None else packing.parts(),
+        )
+        self.core = engine.build(view, core_spec)
+        seed = spec.seed if spec.seed is not None else 0
+        self.wkey = tf.constant(sampling.weight_key(seed))
+        self.no_noise_dtype = view.weight_dtype() if spec.mode != "sg" else self.dtype
+        self.n_classes = int(np.prod(score_shape, dtype=np.int64))
+        self.size = int(np.prod(shape, dtype=np.int64))
+        self.fixed_eps, self.q = None, None
+        if spec.mode == "ng":
+            self.fixed_eps = 0.0
+        elif spec.epsilon is not None:
+            if spec.epsilon.ndim == 0:  # else one per input (several inputs)
+                self.fixed_eps = float(spec.epsilon)
+        else:
+            self.q = spec.kernel.eq30_quantile(spec.alpha)  # raises as the eager path does
+        if packing is not None:
+            given = spec.epsilon
+            self.fixed_parts = [  # per float input
+                self.fixed_eps if given is None or spec.mode == "ng"
+                else float(given) if given.ndim == 0 else float(given[k])
                 for k, integer in enumerate(packing.integer)
+                if not integer
             ]
 
-    def run(x: tf.Tensor, t: tf.Tensor, eps: tf.Tensor, s: tf.Tensor):
-        no_noise = tf.zeros([0, 0], no_noise_dtype)
-        return core(x, t, eps, s, wkey, no_noise)
+    def function(self) -> tf.types.experimental.Function:
+        return tf.function(self.explain)
 
-    def pack_rows(inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
-        """The inputs as packed rows ``[batch, D]`` (float64), in the packing's order."""
-        return tf.concat(
-            [
-                tf.reshape(tf.cast(inputs[name], tf.float64), [batch, part])
-                for name, part in zip(names, sizes, strict=True)
-            ],
-            axis=1,
-        )
-
-    def packed_eps(flat: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-        """One scale per example and input ``[batch, K]`` (eq. 30 per float input)."""
-        columns = []
-        for piece, fixed in zip(tf.split(flat, sizes, axis=1), fixed_parts, strict=True):
-            if fixed is not None:
-                columns.append(tf.fill([batch], tf.constant(fixed, dtype)))
-                continue
-            r = tf.reduce_max(piece, axis=1) - tf.reduce_mean(piece, axis=1)
-            with tf.control_dependencies([tf.debugging.assert_positive(r, message=_CONSTANT)]):
-                columns.append(tf.cast(r / q, dtype))
-        return tf.stack(columns, axis=1)
-
-    def request_checks(targets: tf.Tensor, seeds: tf.Tensor, batch: tf.Tensor) -> list[Any]:
+    # -- checks ------------------------------------------------------------------------------
+    def request_checks(self, targets: tf.Tensor, seeds: tf.Tensor, batch: tf.Tensor) -> list:
         """Lengths and ranges of ``targets`` and ``seeds`` (INVALID_ARGUMENT when wrong)."""
         return [
             tf.debugging.assert_equal(
@@ -210,81 +186,94 @@ def _serving_function(
             ),
             tf.debugging.assert_non_negative(targets, message="`targets` must be >= 0"),
             tf.debugging.assert_less(
-                targets, n_classes, message=f"`targets` must be < {n_classes} (the outputs)"
+                targets, self.n_classes,
+                message=f"`targets` must be < {self.n_classes} (the outputs)",
             ),
         ]
 
-    def input_checks(inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> list[Any]:
+    def input_checks(self, inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> list:
         """Several inputs: one batch size, finite floating-point values."""
         checks = [
             tf.debugging.assert_equal(
                 tf.shape(inputs[name])[0], batch, message=f"`{name}` needs the same batch size"
             )
-            for name in names[1:]
+            for name in self.names[1:]
         ]
         return checks + [
             tf.debugging.assert_all_finite(inputs[name], message=f"`{name}` holds NaN or Inf")
-            for name in names
+            for name in self.names
             if inputs[name].dtype.is_floating
         ]
 
-    def explain(inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
-        if packing is not None:
-            return explain_packed(inputs, targets, seeds)
+    def eq30(self, values: tf.Tensor) -> tf.Tensor:
+        """Eq. 30's scale per example, the same function as the eager path."""
+        eps, r = request_lib.eq30(values, self.q)
+        with tf.control_dependencies([tf.debugging.assert_positive(r, message=_CONSTANT)]):
+            return tf.cast(eps, self.dtype)
+
+    # -- one input (or several into the explain_at layer) -----------------------------------
+    def explain(self, inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict:
+        if self.packing is not None:
+            return self.explain_packed(inputs, targets, seeds)
+        names, head_inputs = self.names, self.head_inputs
         if head_inputs is not None:  # several inputs into the explain_at layer
             batch = tf.shape(inputs[names[0]])[0]
-            checks = input_checks(inputs, batch) + request_checks(targets, seeds, batch)
+            checks = self.input_checks(inputs, batch) + self.request_checks(targets, seeds, batch)
             ordered = [inputs[name] for name in names]
             inputs = (
                 dict(zip(head_inputs.keys, ordered, strict=True))
-                if head_inputs.is_dict
-                else ordered
+                if head_inputs.is_dict else ordered
             )
         else:
             batch = tf.shape(inputs)[0]
-            checks = request_checks(targets, seeds, batch)
+            checks = self.request_checks(targets, seeds, batch)
             if inputs.dtype.is_floating:
                 checks.append(
                     tf.debugging.assert_all_finite(inputs, message="`inputs` hold NaN or Inf")
                 )
         with tf.control_dependencies(checks):
-            at = inputs if head is None else head(inputs, training=False)
-            flat = tf.reshape(tf.cast(at, tf.float64), [batch, size])
-        if fixed_eps is not None:
-            eps = tf.fill([batch], tf.constant(fixed_eps, dtype))
-        else:  # eq. 30 with r = max(x) - mean(x), per example, in float64 as the eager path
-            r = tf.reduce_max(flat, axis=1) - tf.reduce_mean(flat, axis=1)
-            with tf.control_dependencies(
-                [
-                    tf.debugging.assert_positive(r, message=_CONSTANT)
-                ]
-            ):
-                eps = tf.cast(r / q, dtype)
-        x = tf.reshape(tf.cast(flat, dtype), [batch, *shape])
-        value, err, finite = run_rows(x, targets, eps, seeds, batch)
+            at = inputs if self.head is None else self.head(inputs, training=False)
+            flat = tf.reshape(tf.cast(at, tf.float64), [batch, self.size])
+        rows = tf.cast(flat, self.dtype)
+        if self.fixed_eps is not None:
+            eps = tf.fill([batch], tf.constant(self.fixed_eps, self.dtype))
+        else:
+            eps = self.eq30(rows)
+        x = tf.reshape(rows, [batch, *self.shape])
+        value, err, finite = self.run_rows(x, tf.zeros([batch, 0], tf.int64), targets, eps,
+                                           seeds, batch)
+        return self.outputs(value, err, finite, batch)
+
+    def outputs(self, value, err, finite, batch) -> dict[str, tf.Tensor]:
+        shape, reduce = self.shape, self.spec.reduce
         value = tf.reshape(value, [batch, *shape])
-        if explainer.reduce == "sum":
+        if reduce == "sum":
             value = tf.reduce_sum(value, axis=-1)
-        elif explainer.reduce == "norm":
+        elif reduce == "norm":
             value = tf.norm(value, axis=-1)
         out = {
             "attributions": value,
             "stderr": tf.reshape(err, [batch, *shape]),
             "finite_samples": tf.reshape(finite, [batch]),
         }
-        if explainer.reduce is not None:  # no standard error of a sum or norm (see explain)
+        if reduce is not None:  # no standard error of a sum or norm (see explain)
             del out["stderr"]
         return out
 
-    def run_rows(x, targets, eps, seeds, batch):
+    # -- running -----------------------------------------------------------------------------
+    def run(self, x, ints, t, eps, s):
+        return self.core(x, ints, t, eps, s, self.wkey, tf.zeros([0, 0], self.no_noise_dtype))
+
+    def run_rows(self, x, ints, targets, eps, seeds, batch):
         """The core over ``batch`` rows, in blocks of ``block`` examples when bounded."""
+        dtype, block = self.dtype, self.block
 
         def empty():
-            zeros = tf.zeros([0, size], dtype)
+            zeros = tf.zeros([0, self.size], dtype)
             return zeros, zeros, tf.zeros([0], tf.int32)
 
         def whole():
-            v, e, n = run(x, targets, eps, seeds)
+            v, e, n = self.run(x, ints, targets, eps, seeds)
             return v, e, tf.cast(n, tf.int32)
 
         def blocks():
@@ -298,7 +287,9 @@ def _serving_function(
             def body(i, vs, es, ns):
                 lo = i * block
                 hi = tf.minimum(batch, lo + block)
-                v, e, n = run(x[lo:hi], targets[lo:hi], eps[lo:hi], seeds[lo:hi])
+                v, e, n = self.run(
+                    x[lo:hi], ints[lo:hi], targets[lo:hi], eps[lo:hi], seeds[lo:hi]
+                )
                 return i + 1, vs.write(i, v), es.write(i, e), ns.write(i, tf.cast(n, tf.int32))
 
             _, vs, es, ns = tf.while_loop(
@@ -309,33 +300,55 @@ def _serving_function(
 
         return tf.cond(batch > 0, whole if block is None else blocks, empty)
 
-    def explain_packed(inputs: dict[str, tf.Tensor], targets, seeds) -> dict[str, tf.Tensor]:
-        batch = tf.shape(inputs[names[0]])[0]
-        checks = input_checks(inputs, batch) + request_checks(targets, seeds, batch)
+    # -- several inputs ----------------------------------------------------------------------
+    def pack_rows(self, inputs: dict[str, tf.Tensor], batch: tf.Tensor):
+        """The float inputs as rows ``[batch, D]`` (float64) and the integer inputs as int64
+        rows ``[batch, I]`` (exact, whatever their size), in the packing's order."""
+        packing = self.packing
+        size_of = dict(zip(self.names, packing.sizes, strict=True))
+        floats, ints = [], []
+        for name, integer in zip(self.names, packing.integer, strict=True):
+            kind = tf.int64 if integer else tf.float64
+            (ints if integer else floats).append(
+                tf.reshape(tf.cast(inputs[name], kind), [batch, size_of[name]])
+            )
+        rows = tf.concat(floats, axis=1)
+        return rows, tf.concat(ints, axis=1) if ints else tf.zeros([batch, 0], tf.int64)
+
+    def packed_eps(self, flat: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """One scale per example and float input ``[batch, K]`` (eq. 30 per input)."""
+        columns = []
+        pieces = tf.split(flat, self.packing.float_sizes, axis=1)
+        for piece, fixed in zip(pieces, self.fixed_parts, strict=True):
+            if fixed is not None:
+                columns.append(tf.fill([batch], tf.constant(fixed, self.dtype)))
+            else:
+                columns.append(self.eq30(tf.cast(piece, self.dtype)))
+        return tf.stack(columns, axis=1)
+
+    def explain_packed(self, inputs: dict[str, tf.Tensor], targets, seeds) -> dict:
+        packing, dtype = self.packing, self.dtype
+        batch = tf.shape(inputs[self.names[0]])[0]
+        checks = self.input_checks(inputs, batch) + self.request_checks(targets, seeds, batch)
         with tf.control_dependencies(checks):
-            flat = pack_rows(inputs, batch)
-        eps = packed_eps(flat, batch)
-        value, err, finite = run_rows(tf.cast(flat, dtype), targets, eps, seeds, batch)
+            flat, ints = self.pack_rows(inputs, batch)
+        rows = tf.cast(flat, dtype)
+        eps = self.packed_eps(rows, batch)
+        value, err, finite = self.run_rows(rows, ints, targets, eps, seeds, batch)
         out = {"finite_samples": tf.reshape(finite, [batch])}
-        pieces = zip(
-            names, packing.shapes, packing.integer,
-            tf.split(value, sizes, axis=1), tf.split(tf.reshape(err, [batch, size]), sizes, 1),
-            strict=True,
-        )
-        for name, part_shape, integer, v, e in pieces:
-            v = tf.zeros_like(v) if integer else v
-            e = tf.zeros_like(e) if integer else e
-            out[f"attributions_{name}"] = tf.reshape(v, [batch, *part_shape])
-            out[f"stderr_{name}"] = tf.reshape(e, [batch, *part_shape])
+        values = iter(tf.split(value, packing.float_sizes, axis=1))
+        errors = iter(tf.split(tf.reshape(err, [batch, self.size]), packing.float_sizes, 1))
+        for name, part_shape, integer in zip(
+            self.names, packing.shapes, packing.integer, strict=True
+        ):
+            zeros = tf.zeros([batch, *part_shape], dtype)
+            v = zeros if integer else tf.reshape(next(values), [batch, *part_shape])
+            e = zeros if integer else tf.reshape(next(errors), [batch, *part_shape])
+            out[f"attributions_{name}"], out[f"stderr_{name}"] = v, e
         return out
 
-    return tf.function(explain)
 
-
-_CONSTANT = (
-    "constant example: r = max(x) - mean(x) = 0, so eq. 30 has no epsilon; export with an "
-    "explicit `epsilon`"
-)
+_CONSTANT = request_lib.CONSTANT_EXAMPLE
 
 
 def _input_names(model: Any, packing: inputs_lib.Packing) -> list[str]:
@@ -386,7 +399,9 @@ def export(
         version: The version sub-directory, an int >= 0.
         input_shape: Shape of one example; needed only when the model does not say (a
             subclassed model).
-        overwrite: Replace an existing ``path/<version>``.
+        overwrite: Replace an existing ``path/<version>``. The new version is written beside
+            it and swapped in atomically (Linux ``renameat2``; elsewhere two renames), so a
+            server polling ``path`` never sees the version missing or half-written.
 
     Returns:
         The directory written, ``path/<version>``.
@@ -396,6 +411,7 @@ def export(
         ValueError: For NG/FG without seed, one epsilon per example, a bad ``version`` or
             ``input_shape``.
         FileExistsError: If ``path/<version>`` exists and ``overwrite`` is False.
+        ValueError: If ``path`` or ``path/<version>`` is a file.
 
     Example:
 
@@ -414,26 +430,23 @@ def export(
     """
     version = _check(explainer, version)
     several_inputs = len(getattr(explainer.model, "inputs", None) or []) > 1
-    several = several_inputs and explainer._head is None  # packed rows
+    head = explainer.view.head
+    several = several_inputs and head is None  # packed rows
     shape = None if several_inputs else _input_shape(explainer, input_shape)
     target = os.path.join(os.fspath(path), str(version))
-    if os.path.exists(target):
-        if not overwrite:
-            raise FileExistsError(
-                f"{target} exists. Choose another `version`, or pass overwrite=True to replace it."
-            )
+    _check_path(path, target, overwrite)
     if several:
         return _export_packed(explainer, target)
-    if explainer._head is not None and several_inputs:
+    if head is not None and several_inputs:
         return _export_at_layer(explainer, target)
     in_dtype = tf.float32
     at_shape = shape
-    if explainer._head is not None:  # the engine sees the explain_at layer's output
+    if head is not None:  # the engine sees the explain_at layer's output
         in_dtype = tf.as_dtype(explainer.model.inputs[0].dtype)
-        at_shape = tuple(int(d) for d in explainer._head.output.shape[1:])
+        at_shape = explainer.view.layer_shape()
     # probe the model eagerly so a wrong input_shape is one clear error, not a tracing failure
-    score_shape = explainer._probe_model(np.zeros((1, *at_shape), np.float32))
-    fn = _serving_function(explainer, at_shape, score_shape)
+    score_shape = explainer.view.probe(np.zeros((1, *at_shape), np.float32))
+    fn = _ServingGraph(explainer, at_shape, score_shape).function()
     archive = keras.export.ExportArchive()
     archive.track(explainer.model)
     archive.add_endpoint(
@@ -449,27 +462,73 @@ def export(
 
 
 def _write(archive: Any, target: str) -> str:
-    """Writes ``archive`` to ``target`` through a temporary directory (never half-written)."""
-    tmp = target + ".tmp-export"
+    """Writes ``archive`` to ``target`` atomically: into a temporary directory beside it, then
+    swapped in, so that ``target`` is never half-written and, when it existed, never missing."""
+    tmp = f"{target}.tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if os.path.isdir(target) and _exchange(tmp, target):
+            shutil.rmtree(tmp)  # the old version, now at tmp
+        else:
+            if os.path.isdir(target):  # no atomic exchange here: rename, keep the old one
+                old = f"{target}.old-export-{os.getpid()}"
+                os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    os.replace(old, target)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swaps two directories (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
+def _check_path(path: Any, target: str, overwrite: bool) -> None:
+    base = os.fspath(path)
+    for p, what in ((base, "`path`"), (target, "`path/<version>`")):
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise ValueError(
+                f"Argument {what} must be a directory (the model's base directory holds one "
+                f"sub-directory per version). Received: {p!r} is a file. Choose another path."
+            )
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(
+            f"{target} exists. Choose another `version`, or pass overwrite=True to replace it."
+        )
 
 
 def _export_packed(explainer: Any, target: str) -> str:
     """The export of a model with several inputs: one signature input per model input."""
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
-    explainer._check_packing(packing)
-    row = np.zeros((1, sum(packing.sizes)), np.float32)
-    score_shape = explainer._probe_model(row, packing)
-    fn = _serving_function(explainer, (row.shape[1],), score_shape, packing, names)
+    request_lib.check_packing(explainer.spec, packing)
+    row = np.zeros((1, sum(packing.float_sizes)), np.float32)
+    score_shape = explainer.view.probe(row, packing)
+    fn = _ServingGraph(explainer, (row.shape[1],), score_shape, packing, names).function()
     return _write_several(explainer, target, fn, packing, names)
 
 
@@ -478,9 +537,11 @@ def _export_at_layer(explainer: Any, target: str) -> str:
     attributions of the layer's output."""
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
-    at_shape = tuple(int(d) for d in explainer._head.output.shape[1:])
-    score_shape = explainer._probe_model(np.zeros((1, *at_shape), np.float32))
-    fn = _serving_function(explainer, at_shape, score_shape, names=names, head_inputs=packing)
+    at_shape = explainer.view.layer_shape()
+    score_shape = explainer.view.probe(np.zeros((1, *at_shape), np.float32))
+    fn = _ServingGraph(
+        explainer, at_shape, score_shape, names=names, head_inputs=packing
+    ).function()
     return _write_several(explainer, target, fn, packing, names)
 
 

@@ -1,0 +1,406 @@
+"""How tfmollify calls the user's model: one object for the explainer, the engine, the export
+and the data-set code.
+
+A :class:`ModelView` knows which output is explained (``output=``), where the model is split
+(``explain_at=``: the *head* computes the layer's output with the stored weights, the *net* is
+the rest, which the engine explains), which trainable variables get weight noise
+(``weight_layers=``, ``perturb_bias=``), the dtypes the model computes in, and how to run it in
+inference mode with given weights (Keras 3 ``stateless_call``: the model's variables are only
+read). It also probes the model on one example, so that a model that rejects the inputs fails
+with one clear error before anything is traced.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmollify import inputs as inputs_lib
+from tfmollify.spec import Spec
+
+__all__ = ["ModelView", "summarize"]
+
+
+def summarize(exc: BaseException) -> str:
+    """One informative line of a (Keras) exception message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception encountered", "Arguments"))]
+    line = (useful or lines or [type(exc).__name__])[0]
+    return line[:300].rstrip(".")
+
+
+def _symbolic_inputs(model: Any) -> Any:
+    """The model's symbolic inputs as its functional structure (one tensor, a list or a dict).
+
+    ``model.input`` raises for a ``keras.Sequential`` (Keras 3.15); ``model.inputs`` works.
+    """
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        inputs = list(model.inputs)
+        return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _symbolic_outputs(model: Any) -> Any:
+    try:
+        return model.output
+    except (AttributeError, ValueError):
+        outputs = list(model.outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+class ModelView:
+    """The user's model as the explainer sees it.
+
+    Args:
+        model: A Keras 3 model, or for ``mode="sg"`` any callable ``inputs -> scores``.
+        spec: The explainer's :class:`~tfmollify.spec.Spec`.
+
+    Attributes:
+        model: The user's model (never modified).
+        head: The model up to the ``explain_at`` layer's output, or None.
+        net: What the engine explains: the model (one output), or its part after ``explain_at``.
+        is_keras: Whether ``net`` is a Keras model (``stateless_call``, ``training=False``).
+        weight_selection: Indices into ``net.trainable_variables`` of the variables that get
+            weight noise (None: all of them).
+
+    Raises:
+        TypeError, ValueError: For a model that does not fit the spec (see
+            :class:`tfmollify.Explainer`).
+    """
+
+    def __init__(self, model: Any, spec: Spec) -> None:
+        self.model = model
+        self.mode = spec.mode
+        self._check_model(model)
+        base = model if spec.output is None else self._select_output(model, spec.output)
+        self.explain_at = spec.explain_at
+        self.head, self.net = (None, base) if spec.explain_at is None else self._split(base)
+        if self.net is not model:
+            self._check_model(self.net)
+        self.is_keras = hasattr(self.net, "stateless_call")
+        self.weight_selection = (
+            None
+            if spec.mode == "sg"
+            else self._select_weights(spec.weight_layers, spec.perturb_bias)
+        )
+        if spec.mode != "sg" and not math.isfinite(spec.kernel.variance):
+            warnings.warn(
+                f"kernel={spec.kernel.name!r} has no mean or variance: with weight noise "
+                f"(mode={spec.mode!r}) the mollified gradient of a model whose gradient grows "
+                "with its weights does not exist, and the estimate does not converge as "
+                "num_weight_samples grows. Prefer a kernel with finite variance for NG/FG.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    # -- construction ------------------------------------------------------------------------
+    def _check_model(self, model: Any) -> None:
+        if self.mode == "sg":
+            if not callable(model):
+                raise TypeError(
+                    "Argument `model` must be a Keras model or a callable inputs -> scores. "
+                    f"Received: model={model!r}"
+                )
+            return
+        if not hasattr(model, "stateless_call") or not hasattr(model, "trainable_variables"):
+            raise TypeError(
+                f"mode={self.mode!r} perturbs weights and needs a Keras 3 model (with "
+                f"`stateless_call`). Received: model of type {type(model).__name__}. Use "
+                "mode='sg' for plain callables."
+            )
+        if not model.trainable_variables:
+            raise ValueError(
+                f"mode={self.mode!r} perturbs trainable weights, but the model has none "
+                f"(model={getattr(model, 'name', model)!r}: not built yet, or all layers "
+                "frozen). Call the model once on data to build it, or use mode='sg'."
+            )
+
+    @staticmethod
+    def _select_output(model: Any, output: Any) -> Any:
+        """The model with one of its outputs: a functional model sharing its layers."""
+        import keras
+
+        names = list(getattr(model, "output_names", None) or [])
+        if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+            raise TypeError(
+                "Argument `output` needs a functional Keras model with named outputs. "
+                f"Received: model of type {type(model).__name__}."
+            )
+        if isinstance(output, str) and output in names:
+            index = names.index(output)
+        elif isinstance(output, int) and not isinstance(output, bool) and (
+            0 <= output < len(model.outputs)
+        ):
+            index = output
+        else:
+            raise ValueError(
+                f"Argument `output` must name one of the model's outputs {names} or be a "
+                f"position in [0, {len(model.outputs)}). Received: output={output!r}"
+            )
+        return keras.Model(
+            _symbolic_inputs(model), model.outputs[index], name=f"{model.name}_{index}"
+        )
+
+    def _find_layer(self, model: Any) -> Any:
+        import keras
+
+        at = self.explain_at
+        if isinstance(at, str):
+            try:
+                return model.get_layer(at)
+            except ValueError:
+                names = [layer.name for layer in model.layers]
+                raise ValueError(
+                    f"Argument `explain_at`: no layer named {at!r} in model "
+                    f"{model.name!r}. Its layers: {names}"
+                ) from None
+        if isinstance(at, keras.layers.Layer) and at in model.layers:
+            return at
+        raise TypeError(
+            f"Argument `explain_at` must be a layer of the model or its name. Received: {at!r}"
+        )
+
+    def _split(self, model: Any) -> tuple[Any, Any]:
+        """``(head, tail)``: ``model`` up to ``explain_at``'s output, and from there on."""
+        import keras
+
+        if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+            raise TypeError(
+                "Argument `explain_at` needs a functional Keras model (keras.Model(inputs, "
+                f"outputs) or Sequential). Received: model of type {type(model).__name__}."
+            )
+        layer = self._find_layer(model)
+        try:
+            h = layer.output
+        except (AttributeError, ValueError) as exc:
+            raise ValueError(
+                f"Argument `explain_at`: layer {layer.name!r} has no single output tensor "
+                f"({summarize(exc)}); it must be called once, with one output."
+            ) from None
+        if not hasattr(h, "shape") or not h.dtype.startswith("float"):
+            raise ValueError(
+                f"Argument `explain_at`: the output of layer {layer.name!r} must be one "
+                f"floating-point tensor. Received: {h!r}"
+            )
+        try:
+            head = keras.Model(_symbolic_inputs(model), h, name=f"{model.name}_to_{layer.name}")
+            tail = keras.Model(h, _symbolic_outputs(model), name=f"{model.name}_from_{layer.name}")
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot split model {model.name!r} at layer {layer.name!r}: every path from "
+                f"the inputs to the outputs must pass through it ({summarize(exc)})."
+            ) from None
+        return head, tail
+
+    def _select_weights(self, weight_layers: Any, perturb_bias: bool) -> tuple[int, ...] | None:
+        """Indices into ``net.trainable_variables`` of the variables that get weight noise."""
+        if weight_layers is None and perturb_bias:
+            return None  # all: the default noise stream
+        model = self.net
+        index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        flatten = getattr(model, "_flatten_layers", None)
+        layers = list(flatten(include_self=False, recursive=True)) if flatten else model.layers
+        owners = [layer for layer in layers if layer.trainable_weights]
+        chosen = owners if weight_layers is None else [
+            layer for entry in weight_layers for layer in self._owners_of(entry, owners, index)
+        ]
+        picked = {
+            index[id(v)]
+            for layer in chosen
+            for v in layer.trainable_weights
+            if id(v) in index and (perturb_bias or v.name != "bias")
+        }
+        if not picked:
+            raise ValueError(
+                "No weights are left to perturb: the selected layers have only bias variables "
+                f"and perturb_bias=False (weight_layers={weight_layers!r}). Select other layers "
+                "or pass perturb_bias=True."
+            )
+        return tuple(sorted(picked))
+
+    def _owners_of(self, entry: Any, owners: list[Any], index: dict[int, int]) -> list[Any]:
+        if isinstance(entry, str):
+            found = [layer for layer in owners if layer.name == entry]
+        elif hasattr(entry, "trainable_weights"):
+            found = [entry] if any(id(v) in index for v in entry.trainable_weights) else []
+        else:
+            raise TypeError(
+                f"Argument `weight_layers` must hold layer names or layers. Received: {entry!r}"
+            )
+        if not found:
+            names = [layer.name for layer in owners]
+            raise ValueError(
+                f"Argument `weight_layers`: {entry!r} is not a layer with trainable "
+                f"weights in model {self.net.name!r}. Layers with trainable weights: {names}"
+            )
+        return found
+
+    # -- what the engine needs ---------------------------------------------------------------
+    @property
+    def trainable(self) -> list[Any]:
+        return list(self.net.trainable_variables)
+
+    def selected_variables(self) -> list[Any]:
+        """The trainable variables that get weight noise."""
+        trainable = self.trainable
+        sel = self.weight_selection
+        return trainable if sel is None else [trainable[i] for i in sel]
+
+    def weight_sizes(self) -> list[int]:
+        return [int(np.prod(v.shape, dtype=np.int64)) for v in self.selected_variables()]
+
+    def weight_dtype(self) -> tf.DType:
+        """Weight noise is drawn in float64 for float64 weights, else in float32."""
+        return tf.float64 if self.net.trainable_variables[0].dtype == "float64" else tf.float32
+
+    def compute_dtype(self, float64_inputs: bool = False) -> tf.DType:
+        """The dtype the noise and the attributions are computed in.
+
+        A Keras model decides, whatever dtype the inputs come in: float64 when its dtype
+        policy, its (first) input or its weights are float64, else float32 (mixed precision
+        included). A plain callable follows its inputs (float64 inputs in float64).
+        """
+        net = self.net
+        if not self.is_keras:
+            return tf.float64 if float64_inputs else tf.float32
+        policy = getattr(getattr(net, "dtype_policy", None), "compute_dtype", None)
+        weights = list(getattr(net, "weights", []))
+        wide = (
+            policy == "float64"
+            or self.input_dtype(tf.float32) == tf.float64
+            or (bool(weights) and weights[0].dtype == "float64")
+        )
+        return tf.float64 if wide else tf.float32
+
+    def input_dtype(self, default: tf.DType) -> tf.DType:
+        """The dtype the net's (first) input expects (``default`` when unknown)."""
+        try:
+            return tf.as_dtype(self.net.inputs[0].dtype)
+        except Exception:  # subclassed models have no symbolic inputs
+            return default
+
+    def forward(self, x: Any, weights: list[tf.Tensor] | None = None) -> Any:
+        """The net's output for ``x`` in inference mode, with ``weights`` in place of its
+        trainable variables (None: the stored ones).
+
+        ``stateless_call`` passes keyword arguments straight to ``call``, so ``training`` is
+        only given to models whose ``call`` accepts it (a subclassed model may not).
+        """
+        model = self.net
+        if weights is None:
+            return model(x, training=False) if self.is_keras else model(x)
+        kwargs = {"training": False} if getattr(model, "_call_has_training_arg", True) else {}
+        nt = [v.value for v in model.non_trainable_variables]
+        out, _ = model.stateless_call(weights, nt, x, **kwargs)
+        return out
+
+    def to_layer(self, inputs: Any) -> Any:
+        """The ``explain_at`` layer's output for ``inputs`` (stored weights), as given: a
+        tensor for tensors, else a NumPy array."""
+        try:
+            h = self.head(inputs, training=False)
+        except Exception as exc:
+            raise ValueError(
+                f"The model rejected `inputs` on the way to layer {self.layer_name()!r}: "
+                f"{summarize(exc)}. Pass the model's inputs with a leading batch dimension."
+            ) from None
+        return h if isinstance(inputs, tf.Tensor | tf.Variable) else h.numpy()
+
+    def layer_name(self) -> str:
+        at = self.explain_at
+        return at if isinstance(at, str) else getattr(at, "name", repr(at))
+
+    def layer_shape(self) -> tuple[int, ...]:
+        """Shape of one example of the ``explain_at`` layer's output."""
+        return tuple(int(d) for d in self.head.output.shape[1:])
+
+    def output_names(self) -> list[str]:
+        return list(getattr(self.net, "output_names", None) or [])
+
+    # -- probes ------------------------------------------------------------------------------
+    def model_inputs(self, x: np.ndarray, packing: Any, ints: Any = None) -> Any:
+        """What the net is called with for rows ``x`` (and int64 rows ``ints`` of integer
+        inputs): ``x`` itself, or the unpacked inputs."""
+        if packing is None:
+            return tf.convert_to_tensor(x)
+        if ints is None:
+            ints = np.zeros((x.shape[0], packing.int_size), np.int64)
+        return inputs_lib.unpack_rows(
+            tf.convert_to_tensor(x), tf.convert_to_tensor(ints, tf.int64), packing.parts()
+        )
+
+    def probe(
+        self, x: np.ndarray, packing: Any = None, ints: Any = None
+    ) -> tuple[int, ...] | None:
+        """Runs the net on one example (and a weight-noise forward pass for NG/FG).
+
+        Returns:
+            The shape of the scores of one example, or None for a model with several outputs.
+
+        Raises:
+            TypeError: For a net whose input is integer (no noise, no gradient there).
+            ValueError: If the model rejects the inputs (its own error, summarised).
+        """
+        model_dtype = (
+            self.input_dtype(tf.float32) if self.is_keras and packing is None else None
+        )
+        if model_dtype is not None and not model_dtype.is_floating:
+            raise TypeError(
+                f"The model's input has dtype {model_dtype.name} (e.g. token ids): noise on "
+                "integer inputs is meaningless and there is no gradient with respect to them. "
+                "Explain a model that takes the embedded (floating-point) inputs instead."
+            )
+        sample = self.model_inputs(x[:1], packing, None if ints is None else ints[:1])
+        try:
+            out = self.forward(sample)
+            if self.mode != "sg":
+                self.forward(sample, [v.value for v in self.trainable])
+        except Exception as exc:  # the model's own error, summarised
+            got = (
+                f"per-example shape {tuple(x.shape[1:])} and dtype {x.dtype}"
+                if packing is None
+                else "inputs " + ", ".join(
+                    f"{k!r}: {s}" for k, s in zip(packing.keys, packing.shapes, strict=True)
+                )
+            )
+            raise ValueError(
+                f"The model rejected `inputs` with {got}: {summarize(exc)}. Pass inputs "
+                "shaped like the model's input(s) with a leading batch dimension."
+            ) from None
+        if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
+            return None  # several outputs: for a callable target only
+        return tuple(int(d) for d in out.shape[1:])
+
+    def probe_target(
+        self, x: np.ndarray, target_fn: Callable, packing: Any = None, ints: Any = None
+    ) -> None:
+        """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
+        two = None if ints is None else np.repeat(ints[:1], 2, axis=0)
+        out = self.forward(self.model_inputs(np.repeat(x[:1], 2, axis=0), packing, two))
+        shapes = tf.nest.map_structure(lambda t: tuple(t.shape), out)
+        try:
+            got = tf.function(target_fn, autograph=False)(out)
+        except Exception as exc:
+            raise TypeError(
+                "Argument `targets` is a callable that failed on the model's scores of shape "
+                f"{shapes} inside a tf.function: {summarize(exc)}. It must be built "
+                "from TensorFlow ops (it is traced into the explainer's graph) and map scores "
+                "[n, ...] to [n] target scores."
+            ) from None
+        shape = tuple(got.shape) if hasattr(got, "shape") else None
+        dtype = getattr(got, "dtype", None)
+        if shape not in ((2,), (2, 1)) or dtype is None or not tf.as_dtype(dtype).is_floating:
+            raise ValueError(
+                "Argument `targets` is a callable that must map scores [n, ...] to n float "
+                f"target scores (one per row). On scores of shape {shapes} it returned "
+                f"shape {shape} and dtype {getattr(dtype, 'name', dtype)}; e.g. use "
+                "`lambda s: s[:, 3]` or `lambda s: tf.reduce_sum(s * w, axis=1)`."
+            )
