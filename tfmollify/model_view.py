@@ -86,6 +86,7 @@ class ModelView:
         if self.net is not model:
             self._check_model(self.net)
         self.is_keras = hasattr(self.net, "stateless_call")
+        self._keras_compute: tf.DType | None = None
         self.weight_selection = (
             None
             if spec.mode == "sg"
@@ -268,17 +269,19 @@ class ModelView:
         policy, its (first) input or its weights are float64, else float32 (mixed precision
         included). A plain callable follows its inputs (float64 inputs in float64).
         """
-        net = self.net
         if not self.is_keras:
             return tf.float64 if float64_inputs else tf.float32
-        policy = getattr(getattr(net, "dtype_policy", None), "compute_dtype", None)
-        weights = list(getattr(net, "weights", []))
-        wide = (
-            policy == "float64"
-            or self.input_dtype(tf.float32) == tf.float64
-            or (bool(weights) and weights[0].dtype == "float64")
-        )
-        return tf.float64 if wide else tf.float32
+        if self._keras_compute is None:  # decided once: the model does not change
+            net = self.net
+            policy = getattr(getattr(net, "dtype_policy", None), "compute_dtype", None)
+            weights = list(getattr(net, "weights", []))
+            wide = (
+                policy == "float64"
+                or self.input_dtype(tf.float32) == tf.float64
+                or (bool(weights) and weights[0].dtype == "float64")
+            )
+            self._keras_compute = tf.float64 if wide else tf.float32
+        return self._keras_compute
 
     def input_dtype(self, default: tf.DType) -> tf.DType:
         """The dtype the net's (first) input expects (``default`` when unknown)."""

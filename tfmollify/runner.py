@@ -125,6 +125,7 @@ class Runner:
         self._wkeys: dict[int, tf.Tensor] = {}
         self._no_noise: dict[tf.DType, tf.Tensor] = {}
         self.trace_count = 0
+        self._caches: bool | None = None
 
     # -- plans -------------------------------------------------------------------------------
     def plan(self, batch: int | None = None) -> plan_lib.Plan:
@@ -163,12 +164,14 @@ class Runner:
     @property
     def caches_weight_noise(self) -> bool:
         """Whether NG/FG pass the standard weight noise in as a table (a fixed seed and a
-        table within ``weight_noise_cache_mb``)."""
-        s = self.spec
-        return (
-            s.mode != "sg" and s.seed is not None
-            and self.weight_noise_bytes() <= s.weight_noise_cache_mb * 2**20
-        )
+        table within ``weight_noise_cache_mb``); decided once."""
+        if self._caches is None:
+            s = self.spec
+            self._caches = (
+                s.mode != "sg" and s.seed is not None
+                and self.weight_noise_bytes() <= s.weight_noise_cache_mb * 2**20
+            )
+        return self._caches
 
     # -- preparing a call --------------------------------------------------------------------
     def prepare(

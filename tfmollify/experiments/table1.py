@@ -46,7 +46,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -390,6 +390,271 @@ def _split(n: int, num_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[num_test:], order[:num_test]
 
 
+class _LocalizationSet(NamedTuple):
+    """Canvases with exact digit boxes (Localization, Sparseness) and their train/test split."""
+
+    x: np.ndarray
+    y: np.ndarray
+    boxes: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    source: str
+
+
+class _Splits(NamedTuple):
+    """Images and labels for Consistency and Invariance, their split, and the localization set."""
+
+    x: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    source: str
+    loc: _LocalizationSet
+
+
+class _Models(NamedTuple):
+    """The trained MLP, its re-initialised and bias-compensated copies, and the CNN."""
+
+    mlp: Any
+    randomized: Any
+    shifted: Any
+    cnn: Any
+    mlp_accuracy: float
+    cnn_accuracy: float
+
+
+class _Examples(NamedTuple):
+    """The explained test examples: digits for the MLP, canvases and box masks for the CNN."""
+
+    x: np.ndarray
+    y: np.ndarray
+    loc_x: np.ndarray
+    loc_y: np.ndarray
+    masks: np.ndarray
+
+
+class _Results(NamedTuple):
+    """Per method: per-example scores, time, and the map of the figure's digit."""
+
+    scores: dict[str, dict[str, np.ndarray]]
+    timings: dict[str, float]
+    figure_maps: dict[str, np.ndarray]
+    figure_index: int
+
+
+def _generated_localization(images: np.ndarray, labels: np.ndarray, s: Settings
+                            ) -> _LocalizationSet:
+    """Cluttered canvases (:func:`cluttered_digits`) from a train/test split of ``images``."""
+    dtrain, dtest = _split(len(images), min(300, len(images) // 3), s.seed)
+    tx, ty, tb = cluttered_digits(images[dtrain], labels[dtrain], canvas=s.canvas,
+                                  copies=s.copies, seed=s.seed)
+    test_copies = -(-s.num_examples // len(dtest))  # enough test canvases
+    vx, vy, vb = cluttered_digits(images[dtest], labels[dtest], canvas=s.canvas,
+                                  copies=test_copies, seed=s.seed + 1)
+    order = np.random.default_rng(s.seed + 2).permutation(len(vx))  # mix the copies
+    vx, vy, vb = vx[order], vy[order], vb[order]
+    return _LocalizationSet(
+        x=np.concatenate([tx, vx]),
+        y=np.concatenate([ty, vy]),
+        boxes=np.concatenate([tb, vb]),
+        train=np.arange(len(tx)),
+        test=len(tx) + np.arange(len(vx)),
+        source=(f"generated: digits on {s.canvas}x{s.canvas} cluttered canvases "
+                f"({len(tx)} training, {len(vx)} test)"),
+    )
+
+
+def _data_splits(data: str | None, s: Settings) -> _Splits:
+    """Loads ``data`` (default: the digits), splits it, and takes or generates the boxes."""
+    from tfmollify import demo
+
+    user = _load_data(data) if data else None
+    if user is None:
+        x, y = demo.digits()
+        source = "scikit-learn digits (1797 images, 24x24)"
+    else:
+        x, y = user["x"], user["y"]
+        source = f"{data} ({len(x)} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
+    num_test = min(max(300, s.num_examples), len(x) // 3)
+    if num_test < s.num_examples:
+        raise ValueError(f"Settings `num_examples`={s.num_examples} needs more data: the test "
+                         f"split has {num_test} examples.")
+    train, test = _split(len(x), num_test, s.seed)
+    if user is not None and "boxes" in user:
+        loc = _LocalizationSet(x, y, user["boxes"].astype(np.int64), train, test,
+                               f"{data} with its boxes")
+    else:
+        images, labels = (x, y) if user is None else demo.digits()
+        loc = _generated_localization(images, labels, s)
+    return _Splits(x, y, train, test, source, loc)
+
+
+def _train_models(d: _Splits, s: Settings, log: Callable[[str], None], t_start: float
+                  ) -> _Models:
+    """Trains the MLP and the localization CNN, logging their test accuracy."""
+    from tfmollify import metrics
+
+    log(f"[table1] training the MLP on {len(d.train)} images ({s.mlp_epochs} epochs) ...")
+    mlp = train_mlp(d.x[d.train], d.y[d.train], epochs=s.mlp_epochs, seed=s.seed)
+    mlp_acc = _accuracy(mlp, d.x[d.test], d.y[d.test])
+    log(f"[table1]   test accuracy {mlp_acc:.3f} ({time.perf_counter() - t_start:.0f}s)")
+    loc = d.loc
+    log(f"[table1] training the localization CNN on {len(loc.train)} canvases "
+        f"({s.cnn_epochs} epochs) ...")
+    cnn = train_locator(loc.x[loc.train], loc.y[loc.train], epochs=s.cnn_epochs, seed=s.seed)
+    cnn_acc = _accuracy(cnn, loc.x[loc.test], loc.y[loc.test])
+    log(f"[table1]   test accuracy {cnn_acc:.3f} ({time.perf_counter() - t_start:.0f}s)")
+    randomized = metrics.randomize_model(mlp, seed=s.seed)
+    shifted = metrics.shift_model(mlp, SHIFT)
+    return _Models(mlp, randomized, shifted, cnn, mlp_acc, cnn_acc)
+
+
+def _explained_examples(d: _Splits, s: Settings) -> _Examples:
+    """The first ``num_examples`` test examples of both sets, with the box masks."""
+    from tfmollify import metrics
+
+    xe, ye = d.x[d.test[:s.num_examples]], d.y[d.test[:s.num_examples]]
+    loc = d.loc
+    if len(loc.test) < s.num_examples:
+        raise ValueError(f"Settings `num_examples`={s.num_examples} needs more localization data:"
+                         f" the test split has {len(loc.test)} examples.")
+    le = loc.test[:s.num_examples]
+    masks = metrics.masks_from_boxes(loc.boxes[le], loc.x.shape[1:3])
+    return _Examples(xe, ye, loc.x[le], loc.y[le], masks)
+
+
+def _score_method(explain: Callable[[Any, np.ndarray, Any], np.ndarray], models: _Models,
+                  ex: _Examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One method's per-example scores of the four metrics, and its maps of the trained MLP."""
+    from tfmollify import metrics
+
+    # The same three explanations serve both model metrics: consistency compares a_trained
+    # with a_random, invariance a_trained with a_shifted (metrics.consistency/invariance
+    # compute exactly these, one call per pair).
+    a_trained = explain(models.mlp, ex.x, ex.y)
+    a_random = explain(models.randomized, ex.x, ex.y)
+    a_shifted = explain(models.shifted, (ex.x + SHIFT).astype(np.float32), ex.y)
+    a_loc = explain(models.cnn, ex.loc_x, ex.loc_y)
+    scores = {
+        "consistency": 0.5 * (metrics.rank_correlation(a_trained, a_random, absolute=True)
+                              + metrics.rank_correlation(a_trained, a_random)),
+        "invariance": metrics.rank_correlation(a_trained, a_shifted),
+        "localization": metrics.pointing_game(a_loc, ex.masks, k=TOP_K),
+        "sparseness": metrics.sparseness(a_loc),
+    }
+    return scores, a_trained
+
+
+def _score_methods(models: _Models, ex: _Examples, s: Settings, log: Callable[[str], None]
+                   ) -> _Results:
+    """Explains and scores the examples with every method, logging one line per method."""
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    timings: dict[str, float] = {}
+    figure_index = int(np.flatnonzero(ex.y == 0)[0]) if np.any(ex.y == 0) else 0
+    figure_maps: dict[str, np.ndarray] = {}
+    methods = _methods()
+    for i, method in enumerate(methods, 1):
+        t0 = time.perf_counter()
+        scores[method], a_trained = _score_method(_explain_fn(method, s), models, ex)
+        figure_maps[method] = a_trained[figure_index]
+        timings[method] = time.perf_counter() - t0
+        summary = "  ".join(f"{m[:4]} {_mean(scores[method][m]):.3f}" for m in METRICS)
+        log(f"[table1] [{i:2d}/{len(methods)}] {method:<14} {summary}  ({timings[method]:.1f}s)")
+    return _Results(scores, timings, figure_maps, figure_index)
+
+
+def _output_paths(out_dir: str) -> dict[str, str]:
+    """Where the run's four files go: ``markdown``, ``csv``, ``scores``, ``figure``."""
+    return {
+        "markdown": os.path.join(out_dir, "table1.md"),
+        "csv": os.path.join(out_dir, "table1.csv"),
+        "scores": os.path.join(out_dir, "scores.npz"),
+        "figure": os.path.join(out_dir, "fig8.png"),
+    }
+
+
+def _write_scores(path: str, scores: dict[str, dict[str, np.ndarray]]) -> None:
+    """Every per-example score, one array per ``method_metric`` (``/`` written as ``_``)."""
+    np.savez_compressed(path, **{
+        f"{method.replace('/', '_')}_{metric}": v
+        for method, d in scores.items() for metric, v in d.items()
+    })
+
+
+def _write_figure(path: str, results: _Results, ex: _Examples) -> None:
+    """Fig. 8: the figure's digit, rows = modes, columns = raw gradient + five kernels."""
+    from tfmollify import plot
+
+    maps, index = results.figure_maps, results.figure_index
+    rows = [[maps["original"] if mode == "sg" else None]
+            + [maps[f"{mode}/{k}"] for k in KERNELS] for mode in MODES]
+    fig = plot.grid(
+        [[None if a is None else a.reshape(ex.x.shape[1:]) for a in r] for r in rows],
+        row_labels=[m.upper() for m in MODES], col_labels=["gradient", *KERNELS],
+        images=[ex.x[index]] * len(MODES), path=path,
+        title=f"Test digit labelled {int(ex.y[index])}: raw gradient and 15 mollified "
+              "gradients of the MLP",
+    )
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _markdown_report(
+    table: dict[str, dict[str, float | None]],
+    errors: dict[str, dict[str, float | None]],
+    *,
+    s: Settings,
+    d: _Splits,
+    models: _Models,
+    ex: _Examples,
+    results: _Results,
+    total: float,
+) -> str:
+    """``table1.md``: the table, its standard errors, the setting, timings and the figure."""
+    nans = {m: {k: int(np.sum(~np.isfinite(v))) for k, v in sc.items()}
+            for m, sc in results.scores.items()}
+    bad = {m: c for m, c in nans.items() if any(c.values())}
+    lines = [
+        "# Table 1 (tfmollify reproduction)",
+        "",
+        "Mean over examples; best of the five kernels per column in **bold** (all of them when "
+        "they tie at the printed precision; ↓ lower is better, ↑ higher is better).",
+        "",
+        markdown_table(table),
+        "",
+        "Standard error of each mean (over examples):",
+        "",
+        markdown_table(errors, bold_best=False),
+        "",
+        "## Setting",
+        "",
+        f"- Consistency and Invariance: MLP (Flatten-Dense(200, relu)-Dense) on {d.source}, "
+        f"{len(d.train)} training images, test accuracy {models.mlp_accuracy:.3f}; "
+        f"{s.num_examples} test examples, targets = true labels.",
+        "  - Consistency: mean of |.| and signed Spearman correlation between the explanations "
+        "of the trained MLP and of a copy with every layer re-initialised "
+        f"(tfmollify.metrics.randomize_model, seed {s.seed}).",
+        f"  - Invariance: Spearman correlation between the explanations of x and of x + ({SHIFT})"
+        " by the MLP whose first bias is b - W c (tfmollify.metrics.shift_model).",
+        f"- Localization and Sparseness: CNN with global max pooling on {d.loc.source}, test "
+        f"accuracy {models.cnn_accuracy:.3f}; {s.num_examples} test canvases; pointing game with "
+        f"k = {TOP_K} on sum_c |a_c| inside the digit's box (chance level, the mean box "
+        f"area / image area: {float(ex.masks.mean()):.3f}); Gini index of |a|.",
+        f"- SG: N = {s.num_samples}; NG: M = {s.num_weight_samples}, weight_epsilon = 0.2; FG: "
+        f"M = {s.num_weight_samples} x N = {s.fg_samples}; input epsilon by eq. 30 "
+        "(alpha = 0.9, r = max(x) - mean(x), per example); noise seed "
+        f"{s.seed}.",
+        f"- Settings: `{s}`.",
+        f"- Total time {total:.0f}s; per method (4 explanation batches): "
+        + ", ".join(f"{m} {t:.1f}s" for m, t in results.timings.items()) + ".",
+    ]
+    if bad:
+        lines.append(f"- Non-finite scores (left out of the means): {bad}.")
+    lines += ["", "![Fig. 8](fig8.png)", ""]
+    return "\n".join(lines)
+
+
 def run(
     out_dir: str = "table1",
     *,
@@ -414,8 +679,6 @@ def run(
         ValueError: On an unusable ``data`` file or settings.
         ImportError: Without scikit-learn or matplotlib (``pip install 'tfmollify[demo]'``).
     """
-    from tfmollify import demo, metrics, plot
-
     if log is None:
         def log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
@@ -425,160 +688,22 @@ def run(
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
 
-    # --- data
-    user = _load_data(data) if data else None
-    if user is None:
-        x, y = demo.digits()
-        source = "scikit-learn digits (1797 images, 24x24)"
-    else:
-        x, y = user["x"], user["y"]
-        source = f"{data} ({len(x)} images, {x.shape[1]}x{x.shape[2]}x{x.shape[3]})"
-    num_test = min(max(300, s.num_examples), len(x) // 3)
-    if num_test < s.num_examples:
-        raise ValueError(f"Settings `num_examples`={s.num_examples} needs more data: the test "
-                         f"split has {num_test} examples.")
-    train, test = _split(len(x), num_test, s.seed)
-    if user is not None and "boxes" in user:
-        lx, ly, lboxes = x, y, user["boxes"].astype(np.int64)
-        ltrain, ltest = train, test
-        loc_source = f"{data} with its boxes"
-    else:
-        images, labels = (x, y) if user is None else demo.digits()
-        dtrain, dtest = _split(len(images), min(300, len(images) // 3), s.seed)
-        tx, ty, tb = cluttered_digits(images[dtrain], labels[dtrain], canvas=s.canvas,
-                                      copies=s.copies, seed=s.seed)
-        test_copies = -(-s.num_examples // len(dtest))  # enough test canvases
-        vx, vy, vb = cluttered_digits(images[dtest], labels[dtest], canvas=s.canvas,
-                                      copies=test_copies, seed=s.seed + 1)
-        order = np.random.default_rng(s.seed + 2).permutation(len(vx))  # mix the copies
-        vx, vy, vb = vx[order], vy[order], vb[order]
-        lx, ly, lboxes = (np.concatenate([tx, vx]), np.concatenate([ty, vy]),
-                          np.concatenate([tb, vb]))
-        ltrain, ltest = np.arange(len(tx)), len(tx) + np.arange(len(vx))
-        loc_source = (f"generated: digits on {s.canvas}x{s.canvas} cluttered canvases "
-                      f"({len(tx)} training, {len(vx)} test)")
-
-    # --- models
-    log(f"[table1] training the MLP on {len(train)} images ({s.mlp_epochs} epochs) ...")
-    mlp = train_mlp(x[train], y[train], epochs=s.mlp_epochs, seed=s.seed)
-    mlp_acc = _accuracy(mlp, x[test], y[test])
-    log(f"[table1]   test accuracy {mlp_acc:.3f} ({time.perf_counter() - t_start:.0f}s)")
-    log(f"[table1] training the localization CNN on {len(ltrain)} canvases "
-        f"({s.cnn_epochs} epochs) ...")
-    cnn = train_locator(lx[ltrain], ly[ltrain], epochs=s.cnn_epochs, seed=s.seed)
-    cnn_acc = _accuracy(cnn, lx[ltest], ly[ltest])
-    log(f"[table1]   test accuracy {cnn_acc:.3f} ({time.perf_counter() - t_start:.0f}s)")
-    randomized = metrics.randomize_model(mlp, seed=s.seed)
-    shifted = metrics.shift_model(mlp, SHIFT)
-
-    xe, ye = x[test[:s.num_examples]], y[test[:s.num_examples]]
-    if len(ltest) < s.num_examples:
-        raise ValueError(f"Settings `num_examples`={s.num_examples} needs more localization data:"
-                         f" the test split has {len(ltest)} examples.")
-    le = ltest[:s.num_examples]
-    lxe, lye = lx[le], ly[le]
-    masks = metrics.masks_from_boxes(lboxes[le], lx.shape[1:3])
-
-    # --- explanations and scores
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    timings: dict[str, float] = {}
-    figure_index = int(np.flatnonzero(ye == 0)[0]) if np.any(ye == 0) else 0
-    figure_maps: dict[str, np.ndarray] = {}
-    methods = _methods()
-    for i, method in enumerate(methods, 1):
-        t0 = time.perf_counter()
-        explain = _explain_fn(method, s)
-        # The same three explanations serve both model metrics: consistency compares a_trained
-        # with a_random, invariance a_trained with a_shifted (metrics.consistency/invariance
-        # compute exactly these, one call per pair).
-        a_trained = explain(mlp, xe, ye)
-        a_random = explain(randomized, xe, ye)
-        a_shifted = explain(shifted, (xe + SHIFT).astype(np.float32), ye)
-        a_loc = explain(cnn, lxe, lye)
-        scores[method] = {
-            "consistency": 0.5 * (metrics.rank_correlation(a_trained, a_random, absolute=True)
-                                  + metrics.rank_correlation(a_trained, a_random)),
-            "invariance": metrics.rank_correlation(a_trained, a_shifted),
-            "localization": metrics.pointing_game(a_loc, masks, k=TOP_K),
-            "sparseness": metrics.sparseness(a_loc),
-        }
-        figure_maps[method] = a_trained[figure_index]
-        timings[method] = time.perf_counter() - t0
-        summary = "  ".join(f"{m[:4]} {_mean(scores[method][m]):.3f}" for m in METRICS)
-        log(f"[table1] [{i:2d}/{len(methods)}] {method:<14} {summary}  ({timings[method]:.1f}s)")
-
-    table = _cells(scores, _mean)
-    errors = _cells(scores, _stderr)
-    nans = {m: {k: int(np.sum(~np.isfinite(v))) for k, v in d.items()}
-            for m, d in scores.items()}
+    d = _data_splits(data, s)
+    models = _train_models(d, s, log, t_start)
+    ex = _explained_examples(d, s)
+    results = _score_methods(models, ex, s, log)
+    table = _cells(results.scores, _mean)
+    errors = _cells(results.scores, _stderr)
     total = time.perf_counter() - t_start
 
-    # --- files
-    paths = {
-        "markdown": os.path.join(out_dir, "table1.md"),
-        "csv": os.path.join(out_dir, "table1.csv"),
-        "scores": os.path.join(out_dir, "scores.npz"),
-        "figure": os.path.join(out_dir, "fig8.png"),
-    }
+    paths = _output_paths(out_dir)
     write_csv(paths["csv"], table)
-    np.savez_compressed(paths["scores"], **{
-        f"{method.replace('/', '_')}_{metric}": v
-        for method, d in scores.items() for metric, v in d.items()
-    })
-
-    rows = [[figure_maps["original"] if mode == "sg" else None]
-            + [figure_maps[f"{mode}/{k}"] for k in KERNELS] for mode in MODES]
-    fig = plot.grid(
-        [[None if a is None else a.reshape(xe.shape[1:]) for a in r] for r in rows],
-        row_labels=[m.upper() for m in MODES], col_labels=["gradient", *KERNELS],
-        images=[xe[figure_index]] * len(MODES), path=paths["figure"],
-        title=f"Test digit labelled {int(ye[figure_index])}: raw gradient and 15 mollified "
-              "gradients of the MLP",
-    )
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-    bad = {m: d for m, d in nans.items() if any(d.values())}
-    lines = [
-        "# Table 1 (tfmollify reproduction)",
-        "",
-        "Mean over examples; best of the five kernels per column in **bold** (all of them when "
-        "they tie at the printed precision; ↓ lower is better, ↑ higher is better).",
-        "",
-        markdown_table(table),
-        "",
-        "Standard error of each mean (over examples):",
-        "",
-        markdown_table(errors, bold_best=False),
-        "",
-        "## Setting",
-        "",
-        f"- Consistency and Invariance: MLP (Flatten-Dense(200, relu)-Dense) on {source}, "
-        f"{len(train)} training images, test accuracy {mlp_acc:.3f}; "
-        f"{s.num_examples} test examples, targets = true labels.",
-        "  - Consistency: mean of |.| and signed Spearman correlation between the explanations "
-        "of the trained MLP and of a copy with every layer re-initialised "
-        f"(tfmollify.metrics.randomize_model, seed {s.seed}).",
-        f"  - Invariance: Spearman correlation between the explanations of x and of x + ({SHIFT})"
-        " by the MLP whose first bias is b - W c (tfmollify.metrics.shift_model).",
-        f"- Localization and Sparseness: CNN with global max pooling on {loc_source}, test "
-        f"accuracy {cnn_acc:.3f}; {s.num_examples} test canvases; pointing game with "
-        f"k = {TOP_K} on sum_c |a_c| inside the digit's box (chance level, the mean box "
-        f"area / image area: {float(masks.mean()):.3f}); Gini index of |a|.",
-        f"- SG: N = {s.num_samples}; NG: M = {s.num_weight_samples}, weight_epsilon = 0.2; FG: "
-        f"M = {s.num_weight_samples} x N = {s.fg_samples}; input epsilon by eq. 30 "
-        "(alpha = 0.9, r = max(x) - mean(x), per example); noise seed "
-        f"{s.seed}.",
-        f"- Settings: `{s}`.",
-        f"- Total time {total:.0f}s; per method (4 explanation batches): "
-        + ", ".join(f"{m} {t:.1f}s" for m, t in timings.items()) + ".",
-    ]
-    if bad:
-        lines.append(f"- Non-finite scores (left out of the means): {bad}.")
-    lines += ["", "![Fig. 8](fig8.png)", ""]
+    _write_scores(paths["scores"], results.scores)
+    _write_figure(paths["figure"], results, ex)
+    report = _markdown_report(table, errors, s=s, d=d, models=models, ex=ex, results=results,
+                              total=total)
     with open(paths["markdown"], "w") as f:
-        f.write("\n".join(lines))
+        f.write(report)
     print(markdown_table(table))
     for name, path in paths.items():
         log(f"[table1] wrote {name}: {path}")
