@@ -20,7 +20,11 @@ settings.register_profile(
     max_examples=40,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("tfmollify")
+settings.register_profile(
+    "thorough", parent=settings.get_profile("tfmollify"), max_examples=400
+)  # ./scripts/test --hypothesis-profile=thorough: 10x the examples (local runs)
+if not any(arg.startswith("--hypothesis-profile") for arg in sys.argv):
+    settings.load_profile("tfmollify")
 
 BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 

@@ -21,6 +21,9 @@ from recording import PassLog, RecordRows
 
 import tfmollify as tfm
 
+# 15 examples per property in CI (profile "tfmollify", 40 examples); 10x with "thorough"
+SCALE = max(1, settings().max_examples // 40)
+
 KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 MODES = ("sg", "ng", "fg")
 SAMPLERS = ("iid", "antithetic", "sobol")
@@ -129,7 +132,7 @@ def targets_for(b: int, seed: int) -> np.ndarray:
 
 # -- properties -----------------------------------------------------------------------------------
 @pytest.mark.slow
-@settings(max_examples=15)
+@settings(max_examples=15 * SCALE)
 @given(config=configs(batched=True))
 def test_result_does_not_depend_on_batch_size(config):
     """Guarantee (Reproducible): "with a seed the noise is bit-identical for any `batch_size` and
@@ -144,7 +147,7 @@ def test_result_does_not_depend_on_batch_size(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=15)
+@settings(max_examples=15 * SCALE)
 @given(config=configs(), data=st.data())
 def test_an_example_alone_equals_the_example_inside_a_batch(config, data):
     """Guarantee (Reproducible/Serving): "an example's noise depends only on its seed, so an
@@ -164,7 +167,7 @@ def test_an_example_alone_equals_the_example_inside_a_batch(config, data):
     close(alone_se, batch_se[i : i + 1])
 
 
-@settings(max_examples=15)
+@settings(max_examples=15 * SCALE)
 @given(config=configs(modes=("sg",), attributions=("gradient",)))
 def test_smoothgrad_of_a_linear_model_is_exact(config):
     """Guarantee (Correct): on ``x @ W + b`` every noisy gradient is ``W[:, t]``, so SmoothGrad
@@ -183,7 +186,7 @@ def test_smoothgrad_of_a_linear_model_is_exact(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=15)
+@settings(max_examples=15 * SCALE)
 @given(config=configs(batched=True))
 def test_batch_size_bounds_every_pass(config):
     """Guarantee (Bounded): "With `batch_size` set, at most `batch_size` evaluations are in
@@ -203,7 +206,7 @@ def test_batch_size_bounds_every_pass(config):
     assert sum(rows) >= work, (rows, work)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15 * SCALE)
 @given(config=configs(samplers=("iid",), aggregations=("smoothgrad", "smoothgrad_sq"),
                       attributions=("gradient", "integrated_gradients")))
 def test_stderr_is_positive_when_the_samples_differ(config):
@@ -223,7 +226,7 @@ def test_stderr_is_positive_when_the_samples_differ(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=3)
+@settings(max_examples=3 * SCALE)
 @given(config=configs(attributions=("gradient", "integrated_gradients")), data=st.data())
 def test_export_equals_the_explainer(config, data):
     """Guarantee (Serving): the `serving_default` answer "equals `explainer.explain(inputs,

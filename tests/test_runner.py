@@ -94,3 +94,31 @@ def test_weight_noise_tables_are_keyed_by_their_seed(mode):
     t3 = runner.cached_table().numpy()
     other(X, 1)
     assert not np.array_equal(t3, other.runner.cached_table().numpy())
+
+
+def test_tolerance_rounds_draw_new_weight_noise_as_documented():
+    """Round r of `tolerance` draws its weights from the explainer's seed and r: the result of
+    three rounds is the mean of three plain NoiseGrad calls with those round seeds, so no two
+    rounds repeat their weight draws."""
+    model = mlp()
+    seed, m = 11, 4
+    e = tfm.NoiseGrad(model, num_weight_samples=m, seed=seed, tolerance=1e-9,
+                      max_samples=3 * m)
+    got = e.explain_full(X, 1)
+    assert got.num_samples.tolist() == [3 * m] * 4
+    base = int(tfm.sampling.weight_key(seed)[0])
+    seeds = [seed] + [int(tfm.sampling.example_seeds(base, 1, r)[0]) for r in (1, 2)]
+    rounds = [tfm.NoiseGrad(model, num_weight_samples=m, seed=s)(X, 1) for s in seeds]
+    np.testing.assert_allclose(got.attributions, np.mean(rounds, axis=0), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(rounds[1], rounds[2])
+
+
+def test_padding_draws_of_a_last_short_pass_are_not_counted():
+    """N = 7 with batch_size 4: passes of 4 draws, the last padded by one draw that must be
+    masked out of the value and the counts."""
+    e = tfm.SmoothGrad(mlp(), num_samples=7, seed=2)
+    whole = e.explain_full(X, 1)
+    part = e.replace(batch_size=4).explain_full(X, 1)
+    np.testing.assert_allclose(part.attributions, whole.attributions, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(part.stderr, whole.stderr, rtol=1e-4, atol=1e-7)
+    assert part.finite_samples.tolist() == part.num_samples.tolist() == [7] * 4
