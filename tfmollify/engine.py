@@ -383,7 +383,7 @@ def build(
         on_trace: Called each time the function is traced (to count retracing).
 
     Returns:
-        ``core(x [Bc, *shape], ints int64 [Bc, I], targets int32 [Bc],
+        ``core(x [Bc, *shape], ints int64 [Bc, I] (with spec.parts only), targets int32 [Bc],
         eps [Bc] (or [Bc, K] with spec.parts), seeds int64 [Bc], wkey uint64 [1],
         wnoise [M, P] or [0, 0])`` returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])``
         where ``finite`` counts the samples with finite attributions (``stderr`` is empty
@@ -401,20 +401,30 @@ def build(
             on_trace()
         return core(x, ints, targets, eps, seeds, wkey, wnoise)
 
+    def tfmollify_core_one_input(x, targets, eps, seeds, wkey, wnoise):
+        if on_trace is not None:
+            on_trace()
+        return core(x, tf.zeros([tf.shape(x)[0], 0], tf.int64), targets, eps, seeds, wkey,
+                    wnoise)
+
     dtype = spec.compute_dtype
-    n_float = None if spec.parts is None else len(core.part_sizes)
-    int_size = 0 if spec.parts is None else sum(
-        int(np.prod(shape, dtype=np.int64))
-        for _, shape, d in spec.parts
-        if tf.as_dtype(d).is_integer
-    )
     signature = [
         tf.TensorSpec([None, *spec.input_shape], dtype),
-        tf.TensorSpec([None, int_size], tf.int64),
         tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([None] if n_float is None else [None, n_float], dtype),
+        tf.TensorSpec([None], dtype),
         tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([1], tf.uint64),
         tf.TensorSpec([None, None], view.weight_dtype() if core.weight_noise else dtype),
     ]
+    if spec.parts is None:
+        return tf.function(
+            tfmollify_core_one_input, input_signature=signature, jit_compile=spec.jit_compile
+        )
+    int_size = sum(
+        int(np.prod(shape, dtype=np.int64))
+        for _, shape, d in spec.parts
+        if tf.as_dtype(d).is_integer
+    )
+    signature[1:1] = [tf.TensorSpec([None, int_size], tf.int64)]
+    signature[3] = tf.TensorSpec([None, len(core.part_sizes)], dtype)
     return tf.function(tfmollify_core, input_signature=signature, jit_compile=spec.jit_compile)

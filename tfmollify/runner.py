@@ -365,9 +365,10 @@ class Runner:
         Returns:
             ``(value [n, D], stderr [n, D] or [0], finite [n])`` in the compute dtype.
         """
+        ints = () if req.packing is None else (tf.constant(req.ints[start:stop]),)
         return req.fn(
             tf.constant(req.x[start:stop], req.compute),
-            tf.constant(req.ints[start:stop]),
+            *ints,
             tf.constant(req.targets[start:stop]),
             tf.constant(req.eps[start:stop], req.compute),
             tf.constant(req.seeds[start:stop]),
