@@ -17,12 +17,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from crosscheck import require
 
 from tfmollify import metrics
 
+QUANTUS = "scripts/test installs it: Quantus's import needs, then quantus --no-deps"
+
 
 def _quantus():
-    return pytest.importorskip("quantus")
+    return require("quantus", QUANTUS)
 
 
 def _gradient(model, x, targets):
@@ -237,7 +240,7 @@ def test_consistency_is_the_rank_correlation_of_the_two_explanations(rng):
     a0 = _gradient(model, x, t)
     a1 = _gradient(metrics.randomize_model(model, seed=5), x, t)
     np.testing.assert_allclose(got, metrics.rank_correlation(a0, a1, absolute=True), rtol=1e-15)
-    quantus = pytest.importorskip("quantus")
+    quantus = require("quantus", QUANTUS)
     q = quantus.similarity_func.correlation_spearman(np.abs(a0), np.abs(a1), batched=True)
     np.testing.assert_allclose(got, q, rtol=1e-12)
     signed = metrics.consistency(_gradient, model, x, t, seed=5, absolute=False)
@@ -331,7 +334,7 @@ def test_invariance_of_the_gradient_is_one_and_of_input_x_gradient_is_not(rng):
     a0 = _input_x_gradient(model, x, t)
     a1 = _input_x_gradient(metrics.shift_model(model, -1.0), x - 1.0, t)
     np.testing.assert_allclose(ixg, metrics.rank_correlation(a0, a1), rtol=1e-15)
-    quantus = pytest.importorskip("quantus")
+    quantus = require("quantus", QUANTUS)
     q = quantus.similarity_func.correlation_spearman(a0, a1, batched=True)
     np.testing.assert_allclose(ixg, q, rtol=1e-12)
 

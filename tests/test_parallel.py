@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from crosscheck import require
 
 import tfmollify as tfm
 from tfmollify import sampling
@@ -59,7 +60,7 @@ def test_worker_errors(exported, tmp_path):
 
 @pytest.mark.slow
 def test_ray_data_local_cluster_equals_one_call(exported):
-    ray = pytest.importorskip("ray", reason='pip install "tfmollify[ray]"')
+    ray = require("ray", 'pip install "tfmollify[ray]"')
     explainer, path, rows = exported
     want = explainer.explain(rows["inputs"], rows["targets"])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

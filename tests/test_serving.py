@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from crosscheck import require
 
 import tfmollify as tfm
 
@@ -277,9 +278,9 @@ def test_grpc_predict_request(flat_export):
     """A ``PredictRequest`` as a client sends it, answered by a servicer backed by the export."""
     import grpc
 
-    apis = pytest.importorskip(
+    apis = require(
         "tensorflow_serving.apis.prediction_service_pb2_grpc",
-        reason="pip install --no-deps tensorflow-serving-api",
+        "pip install --no-deps tensorflow-serving-api",
     )
     from tensorflow_serving.apis import predict_pb2
 
