@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memory import reset_hwm, status_kb
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 MB = 2**20
@@ -167,23 +169,9 @@ def reset_gpu_peak(tf: Any) -> bool:
     return True
 
 
-def _status_kb(field: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(m.group(1)) if m else None
-
-
 def reset_rss_peak() -> bool:
     """Resets the RSS high-water mark (``VmHWM``); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") is not None
+    return reset_hwm() and status_kb("VmHWM") is not None
 
 
 def summarize(times: list[float]) -> dict[str, float]:
@@ -922,7 +910,7 @@ def step_memory(ctx: Context, rec: Record) -> int:
     def current() -> float:
         if gpu:
             return (gpu_memory(tf) or {}).get("current", 0) / MB
-        return (_status_kb("VmRSS") or 0) / 1024
+        return (status_kb("VmRSS") or 0) / 1024
 
     def peak_of(fn: Callable[[], Any]) -> tuple[float, float, float]:
         """(memory before, peak during) one call, in MiB, and its wall time in seconds."""
@@ -935,7 +923,7 @@ def step_memory(ctx: Context, rec: Record) -> int:
         fn()
         dt = time.perf_counter() - t0
         peak = ((gpu_memory(tf) or {}).get("peak", 0) / MB if gpu
-                else (_status_kb("VmHWM") or 0) / 1024)
+                else (status_kb("VmHWM") or 0) / 1024)
         return before, peak, dt
 
     plan = [("tfmollify_sg", n) for n in cfg["N"]] + [("floor", n) for n in cfg["N"]]

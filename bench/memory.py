@@ -42,7 +42,7 @@ MB = 2**20
 METHODS = ("tfmollify_sg", "floor")
 
 
-def _status_kb(field: str) -> int | None:
+def status_kb(field: str) -> int | None:
     """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None."""
     try:
         text = Path("/proc/self/status").read_text()
@@ -52,7 +52,7 @@ def _status_kb(field: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Resets the RSS high-water mark; False where the kernel does not allow it."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -70,9 +70,9 @@ def _rss_bytes() -> int:
 def measure(fn: Callable[[], Any]) -> dict[str, float]:
     """Runs ``fn`` once; returns RSS before and the peak RSS during the call, in MiB."""
     before = _rss_bytes()
-    if _reset_hwm() and _status_kb("VmHWM") is not None:
+    if reset_hwm() and status_kb("VmHWM") is not None:
         fn()
-        peak = (_status_kb("VmHWM") or 0) * 1024
+        peak = (status_kb("VmHWM") or 0) * 1024
         how = "VmHWM"
     else:  # fall back to polling
         peak = before
