@@ -281,28 +281,19 @@ def test_explain_dataset_keeps_the_batch_size_bound():
 
 
 # -- 3. no variable is ever assigned --------------------------------------------------------------
-class Tripwire(keras.layers.Layer):
-    """The identity that raises inside the compiled graph on its ``fire_at``-th pass (when armed):
-    a run that fails midway, after some weight draws were evaluated."""
+class Tripwire:
+    """For a :class:`RecordRows` layer: raises inside the compiled graph on its ``fire_at``-th
+    pass (when armed): a run that fails midway, after some weight draws were evaluated."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self) -> None:
         self.fire_at = None
         self.calls = 0
 
-    def _check(self, v):
+    def __call__(self, v: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.fire_at is not None and self.calls >= self.fire_at:
             raise RuntimeError("tripwire: interrupted midway")
         return np.float32(0.0)
-
-    def call(self, x):
-        seen = tf.numpy_function(self._check, [x], tf.float32, stateful=False)
-        seen.set_shape([])
-        return x + tf.stop_gradient(seen)
-
-    def compute_output_shape(self, shape):
-        return shape
 
 
 def _refuse(*args, **kwargs):
@@ -342,8 +333,8 @@ def test_model_variables_are_never_assigned_even_when_a_run_fails(tmp_path):
     inp = keras.Input((3,))
     h = keras.layers.Dense(4, activation="tanh", name="d1")(inp)
     h = keras.layers.BatchNormalization(name="bn")(h)
-    trip = Tripwire(name="trip")
-    h = trip(h)
+    trip = Tripwire()
+    h = RecordRows(trip, name="trip")(h)
     h = keras.layers.Dropout(0.5, name="drop")(h)
     model = keras.Model(inp, keras.layers.Dense(2, name="d2")(h))
     model.get_layer("bn").moving_mean.assign([0.5, -0.5, 1.0, 2.0])

@@ -53,8 +53,9 @@ def _eq30_checked(spec: Spec, values: np.ndarray, what: str = "", fix: str = "")
     return eps
 
 
-def rows(inputs: Any, compute: np.dtype) -> tuple[np.ndarray, bool]:
-    """One input as rows ``[B, ...]`` in the compute dtype, and whether it came as a tensor.
+def rows(inputs: Any, compute: np.dtype) -> tuple[np.ndarray, np.dtype, bool]:
+    """One input as rows ``[B, ...]`` in the compute dtype, the inputs' own (floating) dtype,
+    which the results come back in, and whether they came as a tensor.
 
     Raises:
         TypeError: For integer or non-numeric inputs.
@@ -90,7 +91,7 @@ def rows(inputs: Any, compute: np.dtype) -> tuple[np.ndarray, bool]:
             f"Argument `inputs` contains NaN or Inf values (examples {bad}). "
             "Attributions of non-finite inputs are undefined."
         )
-    return arr.astype(compute, copy=False), is_tensor
+    return arr.astype(compute, copy=False), arr.dtype, is_tensor
 
 
 def targets(value: Any, batch: int, score_shape: tuple[int, ...]) -> np.ndarray:

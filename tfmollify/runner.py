@@ -228,16 +228,16 @@ class Runner:
         )
 
     def _rows(self, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.dtype, bool, Any]:
-        compute = np.dtype(self.view.compute_dtype(_float64(inputs)).as_numpy_dtype)
-        if inputs_lib.is_structured(inputs, self.view.net):
+        view = self.view  # a Keras model decides by itself: no look at the inputs needed
+        compute = view.compute_dtype(not view.is_keras and _float64(inputs))
+        compute = np.dtype(compute.as_numpy_dtype)
+        if inputs_lib.is_structured(inputs, view.net):
             x, ints, packing, is_tensor = inputs_lib.pack(inputs, compute)
             request_lib.check_packing(self.spec, packing)
             return x, ints, x.dtype, is_tensor, packing
-        arr = inputs.numpy() if isinstance(inputs, tf.Tensor | tf.Variable) else inputs
-        out_dtype = getattr(arr, "dtype", np.dtype(np.float64))
-        x, is_tensor = request_lib.rows(inputs, compute)
+        x, out_dtype, is_tensor = request_lib.rows(inputs, compute)
         ints = np.zeros((x.shape[0], 0), np.int64)
-        return x, ints, np.dtype(out_dtype), is_tensor, None
+        return x, ints, out_dtype, is_tensor, None
 
     def _probe(
         self, x: np.ndarray, ints: np.ndarray, target_fn: Callable | None, packing: Any
@@ -331,18 +331,21 @@ class Runner:
                 if dtype not in self._no_noise:
                     self._no_noise[dtype] = tf.zeros([0, 0], dtype)
                 return self._no_noise[dtype]
+        s = self.spec
+        if seed != s.seed:  # a round's own draws: not kept, and no lock held while drawing
+            return self._draw_table(wkey)
         with self._lock:
-            table = self._tables.get(seed)
-            if table is None:
-                s = self.spec
-                table = engine.weight_noise_table(
-                    self.view, s.kernel, wkey, s.num_weight_samples,
-                    antithetic=s.sampler == "antithetic",
-                    sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
-                )
-                if seed == s.seed:
-                    self._tables[seed] = table
-        return table
+            if seed not in self._tables:
+                self._tables[seed] = self._draw_table(wkey)
+            return self._tables[seed]
+
+    def _draw_table(self, wkey: tf.Tensor) -> tf.Tensor:
+        s = self.spec
+        return engine.weight_noise_table(
+            self.view, s.kernel, wkey, s.num_weight_samples,
+            antithetic=s.sampler == "antithetic",
+            sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
+        )
 
     def cache_info(self) -> dict[str, int]:
         """Sizes of the caches: compiled functions, callable targets held, weight-noise tables."""
