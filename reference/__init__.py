@@ -1,6 +1,7 @@
 """Independent NumPy/SciPy/SymPy reference for tfmollify (never imports TensorFlow/Keras).
 
 Modules:
+    adaptgrad AdaptGrad's bounded noise: per-element scale, inside probability, noise variance
     kernels   pdf, logpdf, cdf, icdf, variance, char_fn(+deriv), sample of the five kernels
     symbolic  SymPy expressions of the kernels
     proofs    SymPy proofs of the kernel properties and of eq. 30 (``proofs.verify_all()``)
@@ -14,7 +15,9 @@ Modules:
 See ``reference/FINDINGS.md`` for the formulas of the paper that are wrong and their corrections.
 """
 
-from reference import paper, proofs
+from reference import adaptgrad, paper, proofs
+from reference.adaptgrad import inside_probability, noise_variance
+from reference.adaptgrad import scale as adaptive_scale
 from reference.example import (
     example_f,
     example_f_grad,
@@ -67,6 +70,8 @@ __all__ = [
     "KERNEL_ALIASES",
     "KERNEL_NAMES",
     "SymbolicKernel",
+    "adaptgrad",
+    "adaptive_scale",
     "aggregate",
     "canonical_name",
     "cdf",
@@ -85,6 +90,7 @@ __all__ = [
     "icdf",
     "importance_weights",
     "init_params",
+    "inside_probability",
     "linear_oracles",
     "logpdf",
     "mc_mollified_gradient",
@@ -96,6 +102,7 @@ __all__ = [
     "ng_sine_abs_integral",
     "ng_sine_grad",
     "ng_sine_grad_quad",
+    "noise_variance",
     "noisegrad",
     "paper",
     "paper_epsilon",
