@@ -219,13 +219,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = explainer.export(
-                args.out, version=args.version, input_shape=shape, overwrite=args.overwrite
+                args.out, version=args.version, input_shape=shape, overwrite=args.overwrite,
+                model_name=args.model_name, max_batch_size=args.max_batch_size,
+                warmup=not args.no_warmup,
             )
     except (ValueError, TypeError, FileExistsError) as exc:
         raise CLIError(str(exc)) from None
+    from tfmollify import serving
+
     print(f"wrote {out} (signature serving_default: inputs, targets, seeds -> attributions, "
-          f"stderr, finite_samples); serve it with tensorflow_model_server "
-          f"--model_base_path={os.path.abspath(args.out)}")
+          f"stderr, finite_samples), with warmup requests, batching parameters and a "
+          f"models.config in {os.path.join(out, serving.EXTRAS_DIR)}; serve it with:")
+    print(f"  {serving.server_command(out)}")
     return 0
 
 
@@ -306,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--attribution", default="gradient",
                    choices=["gradient", "input_x_gradient", "integrated_gradients"])
     x.add_argument("--weight-epsilon", type=float, default=0.2)
+    x.add_argument("--model-name", default="explainer",
+                   help="the model's name in TF Serving's models.config (default: explainer)")
+    x.add_argument("--max-batch-size", type=int, default=None,
+                   help="examples per server-side batch (default: one pass of --batch-size)")
+    x.add_argument("--no-warmup", action="store_true",
+                   help="write no TF Serving warmup requests")
     x.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("epsilon", help="the eq. 30 noise scale for a kernel, r and alpha")

@@ -25,6 +25,10 @@ explainer's ``seed``, fixed at export, and applied with ``stateless_call`` to co
 weights: nothing is assigned, so concurrent requests cannot see each other's perturbed weights
 and the stored weights never change.
 
+Beside the SavedModel, ``path/<version>/assets.extra/`` holds warmup requests
+(``tf_serving_warmup_requests``), ``batching_parameters.txt`` and a ``models.config`` (see
+:func:`export` and :func:`server_command`).
+
 The model is tracked with :class:`keras.export.ExportArchive`, which records its variables so the
 Session-based loader of TensorFlow Serving and ``saved_model_cli run`` finds them (a Keras 3 model
 stored on a plain ``tf.Module`` does not load there: tensorflow#72963, keras#20095).
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import shlex
 import shutil
 import sys
 from typing import Any
@@ -47,7 +53,7 @@ from tfmollify import inputs as inputs_lib
 from tfmollify import request as request_lib
 from tfmollify.runner import Runner
 
-__all__ = ["SIGNATURE_KEY", "export"]
+__all__ = ["SIGNATURE_KEY", "export", "prediction_log", "server_command", "warmup_batch_sizes"]
 
 SIGNATURE_KEY = "serving_default"
 
@@ -378,6 +384,9 @@ def export(
     version: int = 1,
     input_shape: Any = None,
     overwrite: bool = False,
+    model_name: str = "explainer",
+    max_batch_size: int | None = None,
+    warmup: bool = True,
 ) -> str:
     """Writes ``explainer`` as a SavedModel for TensorFlow Serving, in ``path/<version>/``.
 
@@ -392,6 +401,22 @@ def export(
     An example whose samples are all non-finite gets NaN attributions and
     ``finite_samples == 0`` (the eager path raises :class:`tfmollify.NonFiniteError`).
 
+    ``path/<version>/assets.extra/`` also gets the files TensorFlow Serving users expect
+    (see :func:`server_command` for the command line that uses them):
+
+    * ``tf_serving_warmup_requests``: a TFRecord of ``PredictionLog`` records, one
+      ``PredictRequest`` per batch size of :func:`warmup_batch_sizes` up to
+      ``max_batch_size``, which the server runs at load time, so that the first live request
+      does not pay for the graph's first run (written without ``tensorflow-serving-api``:
+      see :func:`prediction_log`);
+    * ``batching_parameters.txt``: ``BatchingParameters`` for ``--enable_batching``, with
+      ``max_batch_size`` as below;
+    * ``models.config``: a ``ModelServerConfig`` naming ``model_name``, the absolute ``path``
+      and a version policy that serves this ``version``.
+
+    They live inside the version directory, so they are swapped in with it and each version
+    carries its own; the server ignores ``assets.extra`` except for the warmup file.
+
     Args:
         explainer: A :class:`tfmollify.Explainer` of a Keras model with class-index targets (a
             callable target is not exported); NoiseGrad and FusionGrad need an int ``seed``,
@@ -403,20 +428,30 @@ def export(
         overwrite: Replace an existing ``path/<version>``. The new version is written beside
             it and swapped in atomically (Linux ``renameat2``; elsewhere two renames), so a
             server polling ``path`` never sees the version missing or half-written.
+        model_name: The model's name in ``models.config`` and in the warmup requests (TF
+            Serving's ``/v1/models/<model_name>``).
+        max_batch_size: Examples per server-side batch in ``batching_parameters.txt``, and the
+            largest warmup request. Default: the examples of one pass of the explainer (what
+            ``batch_size`` allows), or 32 without ``batch_size``.
+        warmup: Write ``assets.extra/tf_serving_warmup_requests``. TF Serving runs every
+            record when it loads the version and refuses the version if one fails; the
+            records hold uniform ``[0, 1)`` floats and zero integer inputs, so switch them off
+            for a model that rejects such inputs.
 
     Returns:
         The directory written, ``path/<version>``.
 
     Raises:
-        TypeError: If ``explainer`` is not an Explainer or its model is not a Keras model.
-        ValueError: For NG/FG without seed, one epsilon per example, a bad ``version`` or
-            ``input_shape``.
+        TypeError: If ``explainer`` is not an Explainer or its model is not a Keras model, or
+            ``warmup`` is not a bool.
+        ValueError: For NG/FG without seed, one epsilon per example, a bad ``version``,
+            ``input_shape``, ``model_name`` or ``max_batch_size``.
         FileExistsError: If ``path/<version>`` exists and ``overwrite`` is False.
         ValueError: If ``path`` or ``path/<version>`` is a file.
 
     Example:
 
-    >>> import tempfile, keras, numpy as np, tensorflow as tf
+    >>> import os, tempfile, keras, numpy as np, tensorflow as tf
     >>> import tfmollify as tfm
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> explainer = tfm.Explainer(model, mode="fg", num_samples=4, num_weight_samples=2, seed=0)
@@ -428,6 +463,8 @@ def export(
     >>> want = explainer.explain(x, [0, 2], seeds=[7, 8])
     >>> bool(np.allclose(got["attributions"].numpy(), want, atol=1e-6))
     True
+    >>> sorted(os.listdir(os.path.join(out, "assets.extra")))
+    ['batching_parameters.txt', 'models.config', 'tf_serving_warmup_requests']
     """
     version = _check(explainer, version)
     several_inputs = len(getattr(explainer.model, "inputs", None) or []) > 1
@@ -436,10 +473,11 @@ def export(
     shape = None if several_inputs else _input_shape(explainer, input_shape)
     target = os.path.join(os.fspath(path), str(version))
     _check_path(path, target, overwrite)
+    extras = _Extras(explainer, os.fspath(path), version, model_name, max_batch_size, warmup)
     if several:
-        return _export_packed(explainer, target)
+        return _export_packed(explainer, target, extras)
     if head is not None and several_inputs:
-        return _export_at_layer(explainer, target)
+        return _export_at_layer(explainer, target, extras)
     in_dtype = tf.float32
     at_shape = shape
     if head is not None:  # the engine sees the explain_at layer's output
@@ -450,25 +488,29 @@ def export(
     fn = _ServingGraph(explainer, at_shape, score_shape).function()
     archive = keras.export.ExportArchive()
     archive.track(explainer.model)
+    inputs_spec = tf.TensorSpec([None, *shape], in_dtype, name="inputs")
     archive.add_endpoint(
         SIGNATURE_KEY,
         fn,
         input_signature=[
-            tf.TensorSpec([None, *shape], in_dtype, name="inputs"),
+            inputs_spec,
             tf.TensorSpec([None], tf.int32, name="targets"),
             tf.TensorSpec([None], tf.int64, name="seeds"),
         ],
     )
-    return _write(archive, target)
+    return _write(archive, target, extras.writer({"inputs": inputs_spec}))
 
 
-def _write(archive: Any, target: str) -> str:
+def _write(archive: Any, target: str, extras: Any = None) -> str:
     """Writes ``archive`` to ``target`` atomically: into a temporary directory beside it, then
-    swapped in, so that ``target`` is never half-written and, when it existed, never missing."""
+    swapped in, so that ``target`` is never half-written and, when it existed, never missing.
+    ``extras(directory)`` adds more files to the temporary directory before the swap."""
     tmp = f"{target}.tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         archive.write_out(tmp, verbose=False)
+        if extras is not None:
+            extras(tmp)
         if os.path.isdir(target) and _exchange(tmp, target):
             shutil.rmtree(tmp)  # the old version, now at tmp
         else:
@@ -522,7 +564,7 @@ def _check_path(path: Any, target: str, overwrite: bool) -> None:
         )
 
 
-def _export_packed(explainer: Any, target: str) -> str:
+def _export_packed(explainer: Any, target: str, extras: _Extras) -> str:
     """The export of a model with several inputs: one signature input per model input."""
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
@@ -530,10 +572,10 @@ def _export_packed(explainer: Any, target: str) -> str:
     row = np.zeros((1, sum(packing.float_sizes)), np.float32)
     score_shape = explainer.view.probe(row, packing)
     fn = _ServingGraph(explainer, (row.shape[1],), score_shape, packing, names).function()
-    return _write_several(explainer, target, fn, packing, names)
+    return _write_several(explainer, target, fn, packing, names, extras)
 
 
-def _export_at_layer(explainer: Any, target: str) -> str:
+def _export_at_layer(explainer: Any, target: str, extras: _Extras) -> str:
     """``explain_at`` on a model with several inputs: one signature input per model input,
     attributions of the layer's output."""
     packing = inputs_lib.for_model(explainer.model)
@@ -543,11 +585,12 @@ def _export_at_layer(explainer: Any, target: str) -> str:
     fn = _ServingGraph(
         explainer, at_shape, score_shape, names=names, head_inputs=packing
     ).function()
-    return _write_several(explainer, target, fn, packing, names)
+    return _write_several(explainer, target, fn, packing, names, extras)
 
 
 def _write_several(
-    explainer: Any, target: str, fn: Any, packing: inputs_lib.Packing, names: list[str]
+    explainer: Any, target: str, fn: Any, packing: inputs_lib.Packing, names: list[str],
+    extras: _Extras,
 ) -> str:
     """Writes ``fn`` with one signature input per model input (named ``names``)."""
     archive = keras.export.ExportArchive()
@@ -565,4 +608,232 @@ def _write_several(
             tf.TensorSpec([None], tf.int64, name="seeds"),
         ],
     )
-    return _write(archive, target)
+    return _write(archive, target, extras.writer(specs))
+
+
+# -- TensorFlow Serving files beside the SavedModel -------------------------------------------
+EXTRAS_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+BATCHING_FILE = "batching_parameters.txt"
+MODELS_CONFIG_FILE = "models.config"
+DEFAULT_MAX_BATCH_SIZE = 32  # examples per server batch when the explainer has no batch_size
+BATCH_TIMEOUT_MICROS = 1000
+MAX_ENQUEUED_BATCHES = 16
+NUM_BATCH_THREADS = 4
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+def warmup_batch_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes of the warmup requests: powers of two below ``max_batch_size``, then
+    ``max_batch_size`` itself.
+
+    Example:
+
+    >>> warmup_batch_sizes(6), warmup_batch_sizes(1), warmup_batch_sizes(8)
+    ([1, 2, 4, 6], [1], [1, 2, 4, 8])
+    """
+    sizes, b = [], 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    return [*sizes, max_batch_size]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2: strings, bytes, messages)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log(model_name: str, inputs: dict[str, np.ndarray]) -> bytes:
+    """A serialized ``tensorflow.serving.PredictionLog`` holding one ``PredictRequest`` to
+    ``serving_default`` with ``inputs``: what TensorFlow Serving reads from
+    ``assets.extra/tf_serving_warmup_requests``.
+
+    Written from the protobuf wire format with TensorFlow's own ``TensorProto``, so that
+    ``tensorflow-serving-api`` is not needed. Field numbers (``prediction_log.proto``,
+    ``predict.proto``, ``model.proto``): ``PredictionLog.predict_log = 6``,
+    ``PredictLog.request = 1``, ``PredictRequest.model_spec = 1``, ``PredictRequest.inputs = 2``
+    (a map: entries ``key = 1``, ``value = 2``), ``ModelSpec.name = 1``,
+    ``ModelSpec.signature_name = 3``. The bytes equal the protos' deterministic serialization
+    (map keys sorted); ``tests/test_serving_extras.py`` checks it against the real classes.
+
+    Args:
+        model_name: ``model_spec.name``.
+        inputs: The signature inputs by name, as arrays of their signature dtypes.
+
+    Returns:
+        The serialized message.
+
+    Example:
+
+    >>> import numpy as np
+    >>> record = prediction_log("explainer", {"seeds": np.array([7], np.int64)})
+    >>> record[0] == 6 << 3 | 2, b"serving_default" in record, b"seeds" in record
+    (True, True, True)
+    """
+    spec = _field(1, model_name.encode()) + _field(3, SIGNATURE_KEY.encode())
+    entries = b"".join(
+        _field(2, _field(1, key.encode())
+               + _field(2, tf.make_tensor_proto(inputs[key]).SerializeToString()))
+        for key in sorted(inputs)
+    )
+    return _field(6, _field(1, _field(1, spec) + entries))
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class _Extras:
+    """The TF Serving files of one export: warmup requests, batching parameters, a
+    ``models.config``; all go to ``<version>/assets.extra/`` (written before the swap, so they
+    come and go with their version)."""
+
+    def __init__(
+        self, explainer: Any, base: str, version: int, model_name: Any, max_batch_size: Any,
+        warmup: Any,
+    ) -> None:
+        if not isinstance(model_name, str) or not _MODEL_NAME.match(model_name):
+            raise ValueError(
+                "Argument `model_name` must be a non-empty name of letters, digits, '.', '_' "
+                "and '-' (it is the model's name in TF Serving URLs). "
+                f"Received: model_name={model_name!r}"
+            )
+        if max_batch_size is not None and (
+            isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int | np.integer)
+            or max_batch_size < 1
+        ):
+            raise ValueError(
+                "Argument `max_batch_size` must be a positive int (examples per server-side "
+                f"batch) or None. Received: max_batch_size={max_batch_size!r}"
+            )
+        if not isinstance(warmup, bool):
+            raise TypeError(f"Argument `warmup` must be True or False. Received: warmup={warmup!r}")
+        self.base, self.version, self.name, self.warmup = base, version, model_name, warmup
+        block = explainer.runner.plan().block  # examples per pass; 0: all in one pass
+        self.derived = max_batch_size is None
+        if max_batch_size is not None:
+            self.max_batch_size = int(max_batch_size)
+        else:
+            self.max_batch_size = block if block > 0 else DEFAULT_MAX_BATCH_SIZE
+        self.batch_size = explainer.batch_size
+        spec = explainer.spec
+        self.per_example = spec.samples_per_example * spec.evaluations_per_sample
+
+    def batching_parameters(self) -> str:
+        if not self.derived:
+            why = "as given to export(max_batch_size=...)"
+        elif self.batch_size is not None:
+            why = (f"the examples of one pass of the explainer (batch_size={self.batch_size} "
+                   f"model evaluations, {self.per_example} per example)")
+        else:
+            why = ("a default: the explainer has batch_size=None, so a batch of B examples "
+                   f"evaluates B x {self.per_example} rows at once")
+        return (
+            "# TensorFlow Serving BatchingParameters (text proto), written by tfmollify.export.\n"
+            "#   tensorflow_model_server --enable_batching --batching_parameters_file=<this file>\n"
+            f"# max_batch_size: {why}.\n"
+            f"max_batch_size {{ value: {self.max_batch_size} }}\n"
+            "# batch_timeout_micros: how long a partial batch waits for more requests.\n"
+            f"batch_timeout_micros {{ value: {BATCH_TIMEOUT_MICROS} }}\n"
+            "# max_enqueued_batches: beyond this many waiting batches requests fail fast.\n"
+            f"max_enqueued_batches {{ value: {MAX_ENQUEUED_BATCHES} }}\n"
+            "# num_batch_threads: batches explained in parallel (each with its own memory);\n"
+            "# about the serving machine's CPU cores.\n"
+            f"num_batch_threads {{ value: {NUM_BATCH_THREADS} }}\n"
+        )
+
+    def models_config(self) -> str:
+        return (
+            "# TensorFlow Serving ModelServerConfig (text proto), written by tfmollify.export.\n"
+            "#   tensorflow_model_server --model_config_file=<this file>\n"
+            "# base_path is where the export was written: edit it if the model moves (e.g. in a\n"
+            "# container). The policy serves this version only; `latest { num_versions: 1 }`\n"
+            "# would follow newer exports instead.\n"
+            "model_config_list {\n"
+            "  config {\n"
+            f"    name: {_quote(self.name)}\n"
+            f"    base_path: {_quote(os.path.abspath(self.base))}\n"
+            '    model_platform: "tensorflow"\n'
+            "    model_version_policy {\n"
+            f"      specific {{ versions: {self.version} }}\n"
+            "    }\n"
+            "  }\n"
+            "}\n"
+        )
+
+    def requests(self, specs: dict[str, tf.TensorSpec]) -> list[dict[str, np.ndarray]]:
+        """One request per warmup batch size: uniform [0, 1) floats (not constant, so eq. 30
+        has a scale), zeros for integer inputs (valid token ids), targets 0, seeds 0..B-1."""
+        out = []
+        for b in warmup_batch_sizes(self.max_batch_size):
+            rng = np.random.default_rng(b)
+            req = {}
+            for name, spec in specs.items():
+                shape, dtype = (b, *spec.shape[1:]), spec.dtype.as_numpy_dtype
+                req[name] = (
+                    rng.uniform(size=shape).astype(dtype) if spec.dtype.is_floating
+                    else np.zeros(shape, dtype)
+                )
+            req["targets"] = np.zeros(b, np.int32)
+            req["seeds"] = np.arange(b, dtype=np.int64)
+            out.append(req)
+        return out
+
+    def writer(self, specs: dict[str, tf.TensorSpec]) -> Any:
+        """A function that writes the files into a version directory."""
+
+        def write(version_dir: str) -> None:
+            extra = os.path.join(version_dir, EXTRAS_DIR)
+            os.makedirs(extra, exist_ok=True)
+            with open(os.path.join(extra, BATCHING_FILE), "w", encoding="utf-8") as f:
+                f.write(self.batching_parameters())
+            with open(os.path.join(extra, MODELS_CONFIG_FILE), "w", encoding="utf-8") as f:
+                f.write(self.models_config())
+            if self.warmup:
+                with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as records:
+                    for req in self.requests(specs):
+                        records.write(prediction_log(self.name, req))
+
+        return write
+
+
+def server_command(version_dir: str | os.PathLike, *, port: int = 8500,
+                   rest_api_port: int = 8501) -> str:
+    """The ``tensorflow_model_server`` command that serves an export with its
+    ``assets.extra`` files (the model config, batching on with its parameters; the warmup
+    requests are read from the version directory by the server itself).
+
+    Args:
+        version_dir: The directory :func:`export` returned, ``path/<version>``.
+        port: gRPC port.
+        rest_api_port: REST port.
+
+    Returns:
+        One shell command line (paths quoted where needed).
+
+    Example:
+
+    >>> print(server_command("/srv/explainer/1"))  # doctest: +NORMALIZE_WHITESPACE
+    tensorflow_model_server --port=8500 --rest_api_port=8501
+    --model_config_file=/srv/explainer/1/assets.extra/models.config --enable_batching=true
+    --batching_parameters_file=/srv/explainer/1/assets.extra/batching_parameters.txt
+    """
+    extra = os.path.join(os.path.abspath(os.fspath(version_dir)), EXTRAS_DIR)
+    return (
+        f"tensorflow_model_server --port={int(port)} --rest_api_port={int(rest_api_port)} "
+        f"--model_config_file={shlex.quote(os.path.join(extra, MODELS_CONFIG_FILE))} "
+        "--enable_batching=true "
+        f"--batching_parameters_file={shlex.quote(os.path.join(extra, BATCHING_FILE))}"
+    )
