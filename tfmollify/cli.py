@@ -1,4 +1,4 @@
-"""The ``tfmollify`` command: demo, table1, explain, export, epsilon and kernels.
+"""The ``tfmollify`` command: demo, table1, explain, export, serve, epsilon and kernels.
 
 Every error a user can cause (bad arguments, unreadable files, a model that rejects the input)
 ends with one line on stderr and exit status 2, not a traceback.
@@ -66,6 +66,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             num_weight_samples=args.weight_samples,
             epochs=args.epochs,
             seed=args.seed,
+            progress=False if args.no_progress else None,
         )
     except ImportError as exc:
         raise CLIError(str(exc)) from None
@@ -78,7 +79,8 @@ def _cmd_table1(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 2:
         raise CLIError("--examples must be >= 2")
     try:
-        table1.run(args.out, data=args.data, settings=table1.settings_from_args(args))
+        table1.run(args.out, data=args.data, settings=table1.settings_from_args(args),
+                   progress=False if args.no_progress else None)
     except (ValueError, ImportError) as exc:
         raise CLIError(str(exc)) from None
     return 0
@@ -97,42 +99,165 @@ def _load_model(path: str):
         raise CLIError(f"--model {path!r}: cannot load it as a Keras model ({exc})") from None
 
 
-def _load_input(path: str, shape: tuple | None):
+# --preprocess NAME: keras.applications.NAME.preprocess_input, applied to pixels in [0, 255]
+PREPROCESS = {
+    "convnext": "unchanged: the model rescales [0, 255] itself",
+    "densenet": "torch: /255, minus ImageNet channel means, / their std",
+    "efficientnet": "unchanged: the model rescales [0, 255] itself",
+    "efficientnet_v2": "unchanged: the model rescales [0, 255] itself",
+    "inception_resnet_v2": "tf: to [-1, 1]",
+    "inception_v3": "tf: to [-1, 1]",
+    "mobilenet": "tf: to [-1, 1]",
+    "mobilenet_v2": "tf: to [-1, 1]",
+    "mobilenet_v3": "unchanged: the model rescales [0, 255] itself",
+    "nasnet": "tf: to [-1, 1]",
+    "resnet": "caffe: RGB to BGR, minus ImageNet channel means",
+    "resnet50": "caffe: RGB to BGR, minus ImageNet channel means",
+    "resnet_v2": "tf: to [-1, 1]",
+    "vgg16": "caffe: RGB to BGR, minus ImageNet channel means",
+    "vgg19": "caffe: RGB to BGR, minus ImageNet channel means",
+    "xception": "tf: to [-1, 1]",
+}
+
+
+def _check_scaling(args: argparse.Namespace) -> None:
+    """Rejects a bad ``--input-range`` or ``--preprocess`` before anything is loaded."""
+    import math
+
+    if args.input_range is not None:
+        low, high = args.input_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise CLIError(
+                f"--input-range {low:g} {high:g}: LOW must be below HIGH and both finite, "
+                "e.g. --input-range -1 1 for a model that expects [-1, 1]"
+            )
+    if args.preprocess is not None and args.preprocess not in PREPROCESS:
+        raise CLIError(
+            f"--preprocess {args.preprocess!r}: not a known keras application; choose one of "
+            + ", ".join(PREPROCESS)
+        )
+
+
+def _describe(x) -> str:
+    return f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
+
+
+def _load_input(
+    path: str,
+    shape: tuple | None,
+    *,
+    input_range: Sequence[float] | None = None,
+    preprocess: str | None = None,
+):
+    """Reads ``path`` as a batch for a model whose input shape is ``shape`` (None: unknown).
+
+    Images (PNG, JPEG, BMP, GIF) are decoded to pixels in [0, 255]; an alpha channel is dropped;
+    they are resized to the model's height and width and made grey (or RGB) to match its
+    channels; then scaled: by ``preprocess`` (``keras.applications.<name>.preprocess_input``),
+    linearly from [0, 255] to ``input_range``, or by default divided by 255. A ``.npy`` array is
+    used as it is unless ``input_range`` or ``preprocess`` is given (its values are then taken as
+    pixels in [0, 255]); a 3-D one is resized like an image. Returns the batch ``[n, ...]``
+    (float32) and the lines that say what was done.
+    """
     import numpy as np
     import tensorflow as tf
 
     if not os.path.isfile(path):
         raise CLIError(f"--input {path!r}: no such file")
+    is_npy = path.endswith(".npy")
     try:
-        if path.endswith(".npy"):
-            x = np.load(path).astype(np.float32)
+        if is_npy:
+            raw = np.load(path)
+            x = raw.astype(np.float32)
         else:
-            raw = tf.io.read_file(path)
-            x = tf.io.decode_image(raw, expand_animations=False).numpy().astype(np.float32)
-            x /= 255.0
+            raw = tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
+            x = raw.astype(np.float32)
     except Exception as exc:
         raise CLIError(f"--input {path!r}: cannot read it as an image or .npy array ({exc})") \
             from None
-    if x.ndim == 3 and x.shape[-1] == 4 and not path.endswith(".npy"):
-        x = x[..., :3]  # drop the alpha channel of RGBA images
-    if shape is not None and len(shape) == x.ndim + 1 and x.ndim == 3 and x.shape != shape[1:]:
-        h, w, c = shape[1:]
-        if None not in (h, w):
-            x = tf.image.resize(x, (h, w)).numpy()
-        if c == 1 and x.shape[-1] == 3:
-            x = x.mean(axis=-1, keepdims=True)
-        elif c == 3 and x.shape[-1] == 1:
-            x = np.repeat(x, 3, axis=-1)
-    if shape is not None and len(shape) == x.ndim:  # already batched
+    if is_npy:
+        notes = [f"{path}: .npy array {list(raw.shape)} {raw.dtype}, values in {_describe(x)}"]
+    else:
+        colours = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}.get(x.shape[-1], "?")
+        notes = [f"{path}: image {x.shape[0]}x{x.shape[1]} {colours}, pixels in the file "
+                 f"range [0, 255] (this one spans {_describe(x)})"]
+        if x.shape[-1] in (2, 4):
+            x = x[..., :-1]
+            notes.append("alpha channel dropped")
+    batched = shape is not None and len(shape) == x.ndim
+    if not batched:
+        x = x[None]
+    if x.ndim == 4:
+        x = _fit_image_to(x, shape, notes, is_npy)
+    scaled = input_range is not None or preprocess is not None
+    if is_npy and scaled and float(x.max()) <= 1.0:
+        notes.append("warning: the array's values are at most 1 (already scaled?), but "
+                     "--input-range/--preprocess take them as pixels in [0, 255]")
+    if preprocess is not None:
+        import keras
+
+        try:
+            module = getattr(keras.applications, preprocess)
+            x = np.asarray(module.preprocess_input(x.copy()), dtype=np.float32)
+        except Exception as exc:
+            raise CLIError(f"--preprocess {preprocess}: keras.applications.{preprocess}."
+                           f"preprocess_input fails on an input of shape {list(x.shape)} "
+                           f"({exc})") from None
+        notes.append(f"scaled by keras.applications.{preprocess}.preprocess_input from "
+                     f"[0, 255] ({PREPROCESS[preprocess]})")
+    elif input_range is not None:
+        low, high = (float(v) for v in input_range)
+        x = (low + x * ((high - low) / 255.0)).astype(np.float32)
+        notes.append(f"scaled [0, 255] -> [{low:g}, {high:g}] (--input-range)")
+    elif is_npy:
+        notes.append("values used as they are (no scaling: --input-range or --preprocess take "
+                     "them as pixels in [0, 255])")
+    else:
+        x /= 255.0
+        notes.append("scaled [0, 255] -> [0, 1] (the default, x / 255; --input-range LOW HIGH "
+                     "or --preprocess NAME for other models)")
+    notes.append(f"model input: {list(x.shape)}, values in {_describe(x)}")
+    return x, notes
+
+
+def _fit_image_to(x, shape: tuple | None, notes: list[str], is_npy: bool):
+    """Resizes an image batch ``[n, h, w, c]`` and converts its channels to the model's."""
+    import numpy as np
+    import tensorflow as tf
+
+    if shape is None:
+        notes.append("not resized and channels kept (the model does not state its input "
+                     "shape)")
         return x
-    return x[None]
+    if len(shape) != 4:
+        return x
+    h, w, c = shape[1:]
+    if None not in (h, w) and x.shape[1:3] != (h, w):
+        notes.append(f"resized {x.shape[1]}x{x.shape[2]} -> {h}x{w} (the model's input size, "
+                     "bilinear)")
+        x = tf.image.resize(x, (h, w)).numpy()
+    elif not is_npy:
+        notes.append(f"not resized ({x.shape[1]}x{x.shape[2]}: "
+                     + ("the model's input size)" if None not in (h, w) else "the model takes "
+                        "any size)"))
+    if c == 1 and x.shape[-1] == 3:
+        x = x.mean(axis=-1, keepdims=True)
+        notes.append("made greyscale: the mean of the 3 channels (the model takes 1 channel)")
+    elif c == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+        notes.append("grey repeated to 3 channels (the model takes RGB)")
+    elif not is_npy:
+        notes.append(f"not greyscaled: {x.shape[-1]} channel(s) kept, as the model takes")
+    return x
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
     import tfmollify as tfm
+    from tfmollify import progress
 
+    _check_scaling(args)
     model, is_savedmodel = _load_model(args.model)
     shape = None
     if not is_savedmodel:
@@ -140,9 +265,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             shape = tuple(model.inputs[0].shape)
         except Exception:
             shape = None
-    x = _load_input(args.input, shape)
+    x, notes = _load_input(args.input, shape, input_range=args.input_range,
+                           preprocess=args.preprocess)
     if is_savedmodel and args.mode != "sg":
         raise CLIError("a SavedModel directory can only be explained with --mode sg")
+    print("input: " + "\n  ".join(notes))
 
     def scores(v):
         out = model(v)
@@ -151,42 +278,55 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return out
 
     target_model = scores if is_savedmodel else model
+    n = len(x)
     try:
         if args.target is None:
             logits = np.asarray(scores(x))
-            target = int(logits.reshape(logits.shape[0], -1)[0].argmax())
+            targets = logits.reshape(n, -1).argmax(axis=1)
+            how = "predicted"
         else:
-            target = args.target
+            targets = np.full(n, args.target)
+            how = "--target"
         explainer = tfm.Explainer(
             target_model, mode=args.mode, kernel=args.kernel, num_samples=args.samples,
             num_weight_samples=args.weight_samples, epsilon=args.epsilon, alpha=args.alpha,
             aggregation=args.aggregation, seed=args.seed, batch_size=args.batch_size,
             sampler=args.sampler, replicates=args.replicates,
         )
+        print(f"explaining {n} example{'s' if n > 1 else ''}: {args.mode} / "
+              f"{explainer.kernel.name}, {args.samples} samples, seed {args.seed}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            attribution = explainer(x, target)
+            attribution = explainer(x, targets)
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from None
-    out = args.out
-    stem = out[:-4] if out.endswith(".png") else out
-    np.save(stem + ".npy", attribution[0])
     import matplotlib.pyplot as plt
 
     from tfmollify import plot
 
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
-    img = x[0]
-    if img.ndim == 3:
-        plot.overlay(img, attribution[0], axes[0], title=f"|attribution|, target {target}")
-        plot.heatmap(attribution[0], axes[1], title=f"{args.mode} / {explainer.kernel.name}")
-    else:
-        plot.heatmap(img, axes[0], title="input")
-        plot.heatmap(attribution[0], axes[1], title=f"target {target}")
-    fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
-    plt.close(fig)
-    print(f"target {target}; wrote {stem}.npy and {stem}.png")
+    out = args.out
+    stem = out[:-4] if out.endswith(".png") else out
+    digits = len(str(n - 1))
+    with progress.bar(n, enabled=False if args.no_progress else None, unit="map") as bar:
+        for i in range(n):
+            path = stem if n == 1 else f"{stem}_{i:0{digits}d}"
+            target = int(targets[i])
+            np.save(path + ".npy", attribution[i])
+            fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+            img = x[i]
+            if img.ndim == 3:
+                plot.overlay(img, attribution[i], axes[0], title=f"|attribution|, target {target}")
+                plot.heatmap(attribution[i], axes[1],
+                             title=f"{args.mode} / {explainer.kernel.name}")
+            else:
+                plot.heatmap(img, axes[0], title="input")
+                plot.heatmap(attribution[i], axes[1], title=f"target {target}")
+            fig.tight_layout()
+            fig.savefig(path + ".png", dpi=120)
+            plt.close(fig)
+            bar.clear()
+            print(f"example {i}: target {target} ({how}); wrote {path}.npy and {path}.png")
+            bar.update(1)
     return 0
 
 
@@ -234,6 +374,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Serves an export with KServe (tfmollify.serve) until SIGTERM/SIGINT."""
+    from tfmollify import serve as serve_lib
+
+    try:
+        serve_lib.load_kserve()
+        serve_lib.serve(args.export, name=args.name, host=args.host, port=args.port)
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    except (ValueError, TypeError, OSError) as exc:  # a bad export, name or port
+        raise CLIError(str(exc)) from None
+    return 0
+
+
 def _add_method_args(p: argparse.ArgumentParser) -> None:
     """The explainer's arguments, shared by ``explain`` and ``export``."""
     p.add_argument("--mode", default="sg", choices=["sg", "ng", "fg"])
@@ -246,11 +400,16 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=None,
                    help="most model evaluations in one pass (bounds memory)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="noise seed (default: 0, so that a run can be repeated exactly; "
+                   "Python's Explainer defaults to seed=None, fresh noise per call)")
     p.add_argument("--sampler", default="iid", choices=["iid", "antithetic", "sobol"],
                    help="how the noise is drawn (default: iid); see README 'Choosing'")
     p.add_argument("--replicates", type=int, default=None,
                    help="independent Sobol point sets with --sampler sobol")
+
+
+_NO_PROGRESS = "no progress bar (default: one on a terminal when the work lasts over 3 s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weight-samples", type=int, default=10, help="M for NG/FG (default: 10)")
     d.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser(
@@ -286,14 +446,42 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--examples", type=int, default=None,
                    help="explained examples per metric (default: 500, quick: 100)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     t.set_defaults(func=_cmd_table1)
 
-    e = sub.add_parser("explain", help="explain your own Keras model on an image or .npy file")
+    e = sub.add_parser(
+        "explain", help="explain your own Keras model on an image or .npy file",
+        description="Explains every example of --input (an image, or a .npy array with one "
+        "example or a batch) and writes one map per example: OUT.npy and OUT.png for one "
+        "example, OUT_<i>.npy and OUT_<i>.png for each example i of a batch. It prints what "
+        "it did to the input. Images are read as pixels in [0, 255], resized to the model's "
+        "input size, made grey or RGB to match its channels, and scaled: by default to "
+        "[0, 1] (x / 255), or to [LOW, HIGH] with --input-range, or by a keras application's "
+        "preprocess_input with --preprocess. A .npy array is used as it is unless one of "
+        "these two flags is given. The noise seed defaults to 0, so a run repeats exactly.",
+        epilog="--preprocess names: " + ", ".join(
+            f"{name} ({what})" for name, what in PREPROCESS.items()),
+    )
     e.add_argument("--model", required=True, help="a .keras file or a SavedModel directory")
-    e.add_argument("--input", required=True, help="a PNG/JPEG image or a .npy array")
-    e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
+    e.add_argument("--input", required=True,
+                   help="a PNG/JPEG image, or a .npy array: one example or a batch")
+    e.add_argument("--target", type=int, default=None,
+                   help="class index for every example (default: each example's predicted "
+                   "class)")
+    scaling = e.add_mutually_exclusive_group()
+    scaling.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                         default=None,
+                         help="scale pixels from [0, 255] to [LOW, HIGH], e.g. -1 1 (default "
+                         "for images: 0 1, i.e. x / 255; .npy: no scaling)")
+    scaling.add_argument("--preprocess", metavar="NAME", default=None,
+                         help="scale pixels with keras.applications.NAME.preprocess_input, "
+                         "e.g. mobilenet_v2, resnet50, vgg16, efficientnet (the names are "
+                         "listed below)")
     _add_method_args(e)
-    e.add_argument("--out", default="heatmap.png", help="PNG overlay path; .npy written beside")
+    e.add_argument("--out", default="heatmap.png",
+                   help="PNG overlay path; the .npy map is written beside it (a batch: one "
+                   "pair per example, OUT_<i>.png and OUT_<i>.npy)")
+    e.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     e.set_defaults(func=_cmd_explain)
 
     x = sub.add_parser(
@@ -325,6 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=float, default=0.9, help="mass inside [-r, r]")
     s.set_defaults(func=_cmd_epsilon)
 
+    v = sub.add_parser(
+        "serve", help="serve an export over HTTP with KServe (:explain and :predict)",
+        description="Serves an export of `tfmollify export` at http://HOST:PORT/v1/models/NAME "
+        "(KServe V1 protocol = TF Serving REST: :explain and :predict take row or columnar "
+        'bodies). Needs the kserve extra: pip install "tfmollify[kserve]". SIGTERM stops it.',
+    )
+    v.add_argument("--export", required=True, help="the directory given to export (or OUT/VERSION)")
+    v.add_argument("--name", default="explainer", help="name in the URL (default: %(default)s)")
+    v.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    v.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s)")
+    v.set_defaults(func=_cmd_serve)
+
     k = sub.add_parser("kernels", help="table of the registered kernels")
     k.set_defaults(func=_cmd_kernels)
     return p
@@ -335,6 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "no_progress", False):
+            from tfmollify import progress
+
+            with progress.bar(None, enabled=False):  # keeps every bar inside off
+                return args.func(args)
         return args.func(args)
     except CLIError as exc:
         print(f"tfmollify {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,382 @@
+"""The live explanation server (``tfmollify serve``, :mod:`tfmollify.serve`) over real HTTP.
+
+``tfmollify serve`` runs in a subprocess on 127.0.0.1 (a free port) on small exports written
+here; requests go through urllib (no proxy). Every answer is compared with
+``explainer.explain_full`` in this process, for the same seeds. Two servers (one input, several
+inputs) are started once for the module, in parallel, and always killed in a finalizer; every
+wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent import futures
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from crosscheck import require
+
+import tfmollify as tfm
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+RTOL, ATOL = 1e-5, 1e-6  # float32 rounding: the same ops, traced separately
+STARTUP_S = 240  # the server imports TensorFlow and KServe and loads the export (2 busy cores)
+REQUEST_S = 60
+KSERVE = 'pip install "tfmollify[kserve]"'
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(url: str, body: bytes | None = None, content_type: str = "application/json"):
+    """``(status, parsed JSON answer)`` of a GET (no body) or a POST."""
+    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
+    if body is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with OPENER.open(req, timeout=REQUEST_S) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+class Server:
+    """``tfmollify serve`` in a subprocess, its output in a log file."""
+
+    def __init__(self, export_dir: str, name: str, log: Path) -> None:
+        self.export_dir, self.name, self.log_path = export_dir, name, log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/models/{self.name}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tfmollify.cli", "serve", "--export", self.export_dir,
+                 "--name", self.name, "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if http(self.url)[0] == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.2)
+        pytest.fail(f"the server was not ready within {STARTUP_S} s:\n{self.log()}")
+
+    def running(self) -> Server:
+        """Itself, started again if a test stopped it."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+            self.wait_ready()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+# -- the exports -------------------------------------------------------------------------------
+def flat_explainer() -> tfm.Explainer:
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"),
+                              keras.layers.Dense(3)])
+    # FusionGrad (input and weight noise), eq. 30 per example, blocks of 4 model evaluations
+    return tfm.Explainer(model, mode="fg", num_samples=4, num_weight_samples=3, seed=1,
+                         batch_size=4)
+
+
+def multi_explainer() -> tfm.Explainer:
+    keras.utils.set_random_seed(5)
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    num = keras.Input((3,), name="num")
+    emb = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(ids))
+    h = keras.layers.Concatenate()([emb, keras.layers.Dense(4, activation="tanh")(num)])
+    model = keras.Model({"ids": ids, "num": num}, keras.layers.Dense(2)(h))
+    return tfm.SmoothGrad(model, kernel="hyperbolic", num_samples=5, seed=2)
+
+
+def flat_request(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "inputs": rng.uniform(-1, 1, size=(batch, 6)).astype(np.float32),
+        "targets": rng.integers(0, 3, size=batch).astype(np.int32),
+        # all of int64: JSON carries them exactly (no float rounding of seeds)
+        "seeds": rng.integers(-(2**63), 2**63 - 1, size=batch, dtype=np.int64),
+    }
+
+
+def multi_request(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "ids": rng.integers(0, 20, size=(batch, 5)).astype(np.int32),
+        "num": rng.normal(size=(batch, 3)).astype(np.float32),
+        "targets": rng.integers(0, 2, size=batch).astype(np.int32),
+        "seeds": rng.integers(0, 2**40, size=batch, dtype=np.int64),
+    }
+
+
+def rows(req: dict[str, np.ndarray]) -> bytes:
+    """TF Serving's row format: one object per example."""
+    n = len(req["targets"])
+    return json.dumps({"instances": [{k: v[i].tolist() for k, v in req.items()}
+                                     for i in range(n)]}).encode()
+
+
+def columns(req: dict[str, np.ndarray]) -> bytes:
+    """TF Serving's columnar format: each input batched."""
+    return json.dumps({"signature_name": "serving_default",
+                       "inputs": {k: v.tolist() for k, v in req.items()}}).encode()
+
+
+def by_output(answer: dict) -> dict[str, np.ndarray]:
+    """The row-format answer ``{"predictions": [{name: value}, ...]}`` as one array per name."""
+    preds = answer["predictions"]
+    assert isinstance(preds, list) and preds, answer
+    return {k: np.asarray([p[k] for p in preds]) for k in preds[0]}
+
+
+def assert_equals_explain_full(served: dict, explainer: tfm.Explainer, req: dict) -> None:
+    names = [k for k in req if k not in ("targets", "seeds")]
+    inputs = req[names[0]] if names == ["inputs"] else {k: req[k] for k in names}
+    want = explainer.explain_full(inputs, req["targets"], seeds=req["seeds"])
+    if names == ["inputs"]:
+        expected = {"attributions": want.attributions, "stderr": want.stderr}
+    else:
+        expected = {f"{part}_{k}": getattr(want, part)[k]
+                    for part in ("attributions", "stderr") for k in names}
+    expected["finite_samples"] = want.finite_samples
+    assert set(served) == set(expected)
+    for k, value in expected.items():
+        np.testing.assert_allclose(served[k], value, rtol=RTOL, atol=ATOL, err_msg=k)
+    np.testing.assert_array_equal(served["finite_samples"], want.num_samples)
+
+
+@pytest.fixture(scope="module")
+def exports(servers):
+    """``{"flat"|"multi": (explainer, export directory)}``."""
+    return {k: (explainer, path) for k, (explainer, path, _) in servers.items()}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, request):
+    """``{"flat"|"multi": (explainer, export directory, Server)}``, both servers ready. Each
+    server starts as soon as its export is written (it imports TensorFlow meanwhile)."""
+    require("kserve", KSERVE)
+    base = tmp_path_factory.mktemp("serve")
+    started = {}
+    for key, make, name, version in (("flat", flat_explainer, "explainer", 1),
+                                     ("multi", multi_explainer, "text", 3)):
+        explainer = make()
+        explainer.export(str(base / key), version=version)
+        server = Server(str(base / key), name, base / f"{key}.log")
+        request.addfinalizer(server.kill)  # before it starts: killed whatever happens
+        server.start()
+        started[key] = (explainer, str(base / key), server)
+    for _, _, server in started.values():
+        server.wait_ready()
+    return started
+
+
+# -- answers ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_readiness(servers):
+    server = servers["flat"][2].running()
+    assert http(server.url) == (200, {"name": "explainer", "ready": True})
+    status, _ = http(f"http://127.0.0.1:{server.port}/v1/models/no-such-model")
+    assert status == 404
+    assert http(f"http://127.0.0.1:{server.port}/v1/models") == (200, {"models": ["explainer"]})
+
+
+@pytest.mark.slow
+def test_both_body_formats_and_verbs_equal_explain_full(servers, exports):
+    server, explainer = servers["flat"][2].running(), exports["flat"][0]
+    req = flat_request(5, seed=0)
+    answers = []
+    for verb in (":explain", ":predict"):
+        for body in (rows(req), columns(req)):
+            status, answer = http(server.url + verb, body)
+            assert status == 200, answer
+            answers.append(answer)
+    # curl -d sends application/x-www-form-urlencoded: KServe passes such a body on as bytes
+    status, raw = http(server.url + ":explain", rows(req), "application/x-www-form-urlencoded")
+    assert status == 200, raw
+    for answer in [*answers[1:], raw]:
+        assert answer == answers[0]  # the same graph on the same inputs: identical JSON
+    assert len(answers[0]["predictions"]) == 5
+    assert sorted(answers[0]["predictions"][0]) == ["attributions", "finite_samples", "stderr"]
+    assert_equals_explain_full(by_output(answers[0]), explainer, req)
+    # an example alone gets the answer it gets inside the batch (its noise follows its seed)
+    one = {k: v[3:4] for k, v in req.items()}
+    status, alone = http(server.url + ":explain", rows(one))
+    assert status == 200 and alone["predictions"] == answers[0]["predictions"][3:4]
+    status, empty = http(server.url + ":explain", b'{"instances": []}')
+    assert (status, empty) == (200, {"predictions": []})
+
+
+@pytest.mark.slow
+def test_an_export_with_several_inputs(servers, exports):
+    server, explainer = servers["multi"][2].running(), exports["multi"][0]
+    req = multi_request(4, seed=1)
+    status, by_row = http(server.url + ":explain", rows(req))
+    assert status == 200, by_row
+    status, by_col = http(server.url + ":predict", columns(req))
+    assert (status, by_col) == (200, by_row)
+    assert sorted(by_row["predictions"][0]) == [
+        "attributions_ids", "attributions_num", "finite_samples", "stderr_ids", "stderr_num"]
+    assert_equals_explain_full(by_output(by_row), explainer, req)
+    status, err = http(server.url + ":explain", rows({**req, "ids": req["ids"] + 0.5}))
+    assert status == 400 and "`ids`" in err["error"] and "integers" in err["error"], err
+
+
+@pytest.mark.slow
+def test_16_concurrent_requests_each_equal_their_serial_answer(servers, exports):
+    server, explainer = servers["flat"][2].running(), exports["flat"][0]
+    reqs = [flat_request(1 + i % 3, seed=100 + i) for i in range(16)]
+    bodies = [rows(r) if i % 2 else columns(r) for i, r in enumerate(reqs)]
+    serial = [http(server.url + ":explain", b) for b in bodies]
+    with futures.ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda b: http(server.url + ":explain", b), bodies,
+                                 timeout=4 * REQUEST_S))
+    for i, (one, other) in enumerate(zip(serial, together, strict=True)):
+        assert one[0] == other[0] == 200, (i, one, other)
+        assert other[1] == one[1], i
+    # all 16 against one in-process call over every example (per-example seeds)
+    merged = {k: np.concatenate([r[k] for r in reqs]) for k in reqs[0]}
+    served = {k: np.concatenate([by_output(a)[k] for _, a in serial]) for k in
+              ("attributions", "stderr", "finite_samples")}
+    assert_equals_explain_full(served, explainer, merged)
+
+
+# -- bad requests ----------------------------------------------------------------------------
+def bad_bodies(good: dict[str, np.ndarray]) -> list[tuple[str, bytes, str]]:
+    """``(what, body, a word the error must contain)`` for requests the server must refuse."""
+    col = json.loads(columns(good))
+    inst = json.loads(rows(good))["instances"]
+
+    def with_col(**change) -> bytes:
+        return json.dumps({"inputs": {**col["inputs"], **change}}).encode()
+
+    nan_row = json.dumps({"instances": [{**inst[0], "inputs": [0.1, float("nan"), 0, 0, 0, 0]},
+                                        inst[1]]}).encode()
+    return [
+        ("targets out of range", with_col(targets=[0, 3]), "`targets`"),
+        ("negative targets", with_col(targets=[-1, 0]), "`targets`"),
+        ("fractional targets", with_col(targets=[0.5, 1]), "`targets`"),
+        ("wrong input width", with_col(inputs=[[0.0] * 5] * 2), "`inputs`"),
+        ("a missing batch axis", with_col(targets=1), "`targets`"),
+        ("NaN inputs (row)", nan_row, "`inputs`"),
+        ("Infinity inputs", with_col(inputs=[[0.0] * 6, [0.0] * 5 + [float("inf")]]),
+         "`inputs`"),
+        ("ragged inputs", with_col(inputs=[[0.0] * 6, [0.0] * 5]), "`inputs`"),
+        ("text in inputs", with_col(inputs=[["a"] * 6] * 2), "`inputs`"),
+        ("seeds beyond int64", with_col(seeds=[2**64, 1]), "`seeds`"),
+        ("one seed for two examples", with_col(seeds=[1]), "`seeds`"),
+        ("unknown input", with_col(pixels=[1, 2]), "`pixels`"),
+        ("missing input", json.dumps({"inputs": {k: v for k, v in col["inputs"].items()
+                                                 if k != "seeds"}}).encode(), "`seeds`"),
+        ("missing input in a row", json.dumps({"instances": [
+            {k: v for k, v in inst[0].items() if k != "targets"}]}).encode(), "`targets`"),
+        ("malformed JSON", b'{"instances": [{"inputs": [0.1,', "JSON"),
+        ("not an object", b"[1, 2, 3]", "object"),
+        ("both formats", json.dumps({"instances": inst, "inputs": col["inputs"]}).encode(),
+         "exactly one"),
+        ("another signature", json.dumps({**col, "signature_name": "other"}).encode(),
+         "signature_name"),
+        ("instances not a list", b'{"instances": {"inputs": 1}}', "instances"),
+    ]
+
+
+@pytest.mark.slow
+def test_bad_requests_get_400_and_the_server_keeps_serving(servers, exports):
+    server, explainer = servers["flat"][2].running(), exports["flat"][0]
+    good = flat_request(2, seed=7)
+    status, before = http(server.url + ":explain", columns(good))
+    assert status == 200
+    for what, body, word in bad_bodies(good):
+        for verb in (":explain", ":predict"):
+            status, answer = http(server.url + verb, body)
+            assert 400 <= status < 500, (what, verb, status, answer)
+            assert word in answer["error"], (what, answer)
+    assert http(server.url[: server.url.rindex("/") + 1] + "nope:explain", columns(good))[0] \
+        == 404
+    assert server.proc.poll() is None
+    assert http(server.url) == (200, {"name": "explainer", "ready": True})
+    status, after = http(server.url + ":explain", columns(good))
+    assert (status, after) == (200, before)
+    assert_equals_explain_full(by_output(after), explainer, good)
+
+
+# -- shutting down, and what needs no server ---------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_stops_the_server_cleanly(servers):
+    server = servers["multi"][2].running()  # the last test that uses it
+    with futures.ThreadPoolExecutor(1) as pool:  # a request in flight while it stops
+        pending = pool.submit(http, server.url + ":explain", rows(multi_request(3, seed=2)))
+        time.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0, server.log()
+        try:
+            status, _ = pending.result(timeout=REQUEST_S)
+            assert status == 200  # answered before the server went, or
+        except OSError:
+            pass  # refused: SIGTERM came before it was accepted
+    assert "tfmollify: stopped (SIGTERM)" in server.log()
+    with pytest.raises(OSError):
+        http(server.url)
+
+
+def test_the_cli_names_the_extra_when_kserve_is_missing(monkeypatch, tmp_path, capsys):
+    from tfmollify import cli
+
+    monkeypatch.setitem(sys.modules, "kserve", None)  # import kserve raises ImportError
+    assert cli.main(["serve", "--export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfmollify serve: error:") and KSERVE in err, err
+
+
+def test_serve_checks_its_arguments_before_loading(tmp_path, exports):
+    require("kserve", KSERVE)
+    from tfmollify.serve import serve
+
+    with pytest.raises(ValueError, match="`name`"):
+        serve(str(tmp_path), name="my model")
+    with pytest.raises(ValueError, match="`port`"):
+        serve(str(tmp_path), port=70000)
+    with pytest.raises(FileNotFoundError, match="`export_dir`"):
+        serve(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="numbered version"):
+        serve(str(tmp_path))  # a directory without a SavedModel
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(OSError, match=r"Cannot listen on 127\.0\.0\.1"):
+            serve(exports["flat"][1], port=taken.getsockname()[1])
