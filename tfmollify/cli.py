@@ -520,9 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
         'bodies). Needs the kserve extra: pip install "tfmollify[kserve]". SIGTERM stops it.',
     )
     v.add_argument("--export", required=True, help="the directory given to export (or OUT/VERSION)")
-    v.add_argument("--name", default="explainer", help="name in the URL (default: %(default)s)")
+    v.add_argument("--name", "--model_name", default="explainer",
+                   help="name in the URL (default: %(default)s)")
     v.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    v.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s)")
+    v.add_argument("--port", "--http_port", type=int, default=8080,
+                   help="TCP port (default: %(default)s)")
+    # KServe appends these to a custom explainer container's args: accepted; the export holds
+    # the model (no calls to the predictor) and one process serves
+    v.add_argument("--predictor_host", help=argparse.SUPPRESS)
+    v.add_argument("--workers", help=argparse.SUPPRESS)
     v.set_defaults(func=_cmd_serve)
 
     k = sub.add_parser("kernels", help="table of the registered kernels")
