@@ -58,8 +58,9 @@ def http(url: str, body: bytes | None = None, content_type: str = "application/j
 class Server:
     """``tfmollify serve`` in a subprocess, its output in a log file."""
 
-    def __init__(self, export_dir: str, name: str, log: Path) -> None:
+    def __init__(self, export_dir: str, name: str, log: Path, kserve_args: bool = False) -> None:
         self.export_dir, self.name, self.log_path = export_dir, name, log
+        self.kserve_args = kserve_args  # the arguments KServe appends to an explainer container
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -68,10 +69,14 @@ class Server:
 
     def start(self) -> None:
         self.port = free_port()
+        args = ["--name", self.name, "--port", str(self.port)]
+        if self.kserve_args:
+            args = ["--model_name", self.name, "--predictor_host", "digits-predictor.default",
+                    "--http_port", str(self.port), "--workers", "1"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmollify.cli", "serve", "--export", self.export_dir,
-                 "--name", self.name, "--host", "127.0.0.1", "--port", str(self.port)],
+                 "--host", "127.0.0.1", *args],
                 stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
             )
 
@@ -197,7 +202,7 @@ def servers(tmp_path_factory, request):
                                      ("multi", multi_explainer, "text", 3)):
         explainer = make()
         explainer.export(str(base / key), version=version)
-        server = Server(str(base / key), name, base / f"{key}.log")
+        server = Server(str(base / key), name, base / f"{key}.log", kserve_args=key == "multi")
         request.addfinalizer(server.kill)  # before it starts: killed whatever happens
         server.start()
         started[key] = (explainer, str(base / key), server)
