@@ -8,16 +8,20 @@ the tests cannot have (a running model server, a Ray cluster, S3) is left out wi
 :class:`Skip`, naming the reason; a skip that matches no block fails too. The listing of both,
 page by page, lives in the test modules (``tests/test_readme.py``, ``tests/test_docs.py``).
 
-Blocks that write files or register names (``export(``, ``register(``, ``output=``) run twice:
-following a page twice in one session must work (``overwrite=True`` and the like).
+Statements that write files or register names (``export(``, ``register(``, ``output="...npy"``)
+run a second time right after their block: following a page twice in one session must work
+(``overwrite=True`` and the like).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import dataclasses
 import re
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +116,22 @@ def prepare(page_blocks: list[Block], swaps: list[Swap], skips: list[Skip]
     return run, left_out
 
 
+def _side_effects(block: Block) -> list:
+    """The top-level statements of ``block`` that write files or register names, compiled."""
+    tree = ast.parse(block.source)
+    again = []
+    for stmt in tree.body:
+        segment = ast.get_source_segment(block.source, stmt) or ""
+        if _SIDE_EFFECTS.search(segment):
+            module = ast.Module(body=[stmt], type_ignores=[])
+            again.append(compile(module, f"{block.where} (again)", "exec"))
+    return again
+
+
 def run_blocks(run: list[Block], namespace: dict | None = None) -> dict[str, float]:
     """Executes the blocks in order in one namespace; returns the seconds each took.
 
-    Blocks with side effects (see the module docstring) run a second time right away.
+    After each block, its statements with side effects (see the module docstring) run again.
 
     Raises:
         AssertionError: Naming the page and line of the block that failed, and the error.
@@ -124,16 +140,29 @@ def run_blocks(run: list[Block], namespace: dict | None = None) -> dict[str, flo
     seconds = {}
     for b in run:
         code = compile(b.source, b.where, "exec")
-        times = 2 if _SIDE_EFFECTS.search(b.source) else 1
         start = time.perf_counter()
-        for attempt in range(times):
+        for attempt, part in enumerate([code, *_side_effects(b)]):
             try:
-                exec(code, ns)
+                exec(part, ns)
             except Exception as exc:  # the example failed: say which one, and how
-                again = " (run again: examples must be re-runnable)" if attempt else ""
+                again = " when run again (examples must be re-runnable)" if attempt else ""
                 raise AssertionError(
                     f"the example at {b.where} failed{again}: {type(exc).__name__}: {exc}\n"
                     f"{b.source}"
                 ) from exc
         seconds[b.where] = time.perf_counter() - start
     return seconds
+
+
+@contextlib.contextmanager
+def kept_kernel_registry() -> Iterator[None]:
+    """Restores tfmollify's kernel registry afterwards (a page may register its own kernel)."""
+    from tfmollify import kernels
+
+    saved = dict(kernels._REGISTRY), dict(kernels._ALIASES)
+    try:
+        yield
+    finally:
+        for table, old in zip((kernels._REGISTRY, kernels._ALIASES), saved, strict=True):
+            table.clear()
+            table.update(old)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import tfmollify as tfm
-from tests.doc_examples import Skip, Swap, blocks, prepare, run_blocks
+from tests.doc_examples import Skip, Swap, blocks, kept_kernel_registry, prepare, run_blocks
 from tfmollify import kernels
 from tfmollify.spec import ARGUMENTS
 
@@ -85,22 +85,14 @@ SWAPS = [
 SKIPS: list[Skip] = []
 
 
-@pytest.fixture
-def kernel_registry():
-    """Restores the kernel registry after a page registered its own kernel."""
-    saved = dict(kernels._REGISTRY), dict(kernels._ALIASES)
-    yield
-    for table, old in zip((kernels._REGISTRY, kernels._ALIASES), saved, strict=True):
-        table.clear()
-        table.update(old)
-
-
 @pytest.mark.slow
-def test_every_python_example_of_the_readme_runs_in_order(tmp_path, monkeypatch, kernel_registry):
+def test_every_python_example_of_the_readme_runs_in_order(tmp_path, monkeypatch):
     run, left_out = prepare(blocks(README), SWAPS, SKIPS)
     assert len(run) >= 6 and not left_out
     monkeypatch.chdir(tmp_path)
-    seconds = run_blocks(run, {"__name__": "__readme__", "small_cnn": small_cnn})
+    with kept_kernel_registry():
+        seconds = run_blocks(run, {"__name__": "__readme__", "small_cnn": small_cnn})
+    assert "triangle" not in kernels.names()  # the README's kernel is gone again
     assert sum(seconds.values()) < 90, seconds
     # what the examples say they produce
     assert (tmp_path / "serving" / "explainer" / "1" / "saved_model.pb").exists()
