@@ -18,7 +18,8 @@ Example:
 ((2, 4), (2, 4))
 """
 
-from tfmollify import kernels, sampling
+from tfmollify import callbacks, kernels, sampling
+from tfmollify.callbacks import ExplanationLogger
 from tfmollify.dataset import explain_dataset
 from tfmollify.explainer import (
     MODES,
@@ -35,10 +36,12 @@ __all__ = [
     "MODES",
     "Explainer",
     "Explanation",
+    "ExplanationLogger",
     "FusionGrad",
     "NoiseGrad",
     "NonFiniteError",
     "SmoothGrad",
+    "callbacks",
     "explain_dataset",
     "export",
     "kernels",
