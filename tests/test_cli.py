@@ -173,3 +173,148 @@ def test_export_writes_a_servable_savedmodel(saved_model, tmp_path):
     shape = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "s2"),
                 "--input-shape", "12,x")
     assert_one_line_error(shape, "--input-shape")
+
+
+# -- explain on real images: --input-range, --preprocess, batches ---------------------------------
+def explain_in_process(capsys, *args: str) -> str:
+    """``tfmollify explain ARGS`` in this process (no TensorFlow start-up); returns stdout."""
+    from tfmollify import cli
+
+    code = cli.main(["explain", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """A 10x10 RGB classifier (ReLU conv with biases: its gradient depends on the input's
+    range) and a PNG with the full 0-255 range written by Pillow, at the model's size."""
+    import keras
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("rgb")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((10, 10, 3)),
+        keras.layers.Conv2D(6, 3, activation="relu", bias_initializer="random_normal"),
+        keras.layers.Flatten(), keras.layers.Dense(4),
+    ])
+    model.save(d / "rgb.keras")
+    pixels = np.random.default_rng(2).integers(0, 256, size=(10, 10, 3), dtype=np.uint8)
+    pixels[0, 0], pixels[0, 1] = 0, 255
+    Image.fromarray(pixels).save(d / "img.png")
+    return d, model, pixels
+
+
+def test_input_range_explains_a_real_range_png_as_python_does(rgb_model, capsys, tmp_path):
+    import tfmollify as tfm
+
+    d, model, pixels = rgb_model
+    common = ("--model", str(d / "rgb.keras"), "--input", str(d / "img.png"), "--samples", "8",
+              "--target", "1")
+    out = explain_in_process(capsys, *common, "--input-range", "-1", "1",
+                             "--out", str(tmp_path / "r.png"))
+    assert "pixels in the file range [0, 255]" in out and "not resized" in out
+    assert "not greyscaled" in out and "scaled [0, 255] -> [-1, 1] (--input-range)" in out
+    assert "values in [-1, 1]" in out and "seed 0" in out
+    x = (pixels.astype(np.float32) / 127.5 - 1.0)[None]  # what the model expects
+    want = tfm.Explainer(model, mode="sg", num_samples=8, seed=0).explain(x, [1])
+    got = np.load(tmp_path / "r.npy")
+    np.testing.assert_allclose(got, want[0], rtol=1e-4, atol=1e-6)
+    # the default (x / 255) is another input, and says so: the flag is what made them equal
+    out = explain_in_process(capsys, *common, "--out", str(tmp_path / "default.png"))
+    assert "scaled [0, 255] -> [0, 1] (the default" in out
+    assert np.abs(np.load(tmp_path / "default.npy") - want[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_preprocess_equals_keras_preprocess_input(rgb_model, capsys, tmp_path, name):
+    import keras
+
+    import tfmollify as tfm
+
+    d, model, pixels = rgb_model
+    out = explain_in_process(
+        capsys, "--model", str(d / "rgb.keras"), "--input", str(d / "img.png"),
+        "--preprocess", name, "--samples", "6", "--target", "2", "--out", str(tmp_path / "p.png"),
+    )
+    assert f"keras.applications.{name}.preprocess_input" in out
+    module = getattr(keras.applications, name)
+    x = np.asarray(module.preprocess_input(pixels.astype(np.float32)[None]))
+    want = tfm.Explainer(model, mode="sg", num_samples=6, seed=0).explain(x, [2])
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want[0], rtol=1e-4, atol=1e-6)
+
+
+def test_batched_npy_gives_one_map_per_example_with_its_target(saved_model, capsys, tmp_path):
+    import tfmollify as tfm
+
+    d, model, _ = saved_model
+    xs = np.random.default_rng(5).uniform(-3, 3, size=(4, 12, 12, 1)).astype(np.float32)
+    np.save(tmp_path / "batch.npy", xs)
+    predicted = np.argmax(model(xs).numpy(), axis=1)
+    assert len(set(predicted.tolist())) > 1  # per-example targets are told apart
+    common = ("--model", str(d / "m.keras"), "--input", str(tmp_path / "batch.npy"),
+              "--samples", "6")
+    out = explain_in_process(capsys, *common, "--out", str(tmp_path / "b.png"))
+    assert "values used as they are" in out and "explaining 4 examples" in out
+    explainer = tfm.Explainer(model, mode="sg", num_samples=6, seed=0)
+    want = explainer.explain(xs, predicted)
+    for i in range(4):
+        stem = tmp_path / f"b_{i}"
+        assert (f"example {i}: target {predicted[i]} (predicted); wrote {stem}.npy and "
+                f"{stem}.png") in out
+        np.testing.assert_allclose(np.load(f"{stem}.npy"), want[i], rtol=1e-4, atol=1e-6)
+        assert (tmp_path / f"b_{i}.png").stat().st_size > 1000
+    assert not (tmp_path / "b.npy").exists()
+    out = explain_in_process(capsys, *common, "--target", "2", "--out", str(tmp_path / "t.png"))
+    want = explainer.explain(xs, [2] * 4)
+    for i in range(4):
+        assert f"example {i}: target 2 (--target)" in out
+        np.testing.assert_allclose(np.load(tmp_path / f"t_{i}.npy"), want[i], rtol=1e-4,
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (("--input-range", "1", "-1"), "--input-range 1 -1: LOW must be below HIGH"),
+        (("--input-range", "0", "0"), "--input-range 0 0: LOW must be below HIGH"),
+        (("--input-range", "0", "inf"), "--input-range 0 inf: LOW must be below HIGH"),
+        (("--preprocess", "mobilenet_v9"), "--preprocess 'mobilenet_v9': not a known keras"),
+    ],
+)
+def test_bad_scaling_flags(capsys, extra, match):
+    from tfmollify import cli
+
+    # checked before the model or the input is read (neither exists here)
+    assert cli.main(["explain", "--model", "m.keras", "--input", "x.png", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("tfmollify explain: error: "), err
+    assert match in err
+    if "--preprocess" in extra:
+        for name in ("mobilenet_v2", "resnet50", "vgg16", "efficientnet"):
+            assert name in err  # the choices are listed
+
+
+def test_input_range_and_preprocess_are_exclusive(capsys):
+    from tfmollify import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", "--model", "m.keras", "--input", "x.png", "--input-range", "-1",
+                  "1", "--preprocess", "resnet50"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --preprocess: not allowed with argument --input-range" in err
+
+
+def test_explain_help_states_the_defaults(capsys):
+    from tfmollify import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "noise seed (default: 0, so that a run can be repeated exactly" in text
+    assert "(default for images: 0 1, i.e. x / 255; .npy: no scaling)" in text
+    for name in cli.PREPROCESS:
+        assert f"{name} (" in text

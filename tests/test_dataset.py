@@ -1,4 +1,4 @@
-"""explain_dataset: dataset order, seeds, .npy streaming, progress, errors, and tf.distribute.
+"""explain_dataset: dataset order, seeds, .npy streaming, errors, and tf.distribute.
 
 Several replicas need TensorFlow to be configured before it initialises its devices, which the
 test process has already done, so the MirroredStrategy (two logical CPUs) and
@@ -194,30 +194,7 @@ def test_npy_header_fits_any_length():
         assert np.lib.format.read_array_header_1_0(stream) == (shape, False, np.dtype("<f8"))
 
 
-# -- progress -------------------------------------------------------------------------------------
-def test_progress_line(model, capsys):
-    _, _, ds = batched(10)
-    explain_dataset(make(model), ds, progress=True)
-    err = capsys.readouterr().err
-    assert "explain_dataset: 10 examples, batch 3/3 |" in err and "examples/s" in err
-    assert "left" in err
-    explain_dataset(make(model), ds, progress=False)
-    assert capsys.readouterr().err == ""
-
-
-def test_progress_redraws_in_place_on_a_terminal():
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
-
-    stream = Tty()
-    bar = dataset_lib._Progress(None, enabled=True, stream=stream)
-    for _ in range(3):
-        bar.update(4)
-    bar.close()
-    text = stream.getvalue()
-    assert text.startswith("\rexplain_dataset: 4 examples |") and text.endswith("\n")
-    assert "12 examples |" in text and "left" not in text  # unknown length: no estimate
+# -- progress: tests/test_progress.py (explain_dataset's bar is tfmollify.progress.bar) -----------
 
 
 # -- errors ---------------------------------------------------------------------------------------

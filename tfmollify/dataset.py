@@ -22,8 +22,6 @@ import logging
 import math
 import os
 import secrets
-import sys
-import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 import tensorflow as tf
 
+from tfmollify import progress as progress_lib
 from tfmollify.explainer import Explainer
 from tfmollify.runner import NonFiniteError, Request, report_nonfinite
 
@@ -48,7 +47,7 @@ def explain_dataset(
     strategy: tf.distribute.Strategy | None = None,
     output: str | os.PathLike[str] | None = None,
     return_stderr: bool = False,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> Any:
     """Attributions of every example of a data set, in dataset order.
 
@@ -90,8 +89,11 @@ def explain_dataset(
             replaced). The length need not be known in advance. With ``return_stderr`` the
             standard errors go to ``<output stem>_stderr.npy`` next to it.
         return_stderr: Also return the Monte Carlo standard error of each element.
-        progress: Show a progress line on stderr: examples done, rate and, when the number of
-            batches is known (``dataset.cardinality()`` or ``len(dataset)``), time left.
+        progress: Show a progress bar (:func:`tfmollify.progress.bar`: Keras' ``Progbar`` on
+            stdout, appearing once the run has lasted 3 seconds) counting the examples done,
+            with the time left when the number of batches is known
+            (``dataset.cardinality()`` or ``len(dataset)``). False prints nothing; None shows
+            it only at a terminal or in a notebook (:func:`tfmollify.progress.auto_enabled`).
 
     Returns:
         Attributions ``[n, ...]`` in dataset order, with the dtype of the inputs: a NumPy array,
@@ -159,12 +161,14 @@ def explain_dataset(
         _Memory() if p is None else _NpyWriter(p) if chief else _Sink()  # others: discarded
         for p in paths[: 1 + return_stderr]
     ]
-    bar = _Progress(_num_batches(dataset), enabled=bool(progress) and chief)
+    show = (None if progress is None else bool(progress)) if chief else False
+    bar = progress_lib.bar(None, enabled=show, unit="example")
+    failed = True
     try:
         with _quiet_eager_strategy_warning():
             finite, packing = _run(
                 explainer, batches, strategy, gather, seed, return_stderr, writers, bar,
-                streamed=path is not None,
+                streamed=path is not None, num_batches=_num_batches(dataset),
             )
         total = explainer.spec.samples_per_example
         explainer.last_num_samples = total
@@ -173,12 +177,13 @@ def explain_dataset(
         results = [w.finish() for w in writers]
         if packing is not None:  # several inputs: rows back into the inputs' structure
             results = [None if r is None else packing.unpack(r) for r in results]
+        failed = False
     except BaseException:
         for w in writers:
             w.abort()
         raise
     finally:
-        bar.close()
+        bar.close(failed=failed)
     if path is not None and not chief:
         return None
     return (results[0], results[1]) if return_stderr else results[0]
@@ -192,12 +197,14 @@ def _run(
     seed: int,
     return_stderr: bool,
     writers: list[_Sink],
-    bar: _Progress,
+    bar: progress_lib.Bar,
     *,
     streamed: bool,
+    num_batches: int | None,
 ) -> tuple[np.ndarray, Any]:
     """The batch loop; returns the per-example counts of finite samples and the packing of
-    several inputs (None for one input)."""
+    several inputs (None for one input). ``bar`` counts the examples done: with a known
+    ``num_batches`` its total is estimated from the first batch, and made exact at the end."""
     offset = 0
     example: tuple[Any, ...] | None = None
     finite: list[np.ndarray] = []
@@ -233,12 +240,15 @@ def _run(
             writers[1].append(explainer.runner.shape_rows(job, errors))
         finite.append(counts.astype(np.int64))
         offset += job.batch
+        if bar.total is None and num_batches is not None:
+            bar.total = num_batches * job.batch  # exact unless batches differ in size
         bar.update(job.batch)
     if example is None or offset == 0:
         raise ValueError(
             "Argument `dataset` yielded no examples. Pass a data set with at least one "
             "non-empty (inputs, targets) batch."
         )
+    bar.total = offset
     return np.concatenate(finite), job.packing if example is not None else None
 
 
@@ -586,58 +596,3 @@ def _num_batches(dataset: Any) -> int | None:
         return len(dataset)
     except TypeError:
         return None
-
-
-class _Progress:
-    """A one-line progress display on stderr: examples done, rate and time left.
-
-    On a terminal the line is redrawn in place (at most 5 times a second); otherwise (a log
-    file) a line is printed at most every 30 seconds, and once at the end.
-    """
-
-    def __init__(self, batches: int | None, enabled: bool, stream: IO[str] | None = None) -> None:
-        self.batches = batches
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = 0.2 if self.tty else 30.0
-        self.start = time.monotonic()
-        self.last = -math.inf
-        self.examples = 0
-        self.done = 0
-        self.shown = 0  # batches done at the last display
-
-    def update(self, examples: int) -> None:
-        self.examples += examples
-        self.done += 1
-        now = time.monotonic()
-        if self.enabled and now - self.last >= self.every:
-            self._show(now)
-
-    def _show(self, now: float) -> None:
-        self.last, self.shown = now, self.done
-        elapsed = max(now - self.start, 1e-9)
-        line = f"explain_dataset: {self.examples} examples"
-        if self.batches is not None:
-            line += f", batch {self.done}/{self.batches}"
-        line += f" | {self.examples / elapsed:.1f} examples/s | {_clock(elapsed)} elapsed"
-        if self.batches is not None:
-            left = elapsed / self.done * max(self.batches - self.done, 0)
-            line += f", {_clock(left)} left"
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Shows the final count (unless already shown) and ends the line."""
-        if not self.enabled or self.done == 0:
-            return
-        if self.shown != self.done:
-            self._show(time.monotonic())
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

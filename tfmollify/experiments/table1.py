@@ -545,21 +545,28 @@ def _score_method(explain: Callable[[Any, np.ndarray, Any], np.ndarray], models:
     return scores, a_trained
 
 
-def _score_methods(models: _Models, ex: _Examples, s: Settings, log: Callable[[str], None]
-                   ) -> _Results:
-    """Explains and scores the examples with every method, logging one line per method."""
+def _score_methods(models: _Models, ex: _Examples, s: Settings, log: Callable[[str], None],
+                   progress: bool | None = None) -> _Results:
+    """Explains and scores the examples with every method, logging one line per method; with
+    a progress bar over the methods (:func:`tfmollify.progress.bar`) when the work is slow."""
+    from tfmollify import progress as progress_lib
+
     scores: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     figure_index = int(np.flatnonzero(ex.y == 0)[0]) if np.any(ex.y == 0) else 0
     figure_maps: dict[str, np.ndarray] = {}
     methods = _methods()
-    for i, method in enumerate(methods, 1):
-        t0 = time.perf_counter()
-        scores[method], a_trained = _score_method(_explain_fn(method, s), models, ex)
-        figure_maps[method] = a_trained[figure_index]
-        timings[method] = time.perf_counter() - t0
-        summary = "  ".join(f"{m[:4]} {_mean(scores[method][m]):.3f}" for m in METRICS)
-        log(f"[table1] [{i:2d}/{len(methods)}] {method:<14} {summary}  ({timings[method]:.1f}s)")
+    with progress_lib.bar(len(methods), enabled=progress, unit="method") as bar:
+        for i, method in enumerate(methods, 1):
+            t0 = time.perf_counter()
+            scores[method], a_trained = _score_method(_explain_fn(method, s), models, ex)
+            figure_maps[method] = a_trained[figure_index]
+            timings[method] = time.perf_counter() - t0
+            summary = "  ".join(f"{m[:4]} {_mean(scores[method][m]):.3f}" for m in METRICS)
+            bar.clear()  # the log line goes above the bar
+            log(f"[table1] [{i:2d}/{len(methods)}] {method:<14} {summary}  "
+                f"({timings[method]:.1f}s)")
+            bar.update(1)
     return _Results(scores, timings, figure_maps, figure_index)
 
 
@@ -662,6 +669,7 @@ def run(
     data: str | None = None,
     settings: Settings | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, str]:
     """Runs the Table 1 experiment and writes its files into ``out_dir``.
 
@@ -671,6 +679,10 @@ def run(
         data: Optional ``.npz`` path (``x``, ``y``, optionally ``boxes``); see the module doc.
         settings: Explicit :class:`Settings` (overrides ``quick``).
         log: Where progress lines go (default: stderr).
+        progress: A progress bar over the 16 methods (:func:`tfmollify.progress.bar`, on
+            stdout once the scoring has lasted 3 seconds): True shows it, False prints no bar
+            (and keeps the explainers' own bars off), None (default) shows it at a terminal or
+            in a notebook only.
 
     Returns:
         Paths of the files written: ``markdown``, ``csv``, ``scores``, ``figure``.
@@ -691,7 +703,7 @@ def run(
     d = _data_splits(data, s)
     models = _train_models(d, s, log, t_start)
     ex = _explained_examples(d, s)
-    results = _score_methods(models, ex, s, log)
+    results = _score_methods(models, ex, s, log, progress)
     table = _cells(results.scores, _mean)
     errors = _cells(results.scores, _stderr)
     total = time.perf_counter() - t_start
@@ -726,6 +738,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--examples", type=int, default=None,
                    help="explained examples per metric (default: 500, quick: 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: one at a terminal, for runs over 3 s)")
     return p
 
 
@@ -743,7 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
-        run(args.out, data=args.data, settings=settings_from_args(args))
+        run(args.out, data=args.data, settings=settings_from_args(args),
+            progress=False if args.no_progress else None)
     except (ValueError, ImportError) as exc:
         print(f"table1: error: {exc}", file=sys.stderr)
         return 2
