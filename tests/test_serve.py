@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,9 +69,13 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v1/models/{self.name}"
 
     def start(self) -> None:
-        self.port = free_port()
-        args = ["--name", self.name, "--port", str(self.port)]
+        """Starts it: ``tfmollify serve --port 0`` (it prints the port it took), or with a free
+        port in KServe's arguments."""
+        self.port = None
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        args = ["--name", self.name, "--port", "0"]
         if self.kserve_args:
+            self.port = free_port()
             args = ["--model_name", self.name, "--predictor_host", "digits-predictor.default",
                     "--http_port", str(self.port), "--workers", "1"]
         with open(self.log_path, "ab") as log:
@@ -83,13 +88,22 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def printed_port(self) -> int | None:
+        """The port in the line ``tfmollify: serving ... at http://127.0.0.1:PORT/...``."""
+        text = self.log_path.read_text(errors="replace")[self.log_start:]
+        found = re.search(r"^tfmollify: serving .* at http://127\.0\.0\.1:(\d+)/v1/models/"
+                          + re.escape(self.name) + " ", text, re.M)
+        return int(found.group(1)) if found else None
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log()}")
+            if self.port is None:
+                self.port = self.printed_port()
             try:
-                if http(self.url)[0] == 200:
+                if self.port is not None and http(self.url)[0] == 200:
                     return
             except OSError:
                 pass  # not listening yet

@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from tfmollify.serving import SIGNATURE_KEY
+
 __all__ = ["KSERVE_INSTALL", "Export", "RequestError", "load_kserve", "model_class", "serve"]
 
-SIGNATURE_KEY = "serving_default"  # the same as tfmollify.serving.SIGNATURE_KEY
 KSERVE_INSTALL = 'pip install "tfmollify[kserve]"'
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -499,9 +500,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     max_threads: int = 4,
-    ready: Any = None,
 ) -> None:
     """Serves an exported explainer over HTTP with KServe until SIGTERM or SIGINT.
+
+    Call it from the main thread (it takes over SIGTERM and SIGINT while it runs).
 
     ``GET /v1/models/<name>`` answers ready once the export is loaded;
     ``POST /v1/models/<name>:explain`` and ``:predict`` answer requests in either TF Serving
@@ -514,10 +516,8 @@ def serve(
         name: The model name in the URLs (letters, digits, ``_``, ``.``, ``-``).
         host: The address to listen on: ``127.0.0.1`` (this machine only, the default) or e.g.
             ``0.0.0.0`` in a container.
-        port: The TCP port (``0``: any free port; the one chosen is printed).
+        port: The TCP port (``0``: any free port; the URL printed on stdout names it).
         max_threads: Requests computed at once.
-        ready: Optional callable, called with the bound ``(host, port)`` once the server
-            listens (e.g. to record the port when ``port=0``).
 
     Raises:
         ImportError: If KServe is not installed (naming the ``kserve`` extra).
@@ -572,8 +572,6 @@ def serve(
         url = f"http://{_url_host(bound[0])}:{bound[1]}/v1/models/{name}"
         print(f"tfmollify: serving {model.export.path} at {url} (:explain, :predict)",
               flush=True)
-        if ready is not None:
-            ready(bound)
         rest.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
