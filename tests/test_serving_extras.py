@@ -302,3 +302,20 @@ def test_cli_export_prints_the_server_command(tmp_path, capsys):
     assert "mine" in (extra / "models.config").read_text()
     assert parse_batching(str(out / "2")).max_batch_size.value == 2  # 8 rows / 4 per example
     assert command == serving.server_command(str(out / "2"))
+
+
+def test_warmup_inputs_lie_in_input_range(tmp_path):
+    """AdaptGrad's bounds are checked in the graph: warmup records outside them would make TF
+    Serving refuse the version."""
+    from tfmollify.spec import ARGUMENTS
+
+    if "input_range" not in ARGUMENTS:
+        pytest.skip("this explainer has no input_range")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    e = tfm.SmoothGrad(model, num_samples=2, seed=0, input_range=(2.0, 3.0))
+    path = tfm.export(e, tmp_path, max_batch_size=2)
+    requests = [request_of(r)[2] for r in records(path)]
+    for req in requests:
+        assert req["inputs"].min() >= 2.0 and req["inputs"].max() <= 3.0
+    _, answers = session_run(path, requests)
+    assert [a["finite_samples"].tolist() for a in answers] == [[2], [2, 2]]

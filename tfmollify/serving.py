@@ -435,8 +435,8 @@ def export(
             ``batch_size`` allows), or 32 without ``batch_size``.
         warmup: Write ``assets.extra/tf_serving_warmup_requests``. TF Serving runs every
             record when it loads the version and refuses the version if one fails; the
-            records hold uniform ``[0, 1)`` floats and zero integer inputs, so switch them off
-            for a model that rejects such inputs.
+            records hold uniform ``[0, 1)`` floats (within ``input_range`` if set) and zero
+            integer inputs, so switch them off for a model that rejects such inputs.
 
     Returns:
         The directory written, ``path/<version>``.
@@ -728,6 +728,8 @@ class _Extras:
         else:
             self.max_batch_size = block if block > 0 else DEFAULT_MAX_BATCH_SIZE
         self.batch_size = explainer.batch_size
+        # AdaptGrad's bounds (input_range=(low, high)): warmup inputs must lie inside them
+        self.input_range = getattr(explainer.spec, "input_range", None)
         spec = explainer.spec
         self.per_example = spec.samples_per_example * spec.evaluations_per_sample
 
@@ -775,7 +777,9 @@ class _Extras:
 
     def requests(self, specs: dict[str, tf.TensorSpec]) -> list[dict[str, np.ndarray]]:
         """One request per warmup batch size: uniform [0, 1) floats (not constant, so eq. 30
-        has a scale), zeros for integer inputs (valid token ids), targets 0, seeds 0..B-1."""
+        has a scale; uniform in ``input_range`` when the explainer has one), zeros for integer
+        inputs (valid token ids), targets 0, seeds 0..B-1."""
+        low, high = (0.0, 1.0) if self.input_range is None else map(float, self.input_range)
         out = []
         for b in warmup_batch_sizes(self.max_batch_size):
             rng = np.random.default_rng(b)
@@ -783,7 +787,7 @@ class _Extras:
             for name, spec in specs.items():
                 shape, dtype = (b, *spec.shape[1:]), spec.dtype.as_numpy_dtype
                 req[name] = (
-                    rng.uniform(size=shape).astype(dtype) if spec.dtype.is_floating
+                    rng.uniform(low, high, size=shape).astype(dtype) if spec.dtype.is_floating
                     else np.zeros(shape, dtype)
                 )
             req["targets"] = np.zeros(b, np.int32)
