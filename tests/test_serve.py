@@ -399,3 +399,31 @@ def test_serve_checks_its_arguments_before_loading(tmp_path, exports):
         taken.listen(1)
         with pytest.raises(OSError, match=r"Cannot listen on 127\.0\.0\.1"):
             serve(exports["flat"][1], port=taken.getsockname()[1])
+
+
+def test_the_kserve_model_also_takes_bodies_kserve_decoded(exports):
+    """Under ``kserve.ModelServer().start([model])`` the body arrives as parsed JSON."""
+    import asyncio
+
+    from kserve.errors import InvalidInput
+
+    from tfmollify.serve import model_class
+
+    explainer, path = exports["flat"]
+    model = model_class()("explainer", path, max_threads=2)
+    assert model.load() and model.ready
+    req = flat_request(3, seed=9)
+
+    async def answer(body):
+        return await model.predict(await model.preprocess(body))
+
+    try:
+        got = asyncio.run(answer(json.loads(rows(req))))
+        assert got == asyncio.run(answer(columns(req)))  # bytes, as tfmollify serve passes them
+        assert_equals_explain_full(by_output(got), explainer, req)
+        with pytest.raises(InvalidInput, match="`targets`"):
+            asyncio.run(answer({"inputs": {**json.loads(columns(req))["inputs"],
+                                           "targets": [0, 1, 7]}}))
+    finally:
+        model.stop()
+    assert not model.ready

@@ -394,7 +394,9 @@ def model_class() -> type:
 
     Its ``preprocess`` decodes the raw body into the signature's inputs (400 on a bad request),
     ``explain`` and ``predict`` run the export in a thread pool (``max_threads`` calls at once;
-    TensorFlow releases the GIL), and both answer in TF Serving's row format.
+    TensorFlow releases the GIL), and both answer in TF Serving's row format. It also runs under
+    KServe's own ``kserve.ModelServer().start([model])`` (which listens on every interface and
+    decodes JSON bodies itself; ``preprocess`` takes those too).
 
     Returns:
         The class ``ExplainerModel(name, export_dir, *, max_threads=4)``; ``load()`` loads the
@@ -437,8 +439,10 @@ def model_class() -> type:
         async def preprocess(self, payload: Any, headers: Any = None) -> Any:
             if self.export is None:
                 raise InvalidInput(f"model {self.name!r} is not loaded")
+            loop = asyncio.get_running_loop()  # JSON parsing off the event loop too
             try:
-                return _Decoded(self.export.decode(payload))
+                return _Decoded(await loop.run_in_executor(self._pool, self.export.decode,
+                                                           payload))
             except RequestError as exc:
                 raise InvalidInput(str(exc)) from None
 
