@@ -228,13 +228,26 @@ def chromium(url: str, profile: Path, *args: str) -> str:
     return done.stdout
 
 
+def render(served: str, page: str, tmp: Path) -> tuple[str, np.ndarray]:
+    """The DOM of ``page`` after it loaded, and a 1280x1600 screenshot of it (kept in ``tmp``)."""
+    from matplotlib import image
+
+    shot = tmp / (page.strip("/").replace("/", "-") or "start")
+    shot = shot.with_suffix(".png")  # a temporary folder: screenshots stay out of the repository
+    dom = chromium(f"{served}{page}", tmp / f"profile-{shot.stem}", "--dump-dom",
+                   f"--screenshot={shot}")
+    return dom, image.imread(shot)
+
+
 @pytest.mark.slow
 def test_the_start_and_api_pages_render_in_a_headless_browser(served, tmp_path):
-    start = visible_text(chromium(f"{served}/", tmp_path / "p1", "--dump-dom"))
+    dom, pixels = render(served, "/", tmp_path)
+    start = visible_text(dom)
     assert "mollified gradient" in start and "Getting started" in start, start[:500]
     assert "API reference" in start  # the navigation
+    assert 'src="demo_grid.png"' in dom
 
-    dom = chromium(f"{served}/api/", tmp_path / "p2", "--dump-dom")
+    dom, api_pixels = render(served, "/api/", tmp_path)
     api = visible_text(dom)
     for text in ("tfmollify.Explainer", "explain_full", "Smoothed attributions of",
                  "return_stderr", "tfmollify.explain_dataset", "tfmollify.kernels",
@@ -243,14 +256,9 @@ def test_the_start_and_api_pages_render_in_a_headless_browser(served, tmp_path):
     assert ":class:`" not in api and ":meth:`" not in api  # Sphinx roles became code
     assert '<span class="gp">&gt;&gt;&gt; </span>' in dom  # doctests fenced, highlighted
 
-    from matplotlib import image
-
-    for page, name in (("/", "start.png"), ("/api/", "api.png")):
-        shot = tmp_path / name  # a temporary folder: screenshots stay out of the repository
-        chromium(f"{served}{page}", tmp_path / f"p-{name}", f"--screenshot={shot}")
-        pixels = image.imread(shot)
-        assert pixels.shape[:2] == (1600, 1280), pixels.shape
-        assert float(np.std(pixels[..., :3])) > 0.05, f"{page} rendered blank"
+    for page, shot in (("/", pixels), ("/api/", api_pixels)):
+        assert shot.shape[:2] == (1600, 1280), shot.shape
+        assert float(np.std(shot[..., :3])) > 0.05, f"{page} rendered blank"
 
 
 # -- the examples of every page -------------------------------------------------------------
