@@ -427,3 +427,18 @@ def test_the_kserve_model_also_takes_bodies_kserve_decoded(exports):
     finally:
         model.stop()
     assert not model.ready
+
+
+def test_the_serve_verb_parses_its_own_and_kserves_arguments(capsys):
+    from tfmollify import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["serve", "--help"])
+    assert exit_.value.code == 0 and KSERVE in " ".join(capsys.readouterr().out.split())
+    args = cli.build_parser().parse_args(["serve", "--export", "e"])
+    assert (args.export, args.name, args.host, args.port) == ("e", "explainer", "127.0.0.1", 8080)
+    # what KServe appends to a custom explainer's container arguments
+    args = cli.build_parser().parse_args([
+        "serve", "--export", "/mnt/models", "--host", "0.0.0.0", "--model_name", "digits",
+        "--predictor_host", "digits-predictor.ns", "--http_port", "8080", "--workers", "2"])
+    assert (args.name, args.host, args.port) == ("digits", "0.0.0.0", 8080)
