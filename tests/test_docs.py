@@ -281,5 +281,5 @@ def test_the_python_examples_of_a_page_run_in_order(page, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     with kept_kernel_registry():
         seconds = run_blocks(run)
-    assert sum(seconds.values()) < 60, seconds
+    assert sum(seconds.values()) < 180, seconds  # a few seconds per page on 2 idle cores
     assert len(left_out) == len(SKIPS.get(page, []))

@@ -93,7 +93,9 @@ def test_every_python_example_of_the_readme_runs_in_order(tmp_path, monkeypatch)
     with kept_kernel_registry():
         seconds = run_blocks(run, {"__name__": "__readme__", "small_cnn": small_cnn})
     assert "triangle" not in kernels.names()  # the README's kernel is gone again
-    assert sum(seconds.values()) < 90, seconds
+    # ~15 s on 2 idle cores; a generous guard against a block that blew up (wall time on a
+    # shared machine varies 3x)
+    assert sum(seconds.values()) < 240, seconds
     # what the examples say they produce
     assert (tmp_path / "serving" / "explainer" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "attr.npy").exists()
