@@ -75,6 +75,7 @@ def fitted(tmp_path_factory):
     return model, explainer, logger, x[:3], y[:3], log_dir
 
 
+@pytest.mark.slow  # over 10 s (fits/exports and traces)
 def test_fit_writes_image_grid_and_scalars_that_equal_the_metrics(fitted):
     model, explainer, logger, x, t, log_dir = fitted
     got = events(log_dir)
@@ -177,6 +178,7 @@ def _train(extra: list) -> tuple[list[np.ndarray], list[float]]:
     return [w.copy() for w in model.get_weights()], history.history["loss"]
 
 
+@pytest.mark.slow  # over 10 s (fits/exports and traces)
 def test_training_is_bit_identical_with_and_without_the_logger(tmp_path):
     x, y = data()
     logger = lambda model: callbacks.ExplanationLogger(  # noqa: E731

@@ -96,6 +96,7 @@ def session_run(path: str, requests: list[dict[str, np.ndarray]]):
     return sig, answers
 
 
+@pytest.mark.slow  # over 10 s (fits/exports and traces)
 @pytest.mark.parametrize(("case", "name", "sizes"), [
     ("fg", "explainer", [1, 2, 4, 5]),
     ("sg", "sg-explainer", [1, 2, 4, 8, 16, 32]),
