@@ -284,3 +284,19 @@ def test_a_diverged_model_warns_and_training_goes_on(tmp_path):
     with pytest.warns(UserWarning, match="step 0 not logged"):
         logger.on_epoch_end(0)
     assert not glob.glob(os.path.join(str(tmp_path), "events.*"))
+
+
+def test_maps_that_cannot_go_beside_their_inputs_fail_when_the_logger_is_made(tmp_path):
+    vector_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    v = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    summed = tfm.SmoothGrad(vector_model, num_samples=2, epsilon=0.1, seed=0, reduce="sum")
+    with pytest.raises(ValueError, match=r"cannot show this explainer's maps.*reduce='sum'"):
+        callbacks.ExplanationLogger(summed, v, 0, tmp_path)
+    # an image's map reduced over its channels has the image's height and width: shown
+    model = tiny_model()
+    x, t = data(2)
+    normed = tfm.SmoothGrad(model, num_samples=2, seed=0, reduce="norm")
+    logger = callbacks.ExplanationLogger(normed, x, t, tmp_path)
+    logger.log(0)
+    assert logger.last_grid.shape == (13, 20, 1)
+    assert "relative_stderr" not in logger.last_scalars  # no standard error with reduce

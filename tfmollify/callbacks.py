@@ -63,7 +63,9 @@ def _magnitude(a: np.ndarray, ndim: int) -> np.ndarray:
     """``|a|`` of one example's map as ``[H, W, 1]``, summed over the channels of an image
     (``ndim``: the input's dimensions per example)."""
     m = np.abs(a)
-    if m.ndim == 3:
+    if m.ndim == 0:  # one number per example (``reduce`` of a vector)
+        m = m.reshape(1, 1)
+    elif m.ndim == 3:
         m = m.sum(axis=-1)
     elif m.ndim == 1 and ndim == 1:
         m = m[None]
@@ -177,11 +179,12 @@ class ExplanationLogger(keras.callbacks.Callback):
     Raises:
         TypeError: If ``explainer`` is not a tfmollify explainer of a Keras model, or
             ``inputs``, ``targets``, ``log_dir`` or ``name`` have the wrong type.
-        ValueError: For a model with several inputs, ``explain_at``, inputs of the wrong
-            shape or with NaN/Inf, targets out of range, more than 64 examples, or
-            ``every_n_epochs`` not a positive int; when ``fit`` starts, if the explainer's
-            model does not share the fitted model's variables (it would explain a copy that
-            does not train).
+        ValueError: For a model with several inputs, ``explain_at``, maps that cannot be
+            shown beside their inputs (checked with one explanation when the logger is made),
+            inputs of the wrong shape or with NaN/Inf, targets out of range, more than 64
+            examples, or ``every_n_epochs`` not a positive int; when ``fit`` starts, if the
+            explainer's model does not share the fitted model's variables (it would explain
+            a copy that does not train).
 
     Example:
 
@@ -243,6 +246,21 @@ class ExplanationLogger(keras.callbacks.Callback):
         self.last_scalars: dict[str, float] = {}
         self.last_grid: np.ndarray | None = None
         self._writer: Any = None
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """One explanation now (the compiled function is reused by every log), so that a map
+        that cannot go beside its input fails here, not at the end of the first epoch."""
+        value = np.asarray(
+            self.explainer.explain_full(self.inputs, self.targets, seeds=self.seeds).attributions
+        )
+        try:
+            image_grid(self.inputs, [value])
+        except ValueError as exc:
+            raise ValueError(
+                f"ExplanationLogger cannot show this explainer's maps: {exc} (attribution="
+                f"{self.explainer.attribution!r}, reduce={self.explainer.reduce!r})"
+            ) from None
 
     # -- keras.callbacks.Callback ------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
