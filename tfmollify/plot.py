@@ -5,6 +5,8 @@ function here is first called.
 
 Signed maps use a diverging colormap centred on zero; absolute maps a sequential one. Both are
 clipped at a percentile of ``|attribution|`` so that a few extreme pixels do not wash the rest out.
+A map coarser than its image (Grad-CAM's ``[h, w]`` at a convolutional layer) is upsampled
+bilinearly to the image's size for an :func:`overlay` (:func:`upsample`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["grid", "heatmap", "overlay", "to_map"]
+__all__ = ["grid", "heatmap", "overlay", "to_map", "upsample"]
 
 
 def _plt():
@@ -55,6 +57,66 @@ def to_map(attribution: Any, signed: bool = True) -> np.ndarray:
             f"Argument `attribution` must be 1-D, [H, W] or [H, W, C]. Received shape {a.shape}"
         )
     return a
+
+
+def _axis_weights(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows ``lo``, ``hi`` and the weight of ``hi`` for each of ``out`` output rows
+    (half-pixel centres, edges clamped)."""
+    src = (np.arange(out, dtype=np.float64) + 0.5) * (size / out) - 0.5
+    src = np.clip(src, 0.0, size - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    return lo, hi, src - lo
+
+
+def upsample(attribution: Any, shape: Sequence[int]) -> np.ndarray:
+    """Resizes a 2-D map to ``shape`` by bilinear interpolation (for overlays).
+
+    Pixel centres are aligned as in ``tf.image.resize(..., method="bilinear")`` (half-pixel
+    centres, no antialiasing), whose result this equals: every output value is a convex
+    combination of at most four neighbouring map values, so a constant map stays exactly
+    constant and the map's range is kept. A map that already has ``shape`` comes back unchanged.
+
+    Args:
+        attribution: ``[h, w]`` map (e.g. Grad-CAM at a layer's resolution).
+        shape: ``(H, W)``, the image's spatial size.
+
+    Returns:
+        A float64 ``[H, W]`` array.
+
+    Raises:
+        ValueError: If ``attribution`` is not 2-D or ``shape`` is not two positive ints.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfmollify import plot
+    >>> plot.upsample(np.array([[0.0, 1.0]]), (1, 4)).tolist()
+    [[0.0, 0.25, 0.75, 1.0]]
+    """
+    m = np.asarray(attribution, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(
+            f"Argument `attribution` must be a 2-D map [h, w]. Received shape {m.shape}"
+        )
+    try:
+        rows, cols = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Argument `shape` must be (H, W), two positive ints. Received: shape={shape!r}"
+        ) from None
+    if rows < 1 or cols < 1 or m.size == 0:
+        raise ValueError(
+            f"Argument `shape` must be (H, W), two positive ints, and the map non-empty. "
+            f"Received: shape={shape!r}, map shape {m.shape}"
+        )
+    if m.shape == (rows, cols):
+        return m
+    r0, r1, rw = _axis_weights(m.shape[0], rows)
+    c0, c1, cw = _axis_weights(m.shape[1], cols)
+    top = m[r0][:, c0] * (1.0 - cw) + m[r0][:, c1] * cw
+    bottom = m[r1][:, c0] * (1.0 - cw) + m[r1][:, c1] * cw
+    return top * (1.0 - rw[:, None]) + bottom * rw[:, None]
 
 
 def heatmap(
@@ -116,14 +178,27 @@ def overlay(
 
     Args:
         image: ``[H, W]`` or ``[H, W, C]`` image (any range; it is min-max scaled).
-        attribution: Same spatial shape.
+        attribution: The same spatial shape ``[H, W]`` (or ``[H, W, C]``), or a coarser map
+            ``[h, w]`` with ``h <= H`` and ``w <= W``, such as Grad-CAM at a convolutional
+            layer: it is upsampled bilinearly to ``[H, W]`` (:func:`upsample`).
         ax: A matplotlib Axes (a new figure when None).
         alpha: Opacity of the heatmap.
         clip_percentile: Colour limit at this percentile of ``|a|``.
         title: Axes title.
 
     Returns:
-        The heatmap AxesImage.
+        The heatmap AxesImage (its array is the drawn ``[H, W]`` map).
+
+    Raises:
+        ValueError: If the map is larger than the image along an axis.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfmollify import plot
+    >>> cam = np.array([[0.0, 1.0], [2.0, 3.0]])          # Grad-CAM at a 2x2 layer
+    >>> plot.overlay(np.zeros((8, 8)), cam).get_array().shape
+    (8, 8)
     """
     plt = _plt()
     if ax is None:
@@ -136,9 +211,12 @@ def overlay(
     ax.imshow(img, cmap="gray", interpolation="nearest")
     m = to_map(attribution, signed=False)
     if m.shape != img.shape:
-        raise ValueError(
-            f"`image` {img.shape} and `attribution` {m.shape} must have the same spatial shape."
-        )
+        if m.shape[0] > img.shape[0] or m.shape[1] > img.shape[1]:
+            raise ValueError(
+                f"`image` {img.shape} and `attribution` {m.shape} must have the same spatial "
+                "shape, or the attribution a coarser one [h, w] (upsampled to the image's)."
+            )
+        m = upsample(m, img.shape)
     lim = float(np.percentile(m, clip_percentile)) or 1.0
     im = ax.imshow(m, cmap="inferno", alpha=alpha, vmin=0.0, vmax=lim, interpolation="nearest")
     ax.set_xticks([])
