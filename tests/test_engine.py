@@ -16,7 +16,9 @@ import reference
 import tfmollify as tfm
 from tfmollify import sampling
 from tfmollify.aggregation import AGGREGATIONS
-from tfmollify.attribution import ATTRIBUTIONS
+from tfmollify.attribution import ATTRIBUTIONS, LAYER_ONLY
+
+ATTRIBUTIONS = tuple(a for a in ATTRIBUTIONS if a not in LAYER_ONLY)
 
 
 # -- models ---------------------------------------------------------------------------------------

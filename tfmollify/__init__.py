@@ -18,7 +18,9 @@ Example:
 ((2, 4), (2, 4))
 """
 
-from tfmollify import callbacks, kernels, sampling
+from tfmollify import attribution, callbacks, kernels, sampling
+from tfmollify.attribution import register as register_attribution
+from tfmollify.attribution import tape_gradient
 from tfmollify.callbacks import ExplanationLogger
 from tfmollify.dataset import explain_dataset
 from tfmollify.explainer import (
@@ -41,11 +43,14 @@ __all__ = [
     "NoiseGrad",
     "NonFiniteError",
     "SmoothGrad",
+    "attribution",
     "callbacks",
     "explain_dataset",
     "export",
     "kernels",
+    "register_attribution",
     "sampling",
+    "tape_gradient",
 ]
 
 __version__ = "0.1.0"

@@ -32,7 +32,7 @@ from tfmollify.kernels import Kernel
 from tfmollify.model_view import ModelView
 from tfmollify.plan import Layout
 
-__all__ = ["CoreSpec", "build", "weight_noise_table"]
+__all__ = ["CoreSpec", "build", "probe_shapes", "weight_noise_table"]
 
 
 class _OwnRetracingFilter(logging.Filter):
@@ -80,6 +80,14 @@ class CoreSpec:
             to unpack them: ``(key, shape, dtype)`` per input, with ``key`` an int (a list of
             inputs) or a str (a dict). ``eps`` is then ``[Bc, K]``, one scale per float input.
             None: one input of ``input_shape`` (``ints`` is ``[Bc, 0]``).
+        method: A base method of the user's, ``method(score_fn, x) -> a`` (None: the
+            built-in ``attribution``).
+        output_shape: Shape of one example's attribution (None: ``input_shape``): the
+            ``attribute_at`` layer's output shape, its positions for Grad-CAM, or what a
+            method of the user's returns.
+        noise_shape: With ``noise_at`` a layer (``view.noise_layer``): the shape of one
+            example of its output, where the input noise goes (``eps`` is then ``[Bc]``).
+        elementwise_eps: ``eps`` is ``[Bc, D]``, one scale per input element (``input_range``).
         sampler: ``"iid"``, ``"antithetic"`` (pairs ``z``, ``-z`` of input draws and of
             weight draws) or ``"sobol"`` (randomized Sobol points; see
             :mod:`tfmollify.sampling`).
@@ -109,6 +117,15 @@ class CoreSpec:
     parts: tuple[tuple[Any, tuple[int, ...], str], ...] | None = None
     sampler: str = "iid"
     replicates: int = 1
+    method: Any = None
+    output_shape: tuple[int, ...] | None = None
+    noise_shape: tuple[int, ...] | None = None
+    elementwise_eps: bool = False
+
+    @property
+    def attribution_shape(self) -> tuple[int, ...]:
+        """Shape of one example's attribution."""
+        return self.input_shape if self.output_shape is None else self.output_shape
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
@@ -160,17 +177,32 @@ class _Core:
         self.dtype = spec.compute_dtype
         self.size = int(np.prod(spec.input_shape, dtype=np.int64))
         self.shape = list(spec.input_shape)
+        self.out_size = int(np.prod(spec.attribution_shape, dtype=np.int64))
+        # where the noise goes: the input rows, or a layer's output (noise_shape)
+        self.noise_shape = None if spec.noise_shape is None else list(spec.noise_shape)
+        self.noise_size = (
+            self.size if spec.noise_shape is None
+            else int(np.prod(spec.noise_shape, dtype=np.int64))
+        )
         lay = self.lay
         self.antithetic = spec.sampler == "antithetic"
         sobol = spec.sampler == "sobol"
         self.sobol_w = lay.w_unit if sobol else None
         self.sobol_in = (
             sampling.Sobol(lay.n_in if spec.mode == "fg" else lay.n_in // spec.replicates,
-                           self.size)
+                           self.noise_size)
             if sobol and spec.mode != "ng"
             else None
         )
-        self.attribute = attribution.make(spec.attribution, spec.ig_steps, spec.ig_baseline)
+        at_layer = view.attribute_layer is not None
+        self.one_pass = (  # a function of the point and the gradient there: one pass
+            spec.method is None and at_layer and spec.attribution in attribution.FROM_GRADIENT
+        )
+        self.method = (
+            spec.method if spec.method is not None
+            else None if self.one_pass
+            else attribution.make(spec.attribution, spec.ig_steps, spec.ig_baseline)
+        )
         self.input_noise = spec.mode in ("sg", "fg")
         self.weight_noise = spec.mode in ("ng", "fg")
         self.proposal = spec.proposal if self.input_noise else None
@@ -213,12 +245,11 @@ class _Core:
             out[i] = val * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
         return out
 
-    def noisy_inputs(self, flat, eps, keys, first, count):
-        """``[Bc, count, D]`` noisy rows for flat input-draw indices ``first..``, and the log
-        importance weights ``[Bc, count]`` (None without a proposal)."""
-        if not self.input_noise:
-            return flat[:, None, :], None
-        dtype, size, kernel = self.dtype, self.size, self.spec.kernel
+    def noise(self, eps, keys, first, count):
+        """The scaled noise ``[Bc, count, Dn]`` of flat input-draw indices ``first..`` (``Dn``:
+        the input rows' or the noise layer's size), and the log importance weights
+        ``[Bc, count]`` (None without a proposal)."""
+        dtype, size, kernel = self.dtype, self.noise_size, self.spec.kernel
         if self.sobol_in is not None:
             u = sampling.sobol_uniforms(keys, first, count, size, dtype, self.sobol_in)
         else:
@@ -233,33 +264,94 @@ class _Core:
             z = ratio * zp
             log_w = tf.reduce_sum(kernel.log_pdf(z) - self.proposal.log_pdf(zp), axis=2)
             log_w += size * tf.math.log(ratio)
-        if self.spec.parts is None:
+        if self.spec.elementwise_eps:  # one scale per element (input_range)
+            scale = eps[:, None, :]
+        elif self.spec.parts is None or self.noise_shape is not None:
             scale = eps[:, None, None]
         else:  # per-input scales spread over the packed row
             scale = tf.repeat(eps, self.part_sizes, axis=1)[:, None, :]
-        return flat[:, None, :] + scale * z, log_w
+        return scale * z, log_w
 
-    def gradient(self, inp: tf.Tensor, rows: tf.Tensor, blk: _Block, weights) -> tf.Tensor:
-        """The gradient of the target scores with respect to the (noisy) rows ``inp``, whose
-        row ``r`` belongs to example ``rows[r]`` of the block."""
-        with tf.GradientTape() as tape:
-            tape.watch(inp)
-            out = self.view.forward(self.unpack(inp, tf.gather(blk.ints, rows)), weights)
-            t = tf.gather(blk.targets, rows)
-            score = tf.cast(_select(out, t, self.target_fn), self.dtype)
-        # a score that does not depend on the input has a zero gradient, not None
-        zero = tf.UnconnectedGradients.ZERO
-        return tf.cast(tape.gradient(score, inp, unconnected_gradients=zero), self.dtype)
+    def score(self, inp, rows, blk: _Block, weights, hooks) -> tf.Tensor:
+        """The target scores ``[m]`` at rows ``inp [m, ...]``; ``m`` is a multiple ``k n`` of
+        the ``n`` rows of ``rows`` (the examples they belong to), as in a method's path."""
+        n = tf.shape(rows)[0]
+        r = tf.tile(rows, [tf.shape(inp)[0] // n])
+        with self.view.intercept(hooks):
+            out = self.view.forward(self.unpack(inp, tf.gather(blk.ints, r)), weights)
+        return tf.cast(_select(out, tf.gather(blk.targets, r), self.target_fn), self.dtype)
+
+    def layer_noise_hook(self, t: tf.Tensor) -> tuple:
+        """Adds the noise ``t [n, *noise_shape]`` to the noise layer's output (tiled over the
+        ``k n`` rows of a path)."""
+        layer = self.view.noise_layer
+
+        def add(h):
+            reps = tf.shape(h)[0] // tf.shape(t)[0]
+            return h + tf.cast(tf.tile(t, [reps] + [1] * (t.shape.rank - 1)), h.dtype)
+
+        return layer, add
+
+    def attribute(self, xs, rows, blk: _Block, weights, layer_noise) -> tf.Tensor:
+        """The base method at rows ``xs [n, ...]`` (noisy, or clean with the noise at a
+        layer): ``[n, *attribution_shape]``."""
+        hooks = {}
+        if layer_noise is not None:
+            layer, add = self.layer_noise_hook(layer_noise)
+            hooks[id(layer)] = (layer, add)
+        at = self.view.attribute_layer
+        if at is None:  # with respect to the inputs
+            a = self.method(lambda inp: self.score(inp, rows, blk, weights, hooks), xs)
+            return tf.cast(a, self.dtype)
+        if self.one_pass:  # the layer's output and the gradient there, in one pass
+            box = []
+            tape = tf.GradientTape()
+
+            def watch(h):
+                tape.watch(h)
+                box.append(h)
+                return h
+
+            inner = hooks.get(id(at))
+            hooks[id(at)] = (at, watch if inner is None else (lambda h: watch(inner[1](h))))
+            with tape:
+                score = self.score(xs, rows, blk, weights, hooks)
+            h = box[0]
+            g = tape.gradient(score, h, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            h, g = tf.cast(h, self.dtype), tf.cast(g, self.dtype)
+            return attribution.from_gradient(self.spec.attribution, h, g)
+        # a method over the layer's output: its value here, then the scores as a function of it
+        h0 = tf.cast(self.view.activation(self.unpack(xs, tf.gather(blk.ints, rows)), at,
+                                          hooks), self.dtype)
+
+        def score_at(a):
+            m = tf.shape(a)[0]
+            reps = m // tf.shape(xs)[0]
+            tiled = tf.tile(xs, [reps] + [1] * (xs.shape.rank - 1))
+            own = dict(hooks)
+            own[id(at)] = (at, lambda h: tf.cast(a, h.dtype))
+            return self.score(tiled, rows, blk, weights, own)
+
+        return tf.cast(self.method(score_at, h0), self.dtype)
 
     def samples(self, blk: _Block, first, count, weights):
-        """Attribution samples ``[Bc, count, D]`` for flat input-draw indices ``first..``."""
+        """Attribution samples ``[Bc, count, Da]`` for flat input-draw indices ``first..``."""
         bc = blk.size
         flat = tf.reshape(tf.cast(blk.x, self.dtype), [bc, self.size])
-        noisy, log_w = self.noisy_inputs(flat, blk.eps, blk.keys, first, count)
+        log_w, layer_noise = None, None
+        if not self.input_noise:
+            noisy = flat[:, None, :]
+        elif self.noise_shape is None:
+            t, log_w = self.noise(blk.eps, blk.keys, first, count)
+            noisy = flat[:, None, :] + t
+        else:  # clean rows; the noise goes on the layer's output
+            t, log_w = self.noise(blk.eps, blk.keys, first, count)
+            noisy = tf.repeat(flat[:, None, :], count, axis=1)
+            layer_noise = tf.reshape(t, [-1, *self.noise_shape])
         xs = tf.reshape(noisy, [-1, *self.shape])
-        rows = tf.repeat(tf.range(bc), count)  # the base method tiles them like its rows
-        a = self.attribute(xs, rows, lambda inp, r: self.gradient(inp, r, blk, weights))
-        a = tf.reshape(a, [bc, count, self.size])
+        rows = tf.repeat(tf.range(bc), count)  # the example of every row
+        a = self.attribute(xs, rows, blk, weights, layer_noise)
+        a = tf.reshape(a, [bc, count, self.out_size])
         if log_w is not None:  # importance-weighted samples of a (or a^2), averaged plainly
             if self.spec.aggregation == "smoothgrad_sq":
                 a = tf.square(a)
@@ -293,7 +385,7 @@ class _Core:
 
     def unit(self, blk: _Block, base, weights):
         """One unit of the standard error whose draws span whole runs of the chunk loop."""
-        unit = aggregation.init_state(blk.size, self.size, self.dtype)
+        unit = aggregation.init_state(blk.size, self.out_size, self.dtype)
         return self.chunk_loop(unit, blk, base, weights, False)
 
     def input_units(self, state, blk: _Block):
@@ -330,7 +422,7 @@ class _Core:
 
         def outer_group(g, st):
             """Weight draws ``g * w_unit ..`` (an antithetic pair, a Sobol replicate)."""
-            unit = aggregation.init_state(blk.size, self.size, self.dtype)
+            unit = aggregation.init_state(blk.size, self.out_size, self.dtype)
             # one draw after the other (an unrolled pair would run both draws' passes at once,
             # twice the `batch_size` bound); the outer loop already overlaps draws when unbounded
             _, unit = tf.while_loop(
@@ -356,7 +448,7 @@ class _Core:
             value, stderr = aggregation.one_shot(vals, mask, self.agg_name, with_stderr)
             finite = tf.reduce_sum(mask, axis=1)
         else:
-            state = aggregation.init_state(blk.size, self.size, self.dtype)
+            state = aggregation.init_state(blk.size, self.out_size, self.dtype)
             if self.weight_noise:
                 state = self.weight_units(state, blk, wkey, wnoise)
             else:
@@ -366,6 +458,52 @@ class _Core:
         if stderr is None:
             stderr = tf.zeros([0], self.dtype)
         return value, stderr, finite
+
+
+def probe_shapes(
+    view: ModelView, spec: CoreSpec, int_size: int, target_fn: Callable | None = None
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None, tuple[int, ...]]:
+    """Traces (without running) one noise-free sample to learn the static shapes.
+
+    Args:
+        view: The model.
+        spec: The core's configuration (its ``noise_shape``/``output_shape`` are ignored).
+        int_size: Width of the int64 rows of the integer inputs.
+        target_fn: A callable target, if any.
+
+    Returns:
+        ``(noise_shape, layer_shape, attribution_shape)`` of one example: the ``noise_at``
+        layer's output (None without one), the ``attribute_at`` layer's output (None without
+        one) and the base method's result.
+    """
+    core = _Core(view, dataclasses.replace(spec, noise_shape=None, output_shape=None), target_fn)
+    dtype = spec.compute_dtype
+
+    def probe(x, ints, targets):
+        blk = _Block(x, ints, targets, tf.zeros([1], dtype), tf.zeros([1], tf.uint64))
+        inp = core.unpack(x, ints)
+        out = {"a": core.attribute(x, tf.range(1), blk, None, None)}
+        for name, layer in (("noise", view.noise_layer), ("layer", view.attribute_layer)):
+            if layer is not None:
+                out[name] = view.activation(inp, layer)
+        return out
+
+    fn = tf.function(probe, autograph=False).get_concrete_function(
+        tf.TensorSpec([1, *spec.input_shape], dtype),
+        tf.TensorSpec([1, int_size], tf.int64),
+        tf.TensorSpec([1], tf.int32),
+    )
+    shapes = {k: tuple(v.shape[1:]) for k, v in fn.structured_outputs.items()}
+    for name, shape in shapes.items():
+        if any(d is None for d in shape):
+            what = {"a": "the base method's attribution", "noise": "the noise layer's output",
+                    "layer": "the attribute_at layer's output"}[name]
+            raise ValueError(
+                f"The shape of {what} per example is not static ({shape}); pass inputs of a "
+                "fixed shape."
+            )
+    as_int = lambda t: None if t is None else tuple(int(d) for d in t)  # noqa: E731
+    return as_int(shapes.get("noise")), as_int(shapes.get("layer")), as_int(shapes["a"])
 
 
 def build(
@@ -411,7 +549,7 @@ def build(
     signature = [
         tf.TensorSpec([None, *spec.input_shape], dtype),
         tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([None], dtype),
+        tf.TensorSpec([None, core.size] if spec.elementwise_eps else [None], dtype),
         tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([1], tf.uint64),
         tf.TensorSpec([None, None], view.weight_dtype() if core.weight_noise else dtype),
@@ -426,5 +564,6 @@ def build(
         if tf.as_dtype(d).is_integer
     )
     signature[1:1] = [tf.TensorSpec([None, int_size], tf.int64)]
-    signature[3] = tf.TensorSpec([None, len(core.part_sizes)], dtype)
+    if spec.noise_shape is None and not spec.elementwise_eps:
+        signature[3] = tf.TensorSpec([None, len(core.part_sizes)], dtype)
     return tf.function(tfmollify_core, input_signature=signature, jit_compile=spec.jit_compile)

@@ -9,7 +9,7 @@ and runs calls with a :class:`~tfmollify.runner.Runner`, which returns an immuta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,8 +65,15 @@ class Explainer:
         weight_epsilon: Relative weight-noise scale: ``w' = w * (1 + weight_epsilon * zeta)``.
         aggregation: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of squares) or
             ``"vargrad"`` (population variance).
-        attribution: Base method at each noisy sample: ``"gradient"``, ``"input_x_gradient"``
-            or ``"integrated_gradients"``.
+        attribution: Base method at each noisy sample: ``"gradient"``, ``"input_x_gradient"``,
+            ``"integrated_gradients"``, ``"grad_cam"`` or ``"grad_cam_plus_plus"`` (these two
+            at a convolutional layer: ``attribute_at``), a name registered with
+            :func:`tfmollify.register_attribution`, or your own callable
+            ``method(score_fn, x) -> attribution``: ``score_fn(v)`` gives the ``[n]`` target
+            scores at points ``v`` (see :mod:`tfmollify.attribution`), e.g.
+            ``lambda f, x: tfm.tape_gradient(f, x) * x``. It is traced into the graph, and
+            counts as one evaluation for ``batch_size``. With several inputs ``x`` is the
+            packed float rows ``[n, D]``.
         batch_size: At most this many model evaluations in flight (bounds memory). ``None``
             evaluates all input draws of all examples of a call in one pass (per weight draw,
             two weight draws overlapping): fastest, but memory grows with ``B x N``.
@@ -95,8 +102,25 @@ class Explainer:
             layer's output ``h`` and the attribution is with respect to ``h`` (for text, the
             embedding output ``[B, T, D]``; the inputs may then be integer token ids). The
             model is split at the layer: ``h`` is computed with the stored weights, and
-            NG/FG perturb the layers after it. Every path from the inputs to the outputs must
-            pass through the layer.
+            NG/FG perturb the layers after it. A layer that is nested, or that other paths
+            bypass, cannot be split: it is then the same as ``noise_at=layer,
+            attribute_at=layer`` (NG/FG then perturb every selected weight).
+        noise_at: A layer (object, name or path such as ``"backbone/token_embedding"``) whose
+            output gets the input noise instead of the inputs: its call is intercepted inside
+            the traced forward pass, so the layer may sit inside a nested model (a KerasHub
+            backbone) or a subclassed model, and its output may merge with other paths.
+            ``epsilon`` is then in the units of that output (eq. 30 on it when None). The
+            layer must be called once per forward pass (a shared layer is refused).
+        attribute_at: A layer (as for ``noise_at``): the attribution is with respect to its
+            output (``"gradient"`` there is Captum's LayerGradient; ``"grad_cam"`` needs it),
+            and has that output's shape (Grad-CAM: its positions). With ``noise_at=None`` the
+            noise stays on the inputs (e.g. SmoothGrad-smoothed Grad-CAM). NG/FG perturb the
+            model's weights (``weight_layers`` chooses).
+        input_range: ``(low, high)``, the inputs' valid range: bounded noise (AdaptGrad, Zhou
+            et al. 2025). Each element gets its own scale, eq. 30 with ``r = t``, its distance
+            to the nearer bound, so that a fraction ``alpha`` of its noise stays in
+            ``[x - t, x + t]`` (inside the range): ``t / (sqrt(2) erfinv(alpha))`` for the
+            Gaussian. Needs ``epsilon=None``; elements on a bound get no noise.
         reduce: ``"sum"`` or ``"norm"`` (L2) over the last axis of the smoothed attribution
             (per-token scores for text), or None to keep it.
         output: For a functional model with several outputs: the one to explain, by name (see
@@ -162,7 +186,7 @@ class Explainer:
         alpha: float = 0.9,
         weight_epsilon: float = 0.2,
         aggregation: str = "smoothgrad",
-        attribution: str = "gradient",
+        attribution: str | Callable = "gradient",
         batch_size: int | None = None,
         seed: int | None = None,
         ig_steps: int = 16,
@@ -174,6 +198,9 @@ class Explainer:
         weight_layers: Sequence[Any] | None = None,
         perturb_bias: bool = True,
         explain_at: Any = None,
+        noise_at: Any = None,
+        attribute_at: Any = None,
+        input_range: tuple[float, float] | None = None,
         reduce: str | None = None,
         output: str | int | None = None,
         sampler: str = "iid",

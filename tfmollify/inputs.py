@@ -103,7 +103,8 @@ def unpack_rows(
     """
     integer = [tf.as_dtype(dtype).is_integer for _, _, dtype in parts]
     sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape, _ in parts]
-    f_pieces = iter(tf.split(rows, [n for n, i in zip(sizes, integer, strict=True) if not i], 1))
+    f_sizes = [n for n, i in zip(sizes, integer, strict=True) if not i]
+    f_pieces = iter(tf.split(rows, f_sizes, axis=1) if f_sizes else [])
     i_sizes = [n for n, i in zip(sizes, integer, strict=True) if i]
     i_pieces = iter(tf.split(ints, i_sizes, axis=1) if i_sizes else [])
     out = []
@@ -181,7 +182,9 @@ def for_model(model: Any) -> Packing:
     )
 
 
-def pack(inputs: Any, compute: Any = None) -> tuple[np.ndarray, np.ndarray, Packing, bool]:
+def pack(
+    inputs: Any, compute: Any = None, *, need_float: bool = True
+) -> tuple[np.ndarray, np.ndarray, Packing, bool]:
     """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]`` and int64 rows
     ``[B, I]``.
 
@@ -189,6 +192,9 @@ def pack(inputs: Any, compute: Any = None) -> tuple[np.ndarray, np.ndarray, Pack
         inputs: A list/tuple or dict of arrays or tensors with the same batch size.
         compute: The rows' dtype (the model's compute dtype); None: float32, or float64 if
             any input is float64.
+        need_float: Refuse inputs that are all integer (nothing to put noise on). False when
+            the noise goes on a layer's output (``noise_at``): the float rows are then
+            ``[B, 0]``.
 
     Returns:
         ``(rows, ints, packing, is_tensor)``: float rows in the compute dtype, int64 rows of
@@ -222,7 +228,7 @@ def pack(inputs: Any, compute: Any = None) -> tuple[np.ndarray, np.ndarray, Pack
             f"{ {k: a.shape[0] for k, a in zip(keys, arrays, strict=True)} }"
         )
     floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
-    if not floats:
+    if not floats and need_float:
         raise TypeError(
             "Argument `inputs` has no floating-point input to put noise on (all are integer, "
             "e.g. token ids). Explain the embedded inputs instead."
@@ -257,4 +263,5 @@ def pack(inputs: Any, compute: Any = None) -> tuple[np.ndarray, np.ndarray, Pack
         float_dtypes=tuple(float_dtypes),
     )
     int_rows = np.concatenate(ints, axis=1) if ints else np.zeros((b, 0), np.int64)
-    return np.concatenate(rows, axis=1), int_rows, packing, all(tensors)
+    float_rows = np.concatenate(rows, axis=1) if rows else np.zeros((b, 0), compute)
+    return float_rows, int_rows, packing, all(tensors)

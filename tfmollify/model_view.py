@@ -12,10 +12,11 @@ with one clear error before anything is traced.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import tensorflow as tf
 from tfmollify import inputs as inputs_lib
 from tfmollify.spec import Spec
 
-__all__ = ["ModelView", "summarize"]
+__all__ = ["ModelView", "layer_paths", "summarize"]
 
 
 def summarize(exc: BaseException) -> str:
@@ -56,6 +57,38 @@ def _symbolic_outputs(model: Any) -> Any:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
+def _children(layer: Any) -> list[Any]:
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is not None:
+        return list(flatten(include_self=False, recursive=False))
+    return list(getattr(layer, "layers", []) or [])
+
+
+def layer_paths(model: Any) -> list[tuple[str, Any]]:
+    """Every layer inside ``model``, nested ones too, with its path (``"backbone/embed"``).
+
+    A layer reachable along several paths is listed once, at its first path.
+    """
+    seen: set[int] = set()
+    out: list[tuple[str, Any]] = []
+
+    def walk(layer: Any, prefix: str) -> None:
+        for child in _children(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = f"{prefix}/{child.name}" if prefix else child.name
+            out.append((path, child))
+            walk(child, path)
+
+    walk(model, "")
+    return out
+
+
+class _SharedLayerError(ValueError):
+    """A layer with noise or attribution on its output was called more than once."""
+
+
 class ModelView:
     """The user's model as the explainer sees it.
 
@@ -82,7 +115,23 @@ class ModelView:
         self._check_model(model)
         base = model if spec.output is None else self._select_output(model, spec.output)
         self.explain_at = spec.explain_at
-        self.head, self.net = (None, base) if spec.explain_at is None else self._split(base)
+        self.noise_layer = self.attribute_layer = None
+        if spec.explain_at is None:
+            self.head, self.net = None, base
+            if spec.noise_at is not None:
+                self.noise_layer = self.find_layer(base, spec.noise_at, "noise_at")
+            if spec.attribute_at is not None:
+                self.attribute_layer = self.find_layer(base, spec.attribute_at, "attribute_at")
+        else:
+            self.head, self.net = self._split(base)
+            if self.head is None:  # nested, or not a cut: intercept the layer's call instead
+                layer = self.find_layer(base, spec.explain_at, "explain_at")
+                self.noise_layer = self.attribute_layer = layer
+        if self.intercepts and not hasattr(self.net, "stateless_call"):
+            raise TypeError(
+                "Arguments `noise_at`/`attribute_at` need a Keras 3 model (its layers' calls are "
+                f"intercepted). Received: model of type {type(self.net).__name__}."
+            )
         if self.net is not model:
             self._check_model(self.net)
         self.is_keras = hasattr(self.net, "stateless_call")
@@ -150,23 +199,35 @@ class ModelView:
             _symbolic_inputs(model), model.outputs[index], name=f"{model.name}_{index}"
         )
 
-    def _find_layer(self, model: Any) -> Any:
-        import keras
+    @staticmethod
+    def find_layer(model: Any, at: Any, name: str) -> Any:
+        """The layer ``at`` (an object or a name or path) anywhere inside ``model``.
 
-        at = self.explain_at
+        Raises:
+            ValueError: For a name no layer has, or one that several layers have (the
+                message lists their paths).
+            TypeError: For a layer object that is not part of the model.
+        """
+        paths = layer_paths(model)
         if isinstance(at, str):
-            try:
-                return model.get_layer(at)
-            except ValueError:
-                names = [layer.name for layer in model.layers]
+            found = [(p, layer) for p, layer in paths if at in (p, layer.name)]
+            if not found:
+                names = [p for p, _ in paths][:40]
                 raise ValueError(
-                    f"Argument `explain_at`: no layer named {at!r} in model "
-                    f"{model.name!r}. Its layers: {names}"
-                ) from None
-        if isinstance(at, keras.layers.Layer) and at in model.layers:
+                    f"Argument `{name}`: no layer named {at!r} in model "
+                    f"{getattr(model, 'name', model)!r} (nested models searched too). Its "
+                    f"layers: {names}"
+                )
+            if len({id(layer) for _, layer in found}) > 1:
+                raise ValueError(
+                    f"Argument `{name}`: several layers are named {at!r}: "
+                    f"{[p for p, _ in found]}. Pass the full path or the layer object."
+                )
+            return found[0][1]
+        if any(layer is at for _, layer in paths):
             return at
         raise TypeError(
-            f"Argument `explain_at` must be a layer of the model or its name. Received: {at!r}"
+            f"Argument `{name}` must be a layer of the model or its name. Received: {at!r}"
         )
 
     def _split(self, model: Any) -> tuple[Any, Any]:
@@ -178,7 +239,9 @@ class ModelView:
                 "Argument `explain_at` needs a functional Keras model (keras.Model(inputs, "
                 f"outputs) or Sequential). Received: model of type {type(model).__name__}."
             )
-        layer = self._find_layer(model)
+        layer = self.find_layer(model, self.explain_at, "explain_at")
+        if not any(layer is top for top in model.layers):
+            return None, model  # a nested layer: its call is intercepted
         try:
             h = layer.output
         except (AttributeError, ValueError) as exc:
@@ -194,11 +257,8 @@ class ModelView:
         try:
             head = keras.Model(_symbolic_inputs(model), h, name=f"{model.name}_to_{layer.name}")
             tail = keras.Model(h, _symbolic_outputs(model), name=f"{model.name}_from_{layer.name}")
-        except Exception as exc:
-            raise ValueError(
-                f"Cannot split model {model.name!r} at layer {layer.name!r}: every path from "
-                f"the inputs to the outputs must pass through it ({summarize(exc)})."
-            ) from None
+        except Exception:
+            return None, model  # other paths bypass the layer: its call is intercepted
         return head, tail
 
     def _select_weights(self, weight_layers: Any, perturb_bias: bool) -> tuple[int, ...] | None:
@@ -304,6 +364,81 @@ class ModelView:
         nt = [v.value for v in model.non_trainable_variables]
         out, _ = model.stateless_call(weights, nt, x, **kwargs)
         return out
+
+    @property
+    def intercepts(self) -> bool:
+        """Whether noise or attribution sit at a layer inside the net (its call intercepted)."""
+        return self.noise_layer is not None or self.attribute_layer is not None
+
+    @contextlib.contextmanager
+    def intercept(self, hooks: dict[int, tuple[Any, Callable]]) -> Iterator[None]:
+        """Within the block, ``layer``'s output ``h`` becomes ``fn(h)`` on every call.
+
+        Args:
+            hooks: ``{id(layer): (layer, fn)}``.
+
+        The layers' ``call`` is replaced on the instances and restored on the way out, errors
+        included. A layer called more than once in one pass (a shared layer) raises: noise on
+        its output would be one draw per call, which is no longer a mollification of the
+        score in one variable.
+        """
+        saved = []
+        try:
+            for layer, fn in hooks.values():
+                own = layer.__dict__.get("call")
+                original = layer.call
+                calls = [0]
+
+                def wrapped(*args, _fn=fn, _orig=original, _calls=calls, _layer=layer, **kw):
+                    _calls[0] += 1
+                    if _calls[0] > 1:
+                        raise _SharedLayerError(
+                            f"Layer {_layer.name!r} is called more than once in one pass of the "
+                            "model (a shared layer): noise or attribution at its output would be "
+                            "ambiguous. Choose a layer that is called once (e.g. the layer after "
+                            "it, or a sub-model's own layer)."
+                        )
+                    out = _orig(*args, **kw)
+                    if not isinstance(out, tf.Tensor | tf.Variable) and not hasattr(out, "dtype"):
+                        raise ValueError(
+                            f"Layer {_layer.name!r} returns {type(out).__name__}, not one tensor: "
+                            "noise and attributions need a layer with one output."
+                        )
+                    return _fn(out)
+
+                saved.append((layer, own))
+                object.__setattr__(layer, "call", wrapped)
+            yield
+        finally:
+            for layer, own in reversed(saved):
+                if own is None:
+                    object.__delattr__(layer, "call")
+                else:
+                    object.__setattr__(layer, "call", own)
+
+    def activation(self, x: Any, layer: Any, hooks: dict | None = None) -> tf.Tensor:
+        """``layer``'s output when the net runs on ``x`` (stored weights, eagerly or traced)."""
+        box: list[tf.Tensor] = []
+
+        def capture(h: tf.Tensor) -> tf.Tensor:
+            box.append(h)
+            return h
+
+        hooks = dict(hooks or {})
+        inner = hooks.get(id(layer))
+        fn = capture if inner is None else (lambda h: capture(inner[1](h)))
+        hooks[id(layer)] = (layer, fn)
+        try:
+            with self.intercept(hooks):
+                self.forward(x)
+        except _SharedLayerError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"The model rejected `inputs` on the way to layer {layer.name!r}: "
+                f"{summarize(exc)}. Pass the model's inputs with a leading batch dimension."
+            ) from None
+        return box[0]
 
     def to_layer(self, inputs: Any) -> Any:
         """The ``explain_at`` layer's output for ``inputs`` (stored weights), as given: a

@@ -17,7 +17,10 @@ from tfmollify import inputs as inputs_lib
 from tfmollify import sampling
 from tfmollify.spec import Spec
 
-__all__ = ["CONSTANT_EXAMPLE", "epsilons", "eq30", "rows", "seeds", "targets"]
+__all__ = [
+    "CONSTANT_EXAMPLE", "epsilons", "eq30", "layer_epsilons", "range_epsilons", "rows", "seeds",
+    "targets",
+]
 
 CONSTANT_EXAMPLE = (
     "constant example: r = max(x) - mean(x) = 0, so eq. 30 has no epsilon; pass an "
@@ -129,7 +132,10 @@ def targets(value: Any, batch: int, score_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def epsilons(spec: Spec, x: np.ndarray, packing: Any = None) -> np.ndarray:
-    """Input-noise scales: one per example ``[B]``, or per example and input ``[B, K]``."""
+    """Input-noise scales: one per example ``[B]``, or per example and input ``[B, K]``, or
+    with ``input_range`` one per element ``[B, D]`` (:func:`range_epsilons`)."""
+    if spec.input_range is not None:
+        return range_epsilons(spec, x)
     if packing is not None:
         return _packed_epsilons(spec, x, packing)
     batch = x.shape[0]
@@ -145,6 +151,61 @@ def epsilons(spec: Spec, x: np.ndarray, packing: Any = None) -> np.ndarray:
             )
         return np.array(spec.epsilon)
     return _eq30_checked(spec, x)
+
+
+def range_epsilons(spec: Spec, x: np.ndarray) -> np.ndarray:
+    """AdaptGrad's scale per element ``[B, D]``: eq. 30 with ``r = t``, the distance to the
+    nearer bound of ``input_range``, so that a fraction ``alpha`` of each element's noise stays
+    inside ``[x - t, x + t]`` (within the range). An element on a bound gets no noise.
+
+    Raises:
+        ValueError: For inputs outside ``input_range``.
+    """
+    low, high = spec.input_range
+    flat = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    outside = ((flat < low) | (flat > high)).any(axis=1)
+    if outside.any():
+        bad = np.flatnonzero(outside)[:10].tolist()
+        raise ValueError(
+            f"Argument `inputs`: examples {bad} have values outside input_range=({low:g}, "
+            f"{high:g}) (min {flat.min():g}, max {flat.max():g}). Pass the range the inputs "
+            "live in (e.g. the model's preprocessing range), or scale the inputs into it."
+        )
+    t = np.minimum(flat - low, high - flat)
+    return t / spec.kernel.eq30_quantile(spec.alpha)
+
+
+def layer_epsilons(
+    spec: Spec, activations: Any, batch: int, layer: str, block: int = 256
+) -> np.ndarray:
+    """One scale per example ``[B]`` for noise at a layer's output (``noise_at``).
+
+    Args:
+        spec: The settings: an explicit ``epsilon`` (in the layer output's units), or eq. 30
+            on each example's layer output.
+        activations: ``activations(lo, hi)``: the layer's output for examples ``lo:hi``.
+        batch: The number of examples.
+        layer: The layer's name (for messages).
+        block: Examples per call of ``activations``.
+    """
+    if spec.mode == "ng":
+        return np.zeros(batch)
+    if spec.epsilon is not None:
+        if spec.epsilon.ndim == 0:
+            return np.full(batch, float(spec.epsilon))
+        if spec.epsilon.shape[0] != batch:
+            raise ValueError(
+                f"Argument `epsilon` has {spec.epsilon.shape[0]} values but `inputs` has "
+                f"{batch} examples. Pass one float, or one per example (in the units of layer "
+                f"{layer!r}'s output)."
+            )
+        return np.array(spec.epsilon)
+    parts = [
+        _eq30_checked(spec, activations(lo, min(batch, lo + block)),
+                      f"the output of layer {layer!r} of ")
+        for lo in range(0, batch, block)
+    ]
+    return np.concatenate(parts)
 
 
 def _packed_epsilons(spec: Spec, x: np.ndarray, packing: Any) -> np.ndarray:
@@ -196,8 +257,11 @@ def seeds(value: Any, seed: int, batch: int, offset: int = 0) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def check_packing(spec: Spec, packing: inputs_lib.Packing) -> None:
-    """What several inputs do not support (yet): say so before anything is traced."""
+def check_packing(spec: Spec, packing: inputs_lib.Packing, at_layer: bool = False) -> None:
+    """What several inputs do not support (yet): say so before anything is traced
+    (``at_layer``: the attribution is at a layer's output, one array)."""
+    if at_layer:
+        return
     if spec.attribution == "integrated_gradients" and spec.ig_baseline.ndim:
         raise ValueError(
             "Integrated gradients with several inputs needs a float `ig_baseline` (the same "

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfmollify import attribution as attribution_lib
 from tfmollify import engine, sampling
 from tfmollify import inputs as inputs_lib
 from tfmollify import plan as plan_lib
 from tfmollify import request as request_lib
-from tfmollify.model_view import ModelView
+from tfmollify.model_view import ModelView, summarize
 from tfmollify.spec import Spec
 
 __all__ = ["MAX_CALLABLES", "Explanation", "NonFiniteError", "Request", "Runner"]
@@ -79,6 +80,10 @@ class Request:
         wkey, wnoise: The weight-noise key and cached table (``[0, 0]`` when drawn in the
             graph).
         block: Examples per call of ``fn`` (the ``batch_size`` memory bound).
+        out_shape: One example's attribution shape (the rows' shape unless the attribution
+            is at a layer or a method of the user's returns another shape).
+        structured: Whether the results come back in the inputs' structure (several inputs,
+            attribution with respect to them).
     """
 
     x: np.ndarray
@@ -94,10 +99,21 @@ class Request:
     wkey: tf.Tensor | None = None
     wnoise: tf.Tensor | None = None
     block: int = 1
+    out_shape: tuple[int, ...] | None = None
+    structured: bool = True
 
     @property
     def batch(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def attribution_shape(self) -> tuple[int, ...]:
+        """One example's attribution shape."""
+        return tuple(self.x.shape[1:]) if self.out_shape is None else self.out_shape
+
+    def empty(self) -> np.ndarray:
+        """Flat results ``[B, D]`` of zeros."""
+        return np.zeros((self.batch, int(np.prod(self.attribution_shape))), self.x.dtype)
 
     def subset(self, keep: np.ndarray, seeds: np.ndarray, wkey: tf.Tensor, wnoise) -> Request:
         """The examples ``keep`` of this request with other seeds (a round of ``tolerance``)."""
@@ -120,6 +136,7 @@ class Runner:
         self._lock = threading.RLock()
         self._functions: dict[Any, Callable] = {}
         self._probed: dict[Any, Any] = {}
+        self._shapes: dict[Any, Any] = {}
         self._callables: dict[int, Callable] = {}  # held, so that their ids stay unique
         self._tables: dict[int, tf.Tensor] = {}  # weight-noise tables by seed
         self._wkeys: dict[int, tf.Tensor] = {}
@@ -141,8 +158,10 @@ class Runner:
     def core_spec(
         self, input_shape: tuple[int, ...], compute: tf.DType, *, with_stderr: bool,
         cached_weight_noise: bool, pipeline: int, jit_compile: bool, parts: Any = None,
+        noise_shape: tuple[int, ...] | None = None, output_shape: tuple[int, ...] | None = None,
     ) -> engine.CoreSpec:
-        """The engine's static configuration for one input shape and dtype."""
+        """The engine's static configuration for one input shape and dtype (``noise_shape``,
+        ``output_shape``: from :meth:`shapes`)."""
         s = self.spec
         return engine.CoreSpec(
             mode=s.mode, kernel=s.kernel, layout=self.plan().layout,
@@ -151,8 +170,61 @@ class Runner:
             compute_dtype=compute, weight_epsilon=s.weight_epsilon, jit_compile=jit_compile,
             with_stderr=with_stderr, proposal=s.proposal, proposal_scale=s.proposal_scale,
             cached_weight_noise=cached_weight_noise, pipeline=pipeline, parts=parts,
-            sampler=s.sampler, replicates=s.replicates,
+            sampler=s.sampler, replicates=s.replicates, method=s.method,
+            output_shape=output_shape, noise_shape=noise_shape,
+            elementwise_eps=s.input_range is not None,
         )
+
+    def shapes(
+        self, x: np.ndarray, ints: np.ndarray, packing: Any, target_fn: Callable | None = None
+    ) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+        """``(noise_shape, output_shape)`` for rows like ``x``: the ``noise_at`` layer's output
+        shape and the attribution's shape when they differ from the rows' (else None).
+
+        Traced once per input signature (nothing runs) and only when the noise or the
+        attribution is at a layer, or the base method is the user's.
+
+        Raises:
+            ValueError: For a Grad-CAM layer without positions and channels, or a method of the
+                user's that fails on the model.
+        """
+        view, s = self.view, self.spec
+        if not view.intercepts and s.method is None:
+            return None, None
+        key = (x.shape[1:], x.dtype.str, packing, None if target_fn is None else id(target_fn))
+        with self._lock:
+            if key in self._shapes:
+                return self._shapes[key]
+            core = self.core_spec(
+                x.shape[1:], tf.as_dtype(x.dtype), with_stderr=False, cached_weight_noise=False,
+                pipeline=1, jit_compile=False,
+                parts=None if packing is None else packing.parts(),
+            )
+            try:
+                noise, layer, out = engine.probe_shapes(view, core, ints.shape[1], target_fn)
+            except (ValueError, TypeError) as exc:
+                if s.method is None or "called more than once" in str(exc):
+                    raise
+                raise ValueError(
+                    f"Argument `attribution`: the method {s.attribution!r} failed on the "
+                    f"model: {summarize(exc)}. It must be method(score_fn, x) -> attribution "
+                    "[n, ...], written with TensorFlow ops."
+                ) from None
+            except Exception as exc:
+                raise ValueError(
+                    f"Argument `attribution`: the method {s.attribution!r} failed on the "
+                    f"model: {summarize(exc)}. It must be method(score_fn, x) -> attribution "
+                    "[n, ...], written with TensorFlow ops."
+                ) from None
+            if s.attribution in attribution_lib.LAYER_ONLY and (layer is None or len(layer) < 2):
+                raise ValueError(
+                    f"attribution={s.attribution!r} needs a layer whose output has positions "
+                    f"and channels [B, ..., C] (a convolutional layer); layer "
+                    f"{view.attribute_layer.name!r} gives per-example shape {layer}."
+                )
+            result = (noise, None if out == tuple(x.shape[1:]) else out)
+            self._shapes[key] = result
+            return result
 
     def weight_noise_bytes(self) -> int:
         """Size of the cached weight-noise table: ``M x`` the perturbed weights' size."""
@@ -207,24 +279,36 @@ class Runner:
         if view.head is not None:
             inputs = view.to_layer(inputs)
         x, ints, out_dtype, is_tensor, packing = self._rows(inputs)
-        if x.shape[0] == 0:
-            return Request(x, out_dtype, is_tensor, ints, packing)
         target_fn = targets if callable(targets) else None
+        if x.shape[0] == 0:
+            shapes = self.shapes(x[:1] if x.shape[0] else np.zeros((1, *x.shape[1:]), x.dtype),
+                                 np.zeros((1, ints.shape[1]), np.int64), packing, target_fn)
+            return Request(x, out_dtype, is_tensor, ints, packing, out_shape=shapes[1],
+                           structured=shapes[1] is None and view.attribute_layer is None)
         score_shape = self._probe(x, ints, target_fn, packing)
         idx = (
             np.zeros(x.shape[0], np.int32) if target_fn is not None
             else request_lib.targets(targets, x.shape[0], score_shape)
         )
-        eps = request_lib.epsilons(spec, x, packing)
+        noise_shape, out_shape = self.shapes(x, ints, packing, target_fn)
+        if view.noise_layer is not None:
+            eps = request_lib.layer_epsilons(
+                spec, lambda lo, hi: view.activation(
+                    view.model_inputs(x[lo:hi], packing, ints[lo:hi]), view.noise_layer
+                ).numpy(), x.shape[0], view.noise_layer.name,
+            )
+        else:
+            eps = request_lib.epsilons(spec, x, packing)
         if seed is None:
             seed = spec.seed if spec.seed is not None else secrets.randbits(63)
         ex_seeds = request_lib.seeds(seeds, seed, x.shape[0], offset)
         compute = tf.as_dtype(x.dtype)
-        fn = self._function(x, target_fn, with_stderr, packing)
+        fn = self._function(x, target_fn, with_stderr, packing, noise_shape, out_shape)
         wkey = self._wkey(seed)
         return Request(
             x, out_dtype, is_tensor, ints, packing, idx, eps, ex_seeds, fn, compute, wkey,
             self.weight_noise(seed, wkey, compute), self.plan(x.shape[0]).block,
+            out_shape, out_shape is None and view.attribute_layer is None,
         )
 
     def _rows(self, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.dtype, bool, Any]:
@@ -232,8 +316,10 @@ class Runner:
         compute = view.compute_dtype(not view.is_keras and _float64(inputs))
         compute = np.dtype(compute.as_numpy_dtype)
         if inputs_lib.is_structured(inputs, view.net):
-            x, ints, packing, is_tensor = inputs_lib.pack(inputs, compute)
-            request_lib.check_packing(self.spec, packing)
+            x, ints, packing, is_tensor = inputs_lib.pack(
+                inputs, compute, need_float=view.noise_layer is None
+            )
+            request_lib.check_packing(self.spec, packing, view.attribute_layer is not None)
             return x, ints, x.dtype, is_tensor, packing
         x, out_dtype, is_tensor = request_lib.rows(inputs, compute)
         ints = np.zeros((x.shape[0], 0), np.int64)
@@ -282,7 +368,8 @@ class Runner:
                     del cache[k]
 
     def _function(
-        self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any
+        self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
+        noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
     ) -> Callable:
         compute = tf.as_dtype(x.dtype)
         key = (
@@ -299,6 +386,7 @@ class Runner:
                     pipeline=2 if self.spec.batch_size is None else 1,
                     jit_compile=self.spec.jit_compile,
                     parts=None if packing is None else packing.parts(),
+                    noise_shape=noise_shape, output_shape=out_shape,
                 )
                 # the concrete function: traced now, once, and called without dispatch
                 fn = engine.build(
@@ -390,8 +478,8 @@ class Runner:
     def shape_rows(self, req: Request, flat: np.ndarray) -> np.ndarray:
         """Flat results ``[B, D]`` as an array shaped like the request's rows, in the results'
         dtype, reduced over the last axis with ``reduce`` (several inputs: packed rows)."""
-        out = np.asarray(flat).reshape(req.x.shape)
-        if req.packing is not None:
+        out = np.asarray(flat).reshape((flat.shape[0], *req.attribution_shape))
+        if req.packing is not None and req.structured:
             return out
         out = out.astype(req.out_dtype, copy=False)
         if self.spec.reduce == "sum":
@@ -403,7 +491,7 @@ class Runner:
     def assemble(self, req: Request, flat: np.ndarray) -> Any:
         """Flat results ``[B, D]`` in the call's inputs' structure (tensors for tensors)."""
         out = self.shape_rows(req, flat)
-        if req.packing is not None:
+        if req.packing is not None and req.structured:
             return req.packing.unpack(out, as_tensor=req.is_tensor)
         return tf.convert_to_tensor(out) if req.is_tensor else out
 
@@ -416,7 +504,7 @@ class Runner:
         req = self.prepare(inputs, targets, with_stderr=with_stderr, seeds=seeds)
         total = np.full(req.batch, self.spec.samples_per_example, np.int64)
         if req.batch == 0:
-            empty = self.assemble(req, np.zeros_like(req.x))
+            empty = self.assemble(req, req.empty())
             return Explanation(empty, empty if with_stderr else None, total, total)
         values, errors, finite = self.run(req)
         finite = finite.astype(np.int64)
@@ -435,12 +523,12 @@ class Runner:
         spec = self.spec
         req = self.prepare(inputs, targets, with_stderr=True, seeds=seeds)
         if req.batch == 0:
-            empty = self.assemble(req, np.zeros_like(req.x))
+            empty = self.assemble(req, req.empty())
             zero = np.zeros(0, np.int64)
             return Explanation(empty, empty if with_stderr else None, zero, zero)
         per_round = spec.samples_per_example
         batch, base_seeds = req.batch, req.seeds
-        total = np.zeros((batch, req.x[:1].size), np.float64)  # sum of n_r * value_r
+        total = np.zeros((batch, req.empty().shape[1]), np.float64)  # sum of n_r * value_r
         var = np.zeros_like(total)  # sum of (n_r * stderr_r)^2
         count = np.zeros(batch, np.int64)  # finite samples
         drawn = np.zeros(batch, np.int64)

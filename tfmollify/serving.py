@@ -148,11 +148,20 @@ class _ServingGraph:
         self.spec, self.head, self.shape = spec, view.head, shape
         self.packing, self.names, self.head_inputs = packing, names, head_inputs
         self.block = explainer.runner.plan().block or None  # 0: all examples in one pass
+        self.view = view
+        probe_ints = np.zeros((1, 0 if packing is None else packing.int_size), np.int64)
+        noise_shape, out_shape = explainer.runner.shapes(
+            np.zeros((1, *shape), np.float32), probe_ints, packing
+        )
+        # results in the inputs' structure unless the attribution is at a layer (one array)
+        self.structured = out_shape is None and view.attribute_layer is None
+        self.out_shape = tuple(shape) if out_shape is None else out_shape
         core_spec = explainer.runner.core_spec(
             shape, self.dtype, with_stderr=True,
             cached_weight_noise=False,  # drawn in the graph: the export holds no noise table
             pipeline=1, jit_compile=False,
             parts=None if packing is None else packing.parts(),
+            noise_shape=noise_shape, output_shape=out_shape,
         )
         self.core = engine.build(view, core_spec)
         seed = spec.seed if spec.seed is not None else 0
@@ -168,7 +177,7 @@ class _ServingGraph:
                 self.fixed_eps = float(spec.epsilon)
         else:
             self.q = spec.kernel.eq30_quantile(spec.alpha)  # raises as the eager path does
-        if packing is not None:
+        if packing is not None and view.noise_layer is None and spec.input_range is None:
             given = spec.epsilon
             self.fixed_parts = [  # per float input
                 self.fixed_eps if given is None or spec.mode == "ng"
@@ -217,6 +226,40 @@ class _ServingGraph:
         with tf.control_dependencies([tf.debugging.assert_positive(r, message=_CONSTANT)]):
             return tf.cast(eps, self.dtype)
 
+    def model_inputs(self, rows: tf.Tensor, ints: tf.Tensor, batch: tf.Tensor) -> Any:
+        """What the model is called with for packed rows (or one input's rows)."""
+        if self.packing is not None:
+            return inputs_lib.unpack_rows(rows, ints, self.packing.parts())
+        dtype = self.view.input_dtype(self.dtype)
+        return tf.cast(tf.reshape(rows, [batch, *self.shape]), dtype)
+
+    def special_eps(self, rows: tf.Tensor, ints: tf.Tensor, batch: tf.Tensor) -> Any:
+        """The scales when the noise is at a layer (``[batch]``) or bounded by ``input_range``
+        (``[batch, D]``, AdaptGrad); None otherwise. The same rules as the eager path."""
+        spec = self.spec
+        if self.view.noise_layer is not None:
+            if self.fixed_eps is not None:
+                return tf.fill([batch], tf.constant(self.fixed_eps, self.dtype))
+            h = self.view.activation(self.model_inputs(rows, ints, batch), self.view.noise_layer)
+            return self.eq30(h)
+        if spec.input_range is None:
+            return None
+        low, high = spec.input_range
+        flat = tf.cast(rows, tf.float64)
+        inside = [
+            tf.debugging.assert_greater_equal(
+                flat, tf.constant(low, tf.float64),
+                message=f"`inputs` must lie inside input_range=({low:g}, {high:g})",
+            ),
+            tf.debugging.assert_less_equal(
+                flat, tf.constant(high, tf.float64),
+                message=f"`inputs` must lie inside input_range=({low:g}, {high:g})",
+            ),
+        ]
+        with tf.control_dependencies(inside):
+            t = tf.minimum(flat - low, high - flat)
+        return tf.cast(t / self.q, self.dtype)
+
     # -- one input (or several into the explain_at layer) -----------------------------------
     def explain(self, inputs: Any, targets: tf.Tensor, seeds: tf.Tensor) -> dict:
         if self.packing is not None:
@@ -241,7 +284,10 @@ class _ServingGraph:
             at = inputs if self.head is None else self.head(inputs, training=False)
             flat = tf.reshape(tf.cast(at, tf.float64), [batch, self.size])
         rows = tf.cast(flat, self.dtype)
-        if self.fixed_eps is not None:
+        eps = self.special_eps(rows, tf.zeros([batch, 0], tf.int64), batch)
+        if eps is not None:
+            pass
+        elif self.fixed_eps is not None:
             eps = tf.fill([batch], tf.constant(self.fixed_eps, self.dtype))
         else:
             eps = self.eq30(rows)
@@ -251,7 +297,7 @@ class _ServingGraph:
         return self.outputs(value, err, finite, batch)
 
     def outputs(self, value, err, finite, batch) -> dict[str, tf.Tensor]:
-        shape, reduce = self.shape, self.spec.reduce
+        shape, reduce = self.out_shape, self.spec.reduce
         value = tf.reshape(value, [batch, *shape])
         if reduce == "sum":
             value = tf.reduce_sum(value, axis=-1)
@@ -276,7 +322,7 @@ class _ServingGraph:
         dtype, block = self.dtype, self.block
 
         def empty():
-            zeros = tf.zeros([0, self.size], dtype)
+            zeros = tf.zeros([0, int(np.prod(self.out_shape, dtype=np.int64))], dtype)
             return zeros, zeros, tf.zeros([0], tf.int32)
 
         def whole():
@@ -319,7 +365,7 @@ class _ServingGraph:
             (ints if integer else floats).append(
                 tf.reshape(tf.cast(inputs[name], kind), [batch, size_of[name]])
             )
-        rows = tf.concat(floats, axis=1)
+        rows = tf.concat(floats, axis=1) if floats else tf.zeros([batch, 0], tf.float64)
         return rows, tf.concat(ints, axis=1) if ints else tf.zeros([batch, 0], tf.int64)
 
     def packed_eps(self, flat: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
@@ -340,8 +386,12 @@ class _ServingGraph:
         with tf.control_dependencies(checks):
             flat, ints = self.pack_rows(inputs, batch)
         rows = tf.cast(flat, dtype)
-        eps = self.packed_eps(rows, batch)
+        eps = self.special_eps(rows, ints, batch)
+        if eps is None:
+            eps = self.packed_eps(rows, batch)
         value, err, finite = self.run_rows(rows, ints, targets, eps, seeds, batch)
+        if not self.structured:  # one array: the layer's attributions (or the method's)
+            return self.outputs(value, err, finite, batch)
         out = {"finite_samples": tf.reshape(finite, [batch])}
         values = iter(tf.split(value, packing.float_sizes, axis=1))
         errors = iter(tf.split(tf.reshape(err, [batch, self.size]), packing.float_sizes, 1))
@@ -568,7 +618,9 @@ def _export_packed(explainer: Any, target: str, extras: _Extras) -> str:
     """The export of a model with several inputs: one signature input per model input."""
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
-    request_lib.check_packing(explainer.spec, packing)
+    request_lib.check_packing(
+        explainer.spec, packing, explainer.view.attribute_layer is not None
+    )
     row = np.zeros((1, sum(packing.float_sizes)), np.float32)
     score_shape = explainer.view.probe(row, packing)
     fn = _ServingGraph(explainer, (row.shape[1],), score_shape, packing, names).function()

@@ -52,6 +52,9 @@ ARGUMENTS: Mapping[str, Any] = types.MappingProxyType(
         "weight_layers": None,
         "perturb_bias": True,
         "explain_at": None,
+        "noise_at": None,
+        "attribute_at": None,
+        "input_range": None,
         "reduce": None,
         "output": None,
         "sampler": "iid",
@@ -190,6 +193,7 @@ class Spec:
     weight_epsilon: float
     aggregation: str
     attribution: str
+    method: Any
     batch_size: int | None
     seed: int | None
     ig_steps: int
@@ -201,6 +205,9 @@ class Spec:
     weight_layers: tuple[Any, ...] | None
     perturb_bias: bool
     explain_at: Any
+    noise_at: Any
+    attribute_at: Any
+    input_range: tuple[float, float] | None
     reduce: str | None
     output: str | int | None
     sampler: str
@@ -234,7 +241,9 @@ class Spec:
         mode = check_choice("mode", mode, MODES)
         num_samples = check_int("num_samples", a["num_samples"])
         num_weight_samples = check_int("num_weight_samples", a["num_weight_samples"])
-        attribution = check_choice("attribution", a["attribution"], attribution_lib.ATTRIBUTIONS)
+        attribution, method = attribution_lib.get(a["attribution"])
+        _check_places(a["explain_at"], a["noise_at"], a["attribute_at"], attribution, mode)
+        input_range = _check_input_range(a["input_range"], a)
         ig_steps = check_int("ig_steps", a["ig_steps"])
         per_sample = attribution_lib.evaluations_per_sample(attribution, ig_steps)
         sampler = check_choice("sampler", a["sampler"], SAMPLERS)
@@ -272,6 +281,7 @@ class Spec:
             weight_epsilon=check_positive("weight_epsilon", a["weight_epsilon"]),
             aggregation=aggregation,
             attribution=attribution,
+            method=method,
             batch_size=batch_size,
             seed=check_seed(a["seed"]),
             ig_steps=ig_steps,
@@ -283,6 +293,9 @@ class Spec:
             weight_layers=_check_weight_layers(a["weight_layers"], a["perturb_bias"], mode),
             perturb_bias=a["perturb_bias"],
             explain_at=a["explain_at"],
+            noise_at=a["noise_at"],
+            attribute_at=a["attribute_at"],
+            input_range=input_range,
             reduce=None if a["reduce"] is None else check_choice("reduce", a["reduce"], REDUCES),
             output=a["output"],
             sampler=sampler,
@@ -322,9 +335,13 @@ class Spec:
         if layers is not None:
             layers = [layers] if _is_one_layer(layers) else list(layers)
             out["weight_layers"] = [_layer_name(w) for w in layers]
-        if out["explain_at"] is not None:
-            out["explain_at"] = _layer_name(out["explain_at"])
+        for name in ("explain_at", "noise_at", "attribute_at"):
+            if out[name] is not None:
+                out[name] = _layer_name(out[name])
+        if out["input_range"] is not None:
+            out["input_range"] = [float(v) for v in out["input_range"]]
         return out
+
 
 
 def _round_unit(mode: str) -> str:
@@ -341,6 +358,65 @@ def _layer_name(layer: Any) -> str:
 
 def _is_one_layer(value: Any) -> bool:
     return isinstance(value, str) or hasattr(value, "trainable_weights")
+
+
+def _check_places(explain_at: Any, noise_at: Any, attribute_at: Any, attribution: str,
+                  mode: str) -> None:
+    """The places of the noise and of the attribution (the model checks them further)."""
+    for name, value in (("explain_at", explain_at), ("noise_at", noise_at),
+                        ("attribute_at", attribute_at)):
+        if value is not None and not (isinstance(value, str) or hasattr(value, "call")):
+            raise TypeError(
+                f"Argument `{name}` must be a layer of the model or its name. "
+                f"Received: {name}={value!r}"
+            )
+    if explain_at is not None and (noise_at is not None or attribute_at is not None):
+        raise ValueError(
+            "Argument `explain_at` is the shorthand for noise_at=layer and attribute_at=layer; "
+            f"pass either it or `noise_at`/`attribute_at`. Received: explain_at={explain_at!r}, "
+            f"noise_at={noise_at!r}, attribute_at={attribute_at!r}"
+        )
+    if noise_at is not None and mode == "ng":
+        raise ValueError(
+            "Argument `noise_at` places the input noise; mode='ng' has none. Use mode='sg' or "
+            f"'fg'. Received: noise_at={noise_at!r}"
+        )
+    if attribution in attribution_lib.LAYER_ONLY and explain_at is None and attribute_at is None:
+        raise ValueError(
+            f"attribution={attribution!r} is computed at a layer with channels: pass "
+            "attribute_at=<a convolutional layer or its name>, e.g. the last convolutional "
+            "block."
+        )
+
+
+def _check_input_range(value: Any, a: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``input_range=(low, high)``: AdaptGrad's bounded noise (see the explainer's docs)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "Argument `input_range` must be a pair (low, high) of numbers. "
+            f"Received: input_range={value!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            "Argument `input_range` must be finite with low < high. "
+            f"Received: input_range={value!r}"
+        )
+    clash = [
+        f"{name}={a[name]!r}" for name in ("epsilon", "proposal", "explain_at", "noise_at")
+        if a[name] is not None
+    ]
+    if a["mode"] in ("ng", "noisegrad"):
+        clash.append("mode='ng' (no input noise)")
+    if clash:
+        raise ValueError(
+            "Argument `input_range` sets the input noise's scale per element (AdaptGrad), so it "
+            f"cannot be combined with {', '.join(clash)}. Drop one of them."
+        )
+    return low, high
 
 
 def _check_batch_size(batch_size: Any, per_sample: int, ig_steps: int) -> int | None:
