@@ -123,3 +123,34 @@ def test_cli_subcommand_help(capsys):
     args = cli.build_parser().parse_args(["table1", "--quick", "--examples", "7"])
     s = table1.settings_from_args(args)
     assert s == table1.dataclasses.replace(table1.QUICK, num_examples=7, seed=0)
+
+
+@pytest.mark.slow
+def test_input_range_option_bounds_sg_and_fg_noise_and_moves_with_the_shift():
+    import keras
+
+    args = table1.build_parser().parse_args(["--quick", "--input-range", "0", "1"])
+    s = table1.settings_from_args(args)
+    assert s.input_range == (0.0, 1.0) and table1.Settings().input_range is None
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="tanh"),
+                              keras.layers.Dense(2)])
+    x = np.random.default_rng(0).uniform(0, 1, (3, 6)).astype(np.float32)
+    t = np.array([0, 1, 0])
+    import tfmollify as tfm
+
+    explain = table1._explain_fn("sg/rect", s)
+    want = tfm.SmoothGrad(model, kernel="rect", num_samples=s.num_samples, seed=s.seed,
+                          input_range=(0, 1))(x, t)
+    np.testing.assert_allclose(explain(model, x, t), want, rtol=1e-6)
+    # Invariance explains x + c: the range moves with it (else x - 1 lies outside (0, 1))
+    shifted = tfm.SmoothGrad(model, kernel="rect", num_samples=s.num_samples, seed=s.seed,
+                             input_range=(-1, 0))(x - 1, t)
+    np.testing.assert_allclose(explain(model, x - 1, t, offset=-1.0), shifted, rtol=1e-6)
+    with pytest.raises(ValueError, match="outside input_range"):
+        explain(model, x - 1, t)
+    # NG has no input noise: the option leaves it alone; the default is eq. 30 per example
+    ng = table1._explain_fn("ng/rect", s)(model, x, t, offset=-1.0)
+    assert ng.shape == x.shape
+    plain = table1._explain_fn("sg/rect", table1.QUICK)(model, x, t)
+    assert not np.allclose(plain, want)

@@ -100,6 +100,10 @@ class Settings:
         canvas: Side of the localization canvas in pixels (digits are 24x24).
         copies: Canvases generated per training digit.
         seed: Seed of data generation, training, randomisation and noise.
+        input_range: ``(low, high)``: SG and FG draw AdaptGrad's bounded input noise
+            (``Explainer(input_range=...)``, a scale per element from its distance to the
+            nearer bound) instead of eq. 30 per example. Invariance explains ``x + c`` with the
+            range moved by ``c`` as well. None (default): eq. 30 per example.
     """
 
     num_examples: int = 500
@@ -111,6 +115,7 @@ class Settings:
     canvas: int = 48
     copies: int = 4
     seed: int = 0
+    input_range: tuple[float, float] | None = None
 
 
 FULL = Settings()
@@ -272,20 +277,27 @@ def gradient(model: Any, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return tape.gradient(score, xt).numpy()
 
 
-def _explain_fn(method: str, settings: Settings) -> Callable[[Any, np.ndarray, Any], np.ndarray]:
+def _explain_fn(method: str, settings: Settings) -> Callable[..., np.ndarray]:
+    """``explain(model, x, targets, offset=0.0)``: ``offset`` is how far ``x`` was shifted
+    (Invariance), which moves ``settings.input_range`` along with it."""
     if method == "original":
-        return gradient
+        return lambda model, x, targets, offset=0.0: gradient(model, x, targets)
     import tfmollify as tfm
 
     mode, kernel = method.split("/")
     num_samples = settings.fg_samples if mode == "fg" else settings.num_samples
+    bounded = settings.input_range is not None and mode != "ng"  # NG has no input noise
 
-    def explain(model: Any, x: np.ndarray, targets: Any) -> np.ndarray:
+    def explain(model: Any, x: np.ndarray, targets: Any, offset: float = 0.0) -> np.ndarray:
+        extra = {}
+        if bounded:
+            low, high = settings.input_range
+            extra["input_range"] = (low + offset, high + offset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the Cauchy weight-noise caveat
             explainer = tfm.Explainer(
                 model, mode=mode, kernel=kernel, num_samples=num_samples,
-                num_weight_samples=settings.num_weight_samples, seed=settings.seed,
+                num_weight_samples=settings.num_weight_samples, seed=settings.seed, **extra,
             )
             return explainer(x, targets)
 
@@ -523,7 +535,7 @@ def _explained_examples(d: _Splits, s: Settings) -> _Examples:
     return _Examples(xe, ye, loc.x[le], loc.y[le], masks)
 
 
-def _score_method(explain: Callable[[Any, np.ndarray, Any], np.ndarray], models: _Models,
+def _score_method(explain: Callable[..., np.ndarray], models: _Models,
                   ex: _Examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One method's per-example scores of the four metrics, and its maps of the trained MLP."""
     from tfmollify import metrics
@@ -533,7 +545,7 @@ def _score_method(explain: Callable[[Any, np.ndarray, Any], np.ndarray], models:
     # compute exactly these, one call per pair).
     a_trained = explain(models.mlp, ex.x, ex.y)
     a_random = explain(models.randomized, ex.x, ex.y)
-    a_shifted = explain(models.shifted, (ex.x + SHIFT).astype(np.float32), ex.y)
+    a_shifted = explain(models.shifted, (ex.x + SHIFT).astype(np.float32), ex.y, offset=SHIFT)
     a_loc = explain(models.cnn, ex.loc_x, ex.loc_y)
     scores = {
         "consistency": 0.5 * (metrics.rank_correlation(a_trained, a_random, absolute=True)
@@ -649,9 +661,12 @@ def _markdown_report(
         f"k = {TOP_K} on sum_c |a_c| inside the digit's box (chance level, the mean box "
         f"area / image area: {float(ex.masks.mean()):.3f}); Gini index of |a|.",
         f"- SG: N = {s.num_samples}; NG: M = {s.num_weight_samples}, weight_epsilon = 0.2; FG: "
-        f"M = {s.num_weight_samples} x N = {s.fg_samples}; input epsilon by eq. 30 "
-        "(alpha = 0.9, r = max(x) - mean(x), per example); noise seed "
-        f"{s.seed}.",
+        f"M = {s.num_weight_samples} x N = {s.fg_samples}; "
+        + ("input epsilon by eq. 30 (alpha = 0.9, r = max(x) - mean(x), per example)"
+           if s.input_range is None else
+           f"bounded input noise (AdaptGrad, input_range = {tuple(s.input_range)}: eq. 30 per "
+           "element, alpha = 0.9, r = distance to the nearer bound; moved by c for Invariance)")
+        + f"; noise seed {s.seed}.",
         f"- Settings: `{s}`.",
         f"- Total time {total:.0f}s; per method (4 explanation batches): "
         + ", ".join(f"{m} {t:.1f}s" for m, t in results.timings.items()) + ".",
@@ -738,6 +753,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--examples", type=int, default=None,
                    help="explained examples per metric (default: 500, quick: 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="SG/FG: AdaptGrad's bounded input noise within [LOW, HIGH] instead of "
+                        "eq. 30 per example (default: eq. 30)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one at a terminal, for runs over 3 s)")
     return p
@@ -746,9 +764,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The :class:`Settings` that parsed arguments ask for."""
     s = QUICK if args.quick else FULL
-    changes: dict[str, int] = {"seed": args.seed}
+    changes: dict[str, Any] = {"seed": args.seed}
     if args.examples is not None:
         changes["num_examples"] = args.examples
+    if getattr(args, "input_range", None) is not None:  # tfmollify table1 has no such flag
+        changes["input_range"] = tuple(float(v) for v in args.input_range)
     return dataclasses.replace(s, **changes)
 
 
