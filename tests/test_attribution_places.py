@@ -348,3 +348,41 @@ def test_export_and_dataset_with_grad_cam_custom_methods_and_bounded_noise(tmp_p
         whole = tfm.explain_dataset(e, ds)
         direct = e.explain(x, t)
         assert whole.shape == direct.shape, name
+
+
+@pytest.mark.parametrize("sampler, aggregation", [
+    ("iid", "smoothgrad"), ("antithetic", "smoothgrad"), ("sobol", "smoothgrad"),
+    ("iid", "smoothgrad_sq"), ("antithetic", "vargrad"),
+])
+def test_grad_cam_under_every_sampler_and_aggregation_with_tiny_noise(sampler, aggregation):
+    """Every sample is plain Grad-CAM when the noise is tiny: the mean is it, the mean of
+    squares its square, the variance zero, whatever the sampler."""
+    model, x, t = tiny_cnn(), images(), np.array([2, 0])
+    plain = hand_grad_cam(*layer_and_gradient(model, "conv2", x, t))
+    got, err = tfm.SmoothGrad(
+        model, attribution="grad_cam", attribute_at="conv2", epsilon=TINY, num_samples=8,
+        sampler=sampler, aggregation=aggregation, seed=0,
+    ).explain(x, t, return_stderr=True)
+    want = {"smoothgrad": plain, "smoothgrad_sq": plain**2, "vargrad": 0 * plain}[aggregation]
+    scale = np.abs(plain).max() ** (2 if aggregation != "smoothgrad" else 1)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale)
+    assert err.shape == got.shape and np.all(np.isfinite(err) | (sampler == "sobol"))
+
+
+def test_sequential_models_take_attribute_at_and_export(tmp_path):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input((7, 7, 2)),
+        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    x, t = images(), np.array([1, 0])
+    e = tfm.SmoothGrad(model, attribution="grad_cam", attribute_at="conv", num_samples=4,
+                       seed=0)
+    want = e.explain(x, t, seeds=[1, 2])
+    assert want.shape == (2, 5, 5)
+    served = tf.saved_model.load(e.export(tmp_path / "seq")).signatures["serving_default"]
+    got = served(inputs=tf.constant(x), targets=tf.constant(t, tf.int32),
+                 seeds=tf.constant([1, 2], tf.int64))
+    np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-5, atol=1e-7)

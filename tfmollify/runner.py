@@ -26,6 +26,7 @@ from tfmollify import attribution as attribution_lib
 from tfmollify import engine, sampling
 from tfmollify import inputs as inputs_lib
 from tfmollify import plan as plan_lib
+from tfmollify import progress as progress_lib
 from tfmollify import request as request_lib
 from tfmollify.model_view import ModelView, summarize
 from tfmollify.spec import Spec
@@ -33,6 +34,14 @@ from tfmollify.spec import Spec
 __all__ = ["MAX_CALLABLES", "Explanation", "NonFiniteError", "Request", "Runner"]
 
 MAX_CALLABLES = 8  # callable targets whose compiled functions are kept
+#: ``batch_size="auto"``: evaluations per pass so that the net's estimated activations
+#: (:meth:`ModelView.activation_bytes`) stay within this budget...
+AUTO_ACTIVATION_BYTES = 4 * 2**30
+#: ... or this many evaluations when the estimate is unknown (29 MiB measured per evaluation of
+#: MobileNetV2 at 224 x 224: 256 of them are about 7.5 GB)
+AUTO_FALLBACK_EVALUATIONS = 256
+#: An automatic bound at least this large binds nothing: one pass, as with batch_size=None
+AUTO_UNBOUNDED = 2**20
 
 
 class NonFiniteError(FloatingPointError):
@@ -143,15 +152,36 @@ class Runner:
         self._no_noise: dict[tf.DType, tf.Tensor] = {}
         self.trace_count = 0
         self._caches: bool | None = None
+        self._auto: tuple[int | None] | None = None
 
     # -- plans -------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int | None:
+        """The bound on evaluations per pass: the spec's, or with ``batch_size="auto"`` one
+        from the model's estimated activation memory (:data:`AUTO_ACTIVATION_BYTES`, or
+        :data:`AUTO_FALLBACK_EVALUATIONS` when it is unknown); None: one unbounded pass."""
+        s = self.spec
+        if s.batch_size != "auto":
+            return s.batch_size
+        if self._auto is None:
+            per_row = self.view.activation_bytes()
+            rows = (
+                AUTO_FALLBACK_EVALUATIONS if not per_row
+                else max(1, AUTO_ACTIVATION_BYTES // per_row)
+            )
+            smallest = s.evaluations_per_sample * (
+                2 if s.sampler == "antithetic" and s.mode != "ng" else 1
+            )
+            self._auto = (None if rows >= AUTO_UNBOUNDED else max(rows, smallest),)
+        return self._auto[0]
+
     def plan(self, batch: int | None = None) -> plan_lib.Plan:
         """The static plan of a call with ``batch`` examples (see :mod:`tfmollify.plan`)."""
         s = self.spec
         return plan_lib.make(
             mode=s.mode, sampler=s.sampler, num_samples=s.num_samples,
             num_weight_samples=s.num_weight_samples, replicates=s.replicates,
-            batch_size=s.batch_size, evaluations_per_sample=s.evaluations_per_sample,
+            batch_size=self.batch_size, evaluations_per_sample=s.evaluations_per_sample,
             batch=batch,
         )
 
@@ -383,7 +413,7 @@ class Runner:
                     x.shape[1:], compute, with_stderr=with_stderr,
                     cached_weight_noise=self.caches_weight_noise,
                     # no memory bound asked for: overlap two weight draws (same result)
-                    pipeline=2 if self.spec.batch_size is None else 1,
+                    pipeline=2 if self.batch_size is None else 1,
                     jit_compile=self.spec.jit_compile,
                     parts=None if packing is None else packing.parts(),
                     noise_shape=noise_shape, output_shape=out_shape,
@@ -467,13 +497,22 @@ class Runner:
             req.wnoise,
         )
 
-    def run(self, req: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All blocks of ``req``: ``(values [B, D], stderr [B, D] or [0], finite [B])``."""
-        parts = [
-            self.run_block(req, start, min(req.batch, start + req.block))
-            for start in range(0, req.batch, req.block)
-        ]
-        return tuple(np.concatenate([p[i].numpy() for p in parts]) for i in range(3))
+    def run(
+        self, req: Request, progress: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All blocks of ``req``: ``(values [B, D], stderr [B, D] or [0], finite [B])``.
+
+        ``progress``: a bar over the examples (:func:`tfmollify.progress.bar`: it appears only
+        when the call takes a few seconds; None decides by the terminal), False for none.
+        """
+        parts = []
+        with progress_lib.bar(req.batch, enabled=progress, unit="example") as bar:
+            for start in range(0, req.batch, req.block):
+                stop = min(req.batch, start + req.block)
+                part = self.run_block(req, start, stop)
+                parts.append(tuple(p.numpy() for p in part))  # waits: the bar tells the truth
+                bar.update(stop - start)
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
     def shape_rows(self, req: Request, flat: np.ndarray) -> np.ndarray:
         """Flat results ``[B, D]`` as an array shaped like the request's rows, in the results'
@@ -496,17 +535,19 @@ class Runner:
         return tf.convert_to_tensor(out) if req.is_tensor else out
 
     def explain(
-        self, inputs: Any, targets: Any, *, with_stderr: bool, seeds: Any = None
+        self, inputs: Any, targets: Any, *, with_stderr: bool, seeds: Any = None,
+        progress: bool | None = None,
     ) -> Explanation:
-        """One whole call (rounds of samples with ``tolerance``)."""
+        """One whole call (rounds of samples with ``tolerance``; ``progress`` as for
+        :meth:`run`)."""
         if self.spec.tolerance is not None:
-            return self._to_tolerance(inputs, targets, with_stderr, seeds)
+            return self._to_tolerance(inputs, targets, with_stderr, seeds, progress)
         req = self.prepare(inputs, targets, with_stderr=with_stderr, seeds=seeds)
         total = np.full(req.batch, self.spec.samples_per_example, np.int64)
         if req.batch == 0:
             empty = self.assemble(req, req.empty())
             return Explanation(empty, empty if with_stderr else None, total, total)
-        values, errors, finite = self.run(req)
+        values, errors, finite = self.run(req, progress)
         finite = finite.astype(np.int64)
         report_nonfinite(self.spec, finite, total)
         return Explanation(
@@ -517,7 +558,8 @@ class Runner:
         )
 
     def _to_tolerance(
-        self, inputs: Any, targets: Any, with_stderr: bool, seeds: Any
+        self, inputs: Any, targets: Any, with_stderr: bool, seeds: Any,
+        progress: bool | None = None,
     ) -> Explanation:
         """Rounds of independent samples until every example meets ``tolerance``."""
         spec = self.spec
@@ -538,7 +580,7 @@ class Runner:
         for r in range(max(1, spec.max_samples // per_round)):
             if r:
                 round_req = self._round(req, active, base_seeds, weight_seed, r)
-            v, e, n = self.run(round_req)
+            v, e, n = self.run(round_req, progress)
             v, e, n = v.astype(np.float64), e.astype(np.float64), n.astype(np.int64)
             ok = n > 0
             total[active] += np.where(ok[:, None], n[:, None] * v, 0.0)

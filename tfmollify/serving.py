@@ -779,7 +779,7 @@ class _Extras:
             self.max_batch_size = int(max_batch_size)
         else:
             self.max_batch_size = block if block > 0 else DEFAULT_MAX_BATCH_SIZE
-        self.batch_size = explainer.batch_size
+        self.batch_size = explainer.runner.batch_size
         # AdaptGrad's bounds (input_range=(low, high)): warmup inputs must lie inside them
         self.input_range = getattr(explainer.spec, "input_range", None)
         spec = explainer.spec

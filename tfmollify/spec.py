@@ -41,7 +41,7 @@ ARGUMENTS: Mapping[str, Any] = types.MappingProxyType(
         "weight_epsilon": 0.2,
         "aggregation": "smoothgrad",
         "attribution": "gradient",
-        "batch_size": None,
+        "batch_size": "auto",
         "seed": None,
         "ig_steps": 16,
         "ig_baseline": 0.0,
@@ -194,7 +194,7 @@ class Spec:
     aggregation: str
     attribution: str
     method: Any
-    batch_size: int | None
+    batch_size: int | str | None
     seed: int | None
     ig_steps: int
     ig_baseline: np.ndarray
@@ -419,9 +419,16 @@ def _check_input_range(value: Any, a: Mapping[str, Any]) -> tuple[float, float] 
     return low, high
 
 
-def _check_batch_size(batch_size: Any, per_sample: int, ig_steps: int) -> int | None:
+def _check_batch_size(batch_size: Any, per_sample: int, ig_steps: int) -> int | str | None:
     if batch_size is None:
         return None
+    if isinstance(batch_size, str):
+        if batch_size.strip().lower() != "auto":
+            raise ValueError(
+                "Argument `batch_size` must be 'auto', None (one unbounded pass) or an int >= 1. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        return "auto"
     batch_size = check_int("batch_size", batch_size)
     if batch_size < per_sample:
         raise ValueError(
@@ -446,7 +453,7 @@ def _check_antithetic(
                 f"sampler='antithetic' draws in pairs: Argument `{name}` must be even. "
                 f"Received: {name}={count}"
             )
-    if batch_size is not None and mode != "ng" and batch_size < 2 * per_sample:
+    if isinstance(batch_size, int) and mode != "ng" and batch_size < 2 * per_sample:
         raise ValueError(
             "sampler='antithetic' evaluates a pair of samples at least: Argument "
             f"`batch_size` must be at least {2 * per_sample}. Received: batch_size={batch_size}"
