@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -83,6 +84,9 @@ def layer_paths(model: Any) -> list[tuple[str, Any]]:
 
     walk(model, "")
     return out
+
+
+_INTERCEPT_LOCK = threading.RLock()  # one interception at a time, whichever explainer
 
 
 class _SharedLayerError(ValueError):
@@ -404,9 +408,12 @@ class ModelView:
         The layers' ``call`` is replaced on the instances and restored on the way out, errors
         included. A layer called more than once in one pass (a shared layer) raises: noise on
         its output would be one draw per call, which is no longer a mollification of the
-        score in one variable.
+        score in one variable. Interceptions (a trace, or an eager probe) take turns, so two
+        explainers of one model tracing in two threads do not see each other's hooks; the
+        hooks exist only while a trace or probe runs, never while the compiled graph does.
         """
         saved = []
+        _INTERCEPT_LOCK.acquire()
         try:
             for layer, fn in hooks.values():
                 own = layer.__dict__.get("call")
@@ -439,6 +446,7 @@ class ModelView:
                     object.__delattr__(layer, "call")
                 else:
                     object.__setattr__(layer, "call", own)
+            _INTERCEPT_LOCK.release()
 
     def activation(self, x: Any, layer: Any, hooks: dict | None = None) -> tf.Tensor:
         """``layer``'s output when the net runs on ``x`` (stored weights, eagerly or traced)."""
