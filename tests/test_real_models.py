@@ -85,7 +85,7 @@ def test_bert_per_token_scores_at_its_nested_token_embedding(bert, tmp_path):
     seeds = np.array([3, 4, 5])
     for mode in ("sg", "ng", "fg"):
         places = (
-            dict(explain_at="bert_backbone/token_embedding") if mode == "ng"  # no input noise
+            dict(attribute_at="bert_backbone/token_embedding") if mode == "ng"  # no input noise
             else dict(noise_at="bert_backbone/token_embedding", attribute_at="token_embedding")
         )
         e = tfm.Explainer(model, mode, reduce="norm", num_samples=4, num_weight_samples=2,

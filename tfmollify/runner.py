@@ -346,8 +346,13 @@ class Runner:
         compute = view.compute_dtype(not view.is_keras and _float64(inputs))
         compute = np.dtype(compute.as_numpy_dtype)
         if inputs_lib.is_structured(inputs, view.net):
+            # integer inputs only: fine when the noise goes on a layer, or for NoiseGrad with
+            # the attribution at a layer (no input noise at all)
+            no_float_ok = view.noise_layer is not None or (
+                self.spec.mode == "ng" and view.attribute_layer is not None
+            )
             x, ints, packing, is_tensor = inputs_lib.pack(
-                inputs, compute, need_float=view.noise_layer is None
+                inputs, compute, need_float=not no_float_ok
             )
             request_lib.check_packing(self.spec, packing, view.attribute_layer is not None)
             return x, ints, x.dtype, is_tensor, packing

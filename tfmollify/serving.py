@@ -370,6 +370,8 @@ class _ServingGraph:
 
     def packed_eps(self, flat: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
         """One scale per example and float input ``[batch, K]`` (eq. 30 per input)."""
+        if not self.packing.float_sizes:  # integer inputs only (NoiseGrad at a layer)
+            return tf.zeros([batch, 0], self.dtype)
         columns = []
         pieces = tf.split(flat, self.packing.float_sizes, axis=1)
         for piece, fixed in zip(pieces, self.fixed_parts, strict=True):
