@@ -27,6 +27,7 @@ Example::
 
     python bench/first_call.py --models lenet,resnet50@64 -B 8 -N 50 --repeats 3 \\
         --json bench/results/first_call.json
+    python bench/first_call.py --summarize run1.json,run2.json    # pooled tables
 """
 
 from __future__ import annotations
@@ -313,6 +314,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--summarize", default=None,
+                   help="comma list of --json files: the tables over all their rows")
     p.add_argument("--autograph-check", action="store_true",
                    help="compare the core traced with and without autograph (in-process)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -331,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
+        return 0
+    if args.summarize:
+        files = args.summarize.split(",")
+        rows = [r for f in files for r in json.loads(Path(f).read_text())["rows"]]
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        print(f"pooled: {args.summarize}\n")
+        print(report(rows, models))
         return 0
     if args.autograph_check:
         import harness
