@@ -187,21 +187,26 @@ def test_explain_dataset_counts_every_example(recorded_bars, capsys):
     x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(10) % 3)).batch(4)
     explainer = tfm.SmoothGrad(model, num_samples=4, seed=0)
+    before = len(recorded_bars)
     explain_dataset(explainer, ds, progress=True)
-    bar, seen = recorded_bars[-1]
+    bar, seen = recorded_bars[before]  # the outermost bar (the data set's; runs inside add none)
     # counts in examples; the total is estimated from the first batch, then made exact
     assert seen == [(4, 12), (8, 12), (10, 12)]
     assert bar.count == bar.total == 10 and bar.shown
     out = capsys.readouterr().out
     assert "10/10" in out and "/example" in out
     batches = [(x[:3], 0), (x[3:], 1)]  # a list: its length is known
+    before = len(recorded_bars)
     explain_dataset(explainer, iter(batches), progress=True)  # an iterator: no total
-    assert recorded_bars[-1][1] == [(3, None), (10, None)] and recorded_bars[-1][0].total == 10
+    bar, seen = recorded_bars[before]
+    assert seen == [(3, None), (10, None)] and bar.total == 10
     assert "10/10" in capsys.readouterr().out
+    before = len(recorded_bars)
     explain_dataset(explainer, ds, progress=False)
-    assert not recorded_bars[-1][0].enabled and capsys.readouterr().out == ""
+    assert not recorded_bars[before][0].enabled and capsys.readouterr().out == ""
+    before = len(recorded_bars)
     explain_dataset(explainer, ds)  # the default is True: a bar, but only after 3 s
-    assert recorded_bars[-1][0].enabled
+    assert recorded_bars[before][0].enabled
 
 
 def test_explain_dataset_prints_nothing_when_fast(capsys):

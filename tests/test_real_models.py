@@ -30,7 +30,7 @@ def bert():
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
-        max_sequence_length=T,
+        max_sequence_length=T, name="bert_backbone",  # a fixed name: its path below
     )
     inputs = {
         name: keras.Input((T,), dtype="int32", name=name)

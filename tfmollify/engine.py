@@ -148,7 +148,8 @@ def weight_noise_table(
     table = tf.function(
         lambda j: tf.concat(
             sampling.weight_noise(kernel, wkey, j, sizes, dtype, antithetic, sobol), axis=0
-        )
+        ),
+        autograph=False,
     )
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
 
@@ -556,7 +557,8 @@ def build(
     ]
     if spec.parts is None:
         return tf.function(
-            tfmollify_core_one_input, input_signature=signature, jit_compile=spec.jit_compile
+            tfmollify_core_one_input, input_signature=signature, jit_compile=spec.jit_compile,
+            autograph=False,
         )
     int_size = sum(
         int(np.prod(shape, dtype=np.int64))
@@ -566,4 +568,6 @@ def build(
     signature[1:1] = [tf.TensorSpec([None, int_size], tf.int64)]
     if spec.noise_shape is None and not spec.elementwise_eps:
         signature[3] = tf.TensorSpec([None, len(core.part_sizes)], dtype)
-    return tf.function(tfmollify_core, input_signature=signature, jit_compile=spec.jit_compile)
+    return tf.function(
+        tfmollify_core, input_signature=signature, jit_compile=spec.jit_compile, autograph=False
+    )

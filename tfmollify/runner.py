@@ -159,7 +159,11 @@ class Runner:
     def batch_size(self) -> int | None:
         """The bound on evaluations per pass: the spec's, or with ``batch_size="auto"`` one
         from the model's estimated activation memory (:data:`AUTO_ACTIVATION_BYTES`, or
-        :data:`AUTO_FALLBACK_EVALUATIONS` when it is unknown); None: one unbounded pass."""
+        :data:`AUTO_FALLBACK_EVALUATIONS` when it is unknown); None: one unbounded pass.
+
+        NoiseGrad and FusionGrad under ``"auto"`` overlap two weight draws (as with ``None``:
+        both CPU cores busy on small models), so each pass gets half the budget and the
+        evaluations in flight stay within it (:attr:`pipeline`)."""
         s = self.spec
         if s.batch_size != "auto":
             return s.batch_size
@@ -168,12 +172,20 @@ class Runner:
             rows = (
                 AUTO_FALLBACK_EVALUATIONS if not per_row
                 else max(1, AUTO_ACTIVATION_BYTES // per_row)
-            )
+            ) // self.pipeline
             smallest = s.evaluations_per_sample * (
                 2 if s.sampler == "antithetic" and s.mode != "ng" else 1
             )
             self._auto = (None if rows >= AUTO_UNBOUNDED else max(rows, smallest),)
         return self._auto[0]
+
+    @property
+    def pipeline(self) -> int:
+        """Weight draws whose passes may run at once: 2 without a bound and for NG/FG under
+        ``batch_size="auto"``, else 1 (an explicit ``batch_size`` is exact)."""
+        s = self.spec
+        overlap = s.batch_size is None or (s.batch_size == "auto" and s.mode != "sg")
+        return 2 if overlap else 1
 
     def plan(self, batch: int | None = None) -> plan_lib.Plan:
         """The static plan of a call with ``batch`` examples (see :mod:`tfmollify.plan`)."""
@@ -417,8 +429,8 @@ class Runner:
                 core = self.core_spec(
                     x.shape[1:], compute, with_stderr=with_stderr,
                     cached_weight_noise=self.caches_weight_noise,
-                    # no memory bound asked for: overlap two weight draws (same result)
-                    pipeline=2 if self.batch_size is None else 1,
+                    # overlap two weight draws where no exact bound is asked for (same result)
+                    pipeline=self.pipeline,
                     jit_compile=self.spec.jit_compile,
                     parts=None if packing is None else packing.parts(),
                     noise_shape=noise_shape, output_shape=out_shape,
