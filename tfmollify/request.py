@@ -138,19 +138,27 @@ def epsilons(spec: Spec, x: np.ndarray, packing: Any = None) -> np.ndarray:
         return range_epsilons(spec, x)
     if packing is not None:
         return _packed_epsilons(spec, x, packing)
-    batch = x.shape[0]
+    given = _given_epsilons(spec, x.shape[0])
+    if given is not None:
+        return given
+    return _eq30_checked(spec, x)
+
+
+def _given_epsilons(spec: Spec, batch: int, units: str = "") -> np.ndarray | None:
+    """The scales ``[B]`` that need no look at the values: zeros for NoiseGrad, or the given
+    ``epsilon`` (one float, or one per example); None when eq. 30 must choose them."""
     if spec.mode == "ng":
         return np.zeros(batch)
-    if spec.epsilon is not None:
-        if spec.epsilon.ndim == 0:
-            return np.full(batch, float(spec.epsilon))
-        if spec.epsilon.shape[0] != batch:
-            raise ValueError(
-                f"Argument `epsilon` has {spec.epsilon.shape[0]} values but `inputs` has "
-                f"{batch} examples. Pass one float, or one per example."
-            )
-        return np.array(spec.epsilon)
-    return _eq30_checked(spec, x)
+    if spec.epsilon is None:
+        return None
+    if spec.epsilon.ndim == 0:
+        return np.full(batch, float(spec.epsilon))
+    if spec.epsilon.shape[0] != batch:
+        raise ValueError(
+            f"Argument `epsilon` has {spec.epsilon.shape[0]} values but `inputs` has "
+            f"{batch} examples. Pass one float, or one per example{units}."
+        )
+    return np.array(spec.epsilon)
 
 
 def range_epsilons(spec: Spec, x: np.ndarray) -> np.ndarray:
@@ -188,18 +196,9 @@ def layer_epsilons(
         layer: The layer's name (for messages).
         block: Examples per call of ``activations``.
     """
-    if spec.mode == "ng":
-        return np.zeros(batch)
-    if spec.epsilon is not None:
-        if spec.epsilon.ndim == 0:
-            return np.full(batch, float(spec.epsilon))
-        if spec.epsilon.shape[0] != batch:
-            raise ValueError(
-                f"Argument `epsilon` has {spec.epsilon.shape[0]} values but `inputs` has "
-                f"{batch} examples. Pass one float, or one per example (in the units of layer "
-                f"{layer!r}'s output)."
-            )
-        return np.array(spec.epsilon)
+    given = _given_epsilons(spec, batch, f" (in the units of layer {layer!r}'s output)")
+    if given is not None:
+        return given
     parts = [
         _eq30_checked(spec, activations(lo, min(batch, lo + block)),
                       f"the output of layer {layer!r} of ")
