@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet TensorFlow, one Hypothesis profile, small model factories."""
+"""Shared test fixtures (the Hypothesis profiles and the per-worker threads are set in the
+repository's root conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
-
-settings.register_profile(
-    "tfmollify",
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=40,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "thorough", parent=settings.get_profile("tfmollify"), max_examples=400
-)  # ./scripts/test --hypothesis-profile=thorough: 10x the examples (local runs)
-if not any(arg.startswith("--hypothesis-profile") for arg in sys.argv):
-    settings.load_profile("tfmollify")
 
 BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 

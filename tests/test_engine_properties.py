@@ -21,8 +21,14 @@ from recording import PassLog, RecordRows
 
 import tfmollify as tfm
 
-# 15 examples per property in CI (profile "tfmollify", 40 examples); 10x with "thorough"
-SCALE = max(1, settings().max_examples // 40)
+# 15 examples per property in CI (profile "tfmollify", 40 examples); 10x with "thorough",
+# 3 with "quick" (./scripts/test --quick)
+SCALE = settings().max_examples / 40
+
+
+def examples(n: int) -> int:
+    """``n`` examples under the CI profile, scaled with the loaded profile (at least 1)."""
+    return max(1, round(n * SCALE))
 
 KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 MODES = ("sg", "ng", "fg")
@@ -132,7 +138,7 @@ def targets_for(b: int, seed: int) -> np.ndarray:
 
 # -- properties -----------------------------------------------------------------------------------
 @pytest.mark.slow
-@settings(max_examples=15 * SCALE)
+@settings(max_examples=examples(15))
 @given(config=configs(batched=True))
 def test_result_does_not_depend_on_batch_size(config):
     """Guarantee (Reproducible): "with a seed the noise is bit-identical for any `batch_size` and
@@ -147,7 +153,7 @@ def test_result_does_not_depend_on_batch_size(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=15 * SCALE)
+@settings(max_examples=examples(15))
 @given(config=configs(), data=st.data())
 def test_an_example_alone_equals_the_example_inside_a_batch(config, data):
     """Guarantee (Reproducible/Serving): "an example's noise depends only on its seed, so an
@@ -167,7 +173,7 @@ def test_an_example_alone_equals_the_example_inside_a_batch(config, data):
     close(alone_se, batch_se[i : i + 1])
 
 
-@settings(max_examples=15 * SCALE)
+@settings(max_examples=examples(15))
 @given(config=configs(modes=("sg",), attributions=("gradient",)))
 def test_smoothgrad_of_a_linear_model_is_exact(config):
     """Guarantee (Correct): on ``x @ W + b`` every noisy gradient is ``W[:, t]``, so SmoothGrad
@@ -186,7 +192,7 @@ def test_smoothgrad_of_a_linear_model_is_exact(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=15 * SCALE)
+@settings(max_examples=examples(15))
 @given(config=configs(batched=True))
 def test_batch_size_bounds_every_pass(config):
     """Guarantee (Bounded): "With `batch_size` set, at most `batch_size` evaluations are in
@@ -206,7 +212,7 @@ def test_batch_size_bounds_every_pass(config):
     assert sum(rows) >= work, (rows, work)
 
 
-@settings(max_examples=15 * SCALE)
+@settings(max_examples=examples(15))
 @given(config=configs(samplers=("iid",), aggregations=("smoothgrad", "smoothgrad_sq"),
                       attributions=("gradient", "integrated_gradients")))
 def test_stderr_is_positive_when_the_samples_differ(config):
@@ -226,7 +232,7 @@ def test_stderr_is_positive_when_the_samples_differ(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=3 * SCALE)
+@settings(max_examples=examples(3))
 @given(config=configs(attributions=("gradient", "integrated_gradients")), data=st.data())
 def test_export_equals_the_explainer(config, data):
     """Guarantee (Serving): the `serving_default` answer "equals `explainer.explain(inputs,

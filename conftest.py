@@ -1,0 +1,95 @@
+"""Test-process set-up that must run before TensorFlow or NumPy is imported anywhere.
+
+``./scripts/test`` runs the suite in parallel pytest-xdist workers (``-n``). Each worker is a
+process of its own with its own TensorFlow thread pools, and by default each pool is as large as
+the machine: two workers on two cores would then run four busy threads and slow each other down.
+Here every worker gets an equal share of the cores for TensorFlow's intra- and inter-op pools and
+for the BLAS/OpenMP pools, through the environment, which also reaches the subprocesses that
+tests start (the CLI, the servers). A variable already set by the caller wins (``scripts/mutants``
+sets them for each of its parallel runs).
+
+This file lives at the repository root so that it applies to the docstring examples of
+``tfmollify/`` as well as to ``tests/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker() -> int:
+    """The cores of this machine divided among the xdist workers (at least one thread each)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, _cores() // max(1, workers))
+
+
+_THREADS = str(threads_per_worker())
+for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+              "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, _THREADS)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# -- Hypothesis profiles ----------------------------------------------------------------------
+# Registered here and loaded in pytest_configure (not at import), so that the choice also holds
+# in xdist workers, whose sys.argv is not pytest's command line.
+settings.register_profile(
+    "tfmollify",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+# ./scripts/test --hypothesis-profile=thorough: 10x the examples (local runs)
+settings.register_profile("thorough", parent=settings.get_profile("tfmollify"), max_examples=400)
+# ./scripts/test --quick: a few examples per property (the full suite runs 40)
+settings.register_profile("quick", parent=settings.get_profile("tfmollify"), max_examples=8)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick", action="store_true", default=False,
+        help="the quick tier for daily work: no `slow` tests (except those also marked `quick`), "
+             "the first case of each parametrized test, the `quick` Hypothesis profile "
+             "(docs/development.md says what it leaves out)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "quick: kept by --quick even when slow or not the first parametrized case")
+    if not config.getoption("hypothesis_profile", default=None):
+        settings.load_profile("quick" if config.getoption("quick") else "tfmollify")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--quick``: drops slow tests and every parametrized case but the first of its test
+    (items marked ``quick`` always stay)."""
+    if not config.getoption("quick"):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    seen: set[str] = set()
+    for item in items:
+        function = item.nodeid.split("[", 1)[0]
+        if item.get_closest_marker("quick") is not None:
+            kept.append(item)
+        elif item.get_closest_marker("slow") is not None or function in seen:
+            dropped.append(item)
+        else:
+            kept.append(item)
+        seen.add(function)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
