@@ -323,6 +323,7 @@ def test_input_range_errors():
 
 
 # -- the export and explain_dataset -----------------------------------------------------------
+@pytest.mark.slow
 def test_export_and_dataset_with_grad_cam_custom_methods_and_bounded_noise(tmp_path):
     model, x, t = tiny_cnn(), images(3), np.array([0, 1, 2])
     seeds = np.array([4, 5, 6])

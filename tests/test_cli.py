@@ -1,4 +1,9 @@
-"""The ``tfmollify`` command end to end, in subprocesses, including every error path."""
+"""The ``tfmollify`` command end to end, including every error path.
+
+The real entry point runs in subprocesses (``--help``, ``explain``, ``export``, ``demo``); the
+error paths and the quick verbs run ``cli.main`` in this process (``run_here``), which is the same
+code without the 5 s TensorFlow start-up of a new process: an uncaught exception (what would be a
+traceback) fails the test there too."""
 
 from __future__ import annotations
 
@@ -17,6 +22,20 @@ def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "tfmollify.cli", *args],
         capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300,
     )
+
+
+def run_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``tfmollify ARGS`` through ``cli.main`` in this process: its exit code (argparse's
+    ``SystemExit`` too), stdout and stderr, as :func:`run` gives them for a subprocess."""
+    from tfmollify import cli
+
+    capsys.readouterr()  # drop what came before
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["tfmollify", *args], code, out, err)
 
 
 def assert_one_line_error(res: subprocess.CompletedProcess, match: str) -> None:
@@ -38,16 +57,16 @@ def test_help_on_every_subcommand(capsys):
     assert res.returncode == 0 and "export" in res.stdout
 
 
-def test_kernels_table():
-    res = run("kernels")
+def test_kernels_table(capsys):
+    res = run_here(capsys, "kernels")
     assert res.returncode == 0
     for name in ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect"):
         assert name in res.stdout
     assert "1 / (2 cosh^2 x)" in res.stdout
 
 
-def test_epsilon():
-    res = run("epsilon", "--kernel", "hyperbolic", "--r", "1", "--alpha", "0.9")
+def test_epsilon(capsys):
+    res = run_here(capsys, "epsilon", "--kernel", "hyperbolic", "--r", "1", "--alpha", "0.9")
     assert res.returncode == 0
     assert float(res.stdout) == pytest.approx(1 / np.arctanh(0.9), rel=1e-9)
 
@@ -61,14 +80,14 @@ def test_epsilon():
         (("explain", "--model", "missing.keras", "--input", "x.npy"), "no such file"),
     ],
 )
-def test_error_paths(args, match):
-    assert_one_line_error(run(*args), match)
+def test_error_paths(capsys, args, match):
+    assert_one_line_error(run_here(capsys, *args), match)
 
 
-def test_argparse_errors_exit_nonzero():
-    res = run("epsilon")  # --r is required
+def test_argparse_errors_exit_nonzero(capsys):
+    res = run_here(capsys, "epsilon")  # --r is required
     assert res.returncode == 2 and "required" in res.stderr and "Traceback" not in res.stderr
-    res = run("bogus")
+    res = run_here(capsys, "bogus")
     assert res.returncode == 2 and "Traceback" not in res.stderr
 
 
@@ -126,11 +145,11 @@ def test_explain_on_an_image_file(saved_model, tmp_path):
         ("replicates", ("--sampler", "sobol", "--replicates", "3"), "`replicates` must divide"),
     ],
 )
-def test_explain_error_paths(saved_model, which, extra, match):
+def test_explain_error_paths(saved_model, capsys, which, extra, match):
     d, _, _ = saved_model
     model = d / ("not_a_model.keras" if which == "bad_model" else "m.keras")
     inp = d / ("bad.npy" if which == "bad_input" else "x.npy")
-    res = run("explain", "--model", str(model), "--input", str(inp), *extra,
+    res = run_here(capsys, "explain", "--model", str(model), "--input", str(inp), *extra,
               "--out", str(d / "e.png"))
     assert_one_line_error(res, match)
 
@@ -148,7 +167,8 @@ def test_demo_end_to_end(tmp_path):
     assert "| sg/gaussian |" in (tmp_path / "demo" / "summary.md").read_text()
 
 
-def test_export_writes_a_servable_savedmodel(saved_model, tmp_path):
+@pytest.mark.slow
+def test_export_writes_a_servable_savedmodel(saved_model, tmp_path, capsys):
     import tensorflow as tf
 
     import tfmollify as tfm
@@ -167,11 +187,11 @@ def test_export_writes_a_servable_savedmodel(saved_model, tmp_path):
                               num_weight_samples=2, seed=5)
     want = explainer.explain(xs, [0, 2], seeds=[1, 2])
     np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-5, atol=1e-6)
-    again = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "srv"),
-                "--version", "3")
+    again = run_here(capsys, "export", "--model", str(d / "m.keras"),
+                     "--out", str(tmp_path / "srv"), "--version", "3")
     assert_one_line_error(again, "exists")
-    shape = run("export", "--model", str(d / "m.keras"), "--out", str(tmp_path / "s2"),
-                "--input-shape", "12,x")
+    shape = run_here(capsys, "export", "--model", str(d / "m.keras"),
+                     "--out", str(tmp_path / "s2"), "--input-shape", "12,x")
     assert_one_line_error(shape, "--input-shape")
 
 

@@ -349,6 +349,7 @@ MIRRORED_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MIRRORED_CASES)
 def test_mirrored_strategy_equals_one_device(mirrored_results, case):
     got, want = mirrored_results[f"{case}/got"], mirrored_results[f"{case}/want"]
@@ -358,6 +359,7 @@ def test_mirrored_strategy_equals_one_device(mirrored_results, case):
         np.testing.assert_allclose(got, mirrored_results[f"{case}/one"], **TIGHT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, shape", [("a", (9, 3)), ("b", (9, 6, 6, 1))])
 def test_mirrored_strategy_with_several_inputs_and_sobol(mirrored_results, name, shape):
     got, want = mirrored_results[f"inputs_{name}/got"], mirrored_results[f"inputs_{name}/want"]
@@ -415,6 +417,7 @@ def run_workers(script: str, args: Callable[[int], list[str]]) -> list[str]:
     return [finish(p) for p in procs]
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_equals_one_device(tmp_path):
     """Two local worker processes, one CPU replica each: every worker gets the whole result."""
     outputs = run_workers(MULTI_WORKER, lambda i: [
@@ -447,6 +450,7 @@ except ValueError as exc:
 """
 
 
+@pytest.mark.slow
 def test_multi_worker_refuses_workers_with_different_data(tmp_path):
     for out in run_workers(MULTI_WORKER_DISAGREE, lambda i: [str(tmp_path / f"w{i}.py"), str(i)]):
         assert "REFUSED" in out and "see different data at batch 0" in out
@@ -469,6 +473,7 @@ except ValueError as exc:
 """
 
 
+@pytest.mark.slow
 def test_multi_worker_argument_error_on_one_worker_stops_every_worker(tmp_path):
     """Defect 5 of the redesign: a check that fails on the chief only used to leave the other
     workers waiting in a collective forever. Every worker now ends with an error, in time."""

@@ -133,6 +133,7 @@ def test_explain_at_errors(ids):
         tfm.SmoothGrad(model, explain_at="emb")(np.zeros((2, T + 3, 2)), 0)
 
 
+@pytest.mark.slow
 def test_export_with_explain_at_takes_token_ids(ids, tmp_path):
     import subprocess
     import sys

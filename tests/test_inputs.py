@@ -236,7 +236,7 @@ def test_one_output_of_a_multi_output_model(tmp_path):
                                rtol=1e-5, atol=1e-7)
 
 
-def test_explain_dataset_with_several_inputs(data):
+def test_explain_dataset_with_several_inputs(data, tmp_path):
     keras.utils.set_random_seed(0)
     model = text_and_number_model()
     ids, num = text_and_number_inputs(7, 2)
@@ -249,7 +249,7 @@ def test_explain_dataset_with_several_inputs(data):
     np.testing.assert_allclose(got["num"], whole["num"], rtol=1e-6, atol=1e-8)
     np.testing.assert_array_equal(got["ids"], 0.0)
     with pytest.raises(ValueError, match=r"several\s+inputs"):
-        tfm.explain_dataset(explainer, ds, output="/tmp/never.npy", progress=False)
+        tfm.explain_dataset(explainer, ds, output=str(tmp_path / "never.npy"), progress=False)
 
 
 @pytest.mark.parametrize("as_dict", [False, True])

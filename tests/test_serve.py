@@ -382,6 +382,7 @@ def test_the_cli_names_the_extra_when_kserve_is_missing(monkeypatch, tmp_path, c
     assert err.startswith("tfmollify serve: error:") and KSERVE in err, err
 
 
+@pytest.mark.slow
 def test_serve_checks_its_arguments_before_loading(tmp_path, exports):
     require("kserve", KSERVE)
     from tfmollify.serve import serve
