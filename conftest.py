@@ -73,9 +73,22 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("quick" if config.getoption("quick") else "tfmollify")
 
 
+# The number of tests of the whole suite, when this run collected the whole suite (default paths,
+# no -k/-m/--quick): tests/test_readme.py checks the count the README states against it.
+WHOLE_SUITE_COUNT = pytest.StashKey[int]()
+
+
+def _collects_the_whole_suite(config: pytest.Config) -> bool:
+    return (config.args_source is pytest.Config.ArgsSource.TESTPATHS
+            and not config.getoption("keyword") and not config.getoption("markexpr")
+            and not config.getoption("deselect") and not config.getoption("quick"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--quick``: drops slow tests and every parametrized case but the first of its test
-    (items marked ``quick`` always stay)."""
+    """Records the whole suite's count; ``--quick``: drops slow tests and every parametrized
+    case but the first of its test (items marked ``quick`` always stay)."""
+    if _collects_the_whole_suite(config):
+        config.stash[WHOLE_SUITE_COUNT] = len(items)
     if not config.getoption("quick"):
         return
     kept: list[pytest.Item] = []
@@ -93,3 +106,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture
+def whole_suite_count(request: pytest.FixtureRequest) -> int | None:
+    """The number of tests in the whole suite if this run collected it all, else None."""
+    return request.config.stash.get(WHOLE_SUITE_COUNT, None)

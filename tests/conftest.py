@@ -12,8 +12,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 
-BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
-
 
 @pytest.fixture(autouse=True)
 def _quiet_tf_logger():
@@ -28,3 +26,22 @@ def _quiet_tf_logger():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def shared_models():
+    """``shared_models(builder, *args, **kwargs)``: the model ``builder(*args, **kwargs)``,
+    built once per test run (per xdist worker) and then shared.
+
+    Only for tests that call the model and read its weights: a test that trains it, assigns or
+    freezes its weights, or checks that a failure leaves it untouched builds its own.
+    """
+    cache: dict = {}
+
+    def get(builder, *args, **kwargs):
+        key = (builder.__module__, builder.__qualname__, args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = builder(*args, **kwargs)
+        return cache[key]
+
+    return get

@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BUILTIN_KERNELS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +16,9 @@ import tfmollify as tfm
 from tfmollify import sampling
 from tfmollify.aggregation import AGGREGATIONS
 from tfmollify.attribution import ATTRIBUTIONS, LAYER_ONLY
+
+# the registered kernels (a list of its own: the registry is what is tested)
+BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 
 ATTRIBUTIONS = tuple(a for a in ATTRIBUTIONS if a not in LAYER_ONLY)
 
@@ -144,8 +146,8 @@ def test_cauchy_weight_noise_warns_and_has_no_reference_value():
         reference.ng_sine_grad(0.5, 1.3, 0.2, "poisson")
 
 
-def test_stderr_matches_the_spread_over_seeds():
-    model = mlp()
+def test_stderr_matches_the_spread_over_seeds(shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(3).normal(size=(2, 5)).astype(np.float32)
     for mode in ("sg", "fg"):
         runs, ses = [], []
@@ -160,8 +162,8 @@ def test_stderr_matches_the_spread_over_seeds():
         assert 0.75 < ratio < 1.3, (mode, ratio)
 
 
-def test_epsilon_to_zero_gives_the_plain_gradient():
-    model = mlp()
+def test_epsilon_to_zero_gives_the_plain_gradient(shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32)
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
@@ -243,8 +245,8 @@ def test_integrated_gradients_is_exact_for_a_quadratic():
 # -- invariants -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", tfm.MODES)
 @pytest.mark.parametrize("attribution", ATTRIBUTIONS)
-def test_result_does_not_depend_on_batch_size(mode, attribution):
-    model = mlp()
+def test_result_does_not_depend_on_batch_size(mode, attribution, shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(7).normal(size=(5, 5)).astype(np.float32)
     t = [0, 1, 2, 0, 1]
     kw = dict(mode=mode, num_samples=6, num_weight_samples=3, seed=9, attribution=attribution,
@@ -257,8 +259,8 @@ def test_result_does_not_depend_on_batch_size(mode, attribution):
 
 
 @pytest.mark.parametrize("mode", tfm.MODES)
-def test_an_example_alone_equals_the_same_example_in_a_batch(mode):
-    model = mlp()
+def test_an_example_alone_equals_the_same_example_in_a_batch(mode, shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(8).normal(size=(4, 5)).astype(np.float32)
     seeds = np.array([5, -7, 2**40, 3])
     e = tfm.Explainer(model, mode=mode, num_samples=5, num_weight_samples=3, seed=4)
@@ -268,8 +270,8 @@ def test_an_example_alone_equals_the_same_example_in_a_batch(mode):
 
 
 @pytest.mark.parametrize("mode", tfm.MODES)
-def test_seeds(mode):
-    model = mlp()
+def test_seeds(mode, shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(9).normal(size=(2, 5)).astype(np.float32)
     kw = dict(mode=mode, num_samples=4, num_weight_samples=3)
     a = tfm.Explainer(model, seed=1, **kw)(x, [0, 1])
@@ -281,8 +283,8 @@ def test_seeds(mode):
     assert not np.allclose(fresh(x, [0, 1]), fresh(x, [0, 1]))
 
 
-def test_no_retracing_across_calls():
-    model = mlp()
+def test_no_retracing_across_calls(shared_models):
+    model = shared_models(mlp)
     rng = np.random.default_rng(10)
     for mode in tfm.MODES:
         e = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=2, seed=0,
@@ -294,8 +296,8 @@ def test_no_retracing_across_calls():
         assert e.trace_count == 1
 
 
-def test_dtype_and_type_are_preserved():
-    model = mlp()
+def test_dtype_and_type_are_preserved(shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(11).normal(size=(2, 5))
     out = tfm.SmoothGrad(model, num_samples=3, seed=0)(x, 0)
     assert isinstance(out, np.ndarray) and out.dtype == np.float64
@@ -303,8 +305,8 @@ def test_dtype_and_type_are_preserved():
     assert isinstance(out, tf.Tensor) and out.dtype == tf.float32 and out.shape == (2, 5)
 
 
-def test_empty_batch():
-    model = mlp()
+def test_empty_batch(shared_models):
+    model = shared_models(mlp)
     out, se = tfm.SmoothGrad(model, num_samples=3, seed=0).explain(
         np.zeros((0, 5), np.float32), [], return_stderr=True
     )
@@ -339,8 +341,8 @@ def test_linear_in_the_output_scale(scale):
     assert all(e.trace_count == 1 for e in explainers.values())
 
 
-def test_targets_callable_and_single_output():
-    model = mlp()
+def test_targets_callable_and_single_output(shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(13).normal(size=(3, 5)).astype(np.float32)
     by_index = tfm.SmoothGrad(model, num_samples=4, seed=0)(x, 2)
     by_fn = tfm.SmoothGrad(model, num_samples=4, seed=0)(x, lambda s: s[:, 2])
@@ -554,8 +556,10 @@ def test_config_round_trip(small):
 @pytest.mark.parametrize("mode", tfm.MODES)
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 @pytest.mark.parametrize("batch_size", [None, 3])
-def test_asking_for_stderr_does_not_change_the_estimate(mode, aggregation, batch_size):
-    model = mlp()
+def test_asking_for_stderr_does_not_change_the_estimate(
+    mode, aggregation, batch_size, shared_models
+):
+    model = shared_models(mlp)
     x = np.random.default_rng(18).normal(size=(3, 5)).astype(np.float32)
     e = tfm.Explainer(model, mode=mode, num_samples=5, num_weight_samples=3, seed=2,
                       aggregation=aggregation, batch_size=batch_size)
@@ -566,9 +570,9 @@ def test_asking_for_stderr_does_not_change_the_estimate(mode, aggregation, batch
 
 
 @pytest.mark.parametrize("mode", tfm.MODES)
-def test_xla_gives_the_same_noise_and_result(mode):
+def test_xla_gives_the_same_noise_and_result(mode, shared_models):
     """The explicit-counter Philox stream is the same under XLA, so results agree to rounding."""
-    model = mlp()
+    model = shared_models(mlp)
     x = np.random.default_rng(19).normal(size=(3, 5)).astype(np.float32)
     kw = dict(mode=mode, num_samples=6, num_weight_samples=3, seed=5, kernel="sigmoid")
     plain = tfm.Explainer(model, **kw)(x, [0, 1, 2])
@@ -599,8 +603,8 @@ def test_importance_sampled_proposal_is_unbiased(kernel, proposal, ratio):
         assert np.all(np.abs(est - exact) < 4.5 * se), (agg, est, exact, se)
 
 
-def test_proposal_with_the_kernel_itself_is_plain_smoothgrad():
-    model = mlp()
+def test_proposal_with_the_kernel_itself_is_plain_smoothgrad(shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(20).normal(size=(2, 5)).astype(np.float32)
     a = tfm.SmoothGrad(model, num_samples=5, epsilon=0.3, seed=1)(x, 1)
     b = tfm.SmoothGrad(model, num_samples=5, epsilon=0.3, seed=1, proposal="gaussian")(x, 1)
@@ -617,8 +621,8 @@ def test_proposal_errors(small):
 
 
 @pytest.mark.parametrize("mode", ["ng", "fg"])
-def test_cached_weight_noise_gives_the_same_result(mode):
-    model = mlp()
+def test_cached_weight_noise_gives_the_same_result(mode, shared_models):
+    model = shared_models(mlp)
     x = np.random.default_rng(21).normal(size=(3, 5)).astype(np.float32)
     kw = dict(mode=mode, num_samples=4, num_weight_samples=5, seed=8, kernel="hyperbolic")
     cached = tfm.Explainer(model, **kw)

@@ -120,3 +120,32 @@ def test_the_readme_defines_every_name_its_examples_use():
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 assert node.id in bound, f"{block.where}: `{node.id}` is never defined"
+
+
+def stated_test_count() -> int:
+    """The number of tests the README's quick start states (``./scripts/test ... (N tests``)."""
+    found = re.search(r"\./scripts/test .*?\(([\d,]+) tests", README.read_text())
+    assert found, "the README's quick start states the suite's size as '(N tests'"
+    return int(found.group(1).replace(",", ""))
+
+
+def test_the_stated_test_count_is_the_suite_size(whole_suite_count):
+    """The README states how many tests ``./scripts/test`` runs; that number is the suite's
+    size within 5 % (so it is updated as the suite grows). Outside a whole-suite run the suite
+    is collected in a subprocess."""
+    import subprocess
+    import sys
+
+    count = whole_suite_count
+    if count is None:
+        res = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist",
+             "-p", "no:cacheprovider"],
+            cwd=README.parent, capture_output=True, text=True, timeout=600,
+        )
+        found = re.search(r"(\d+) tests? collected", res.stdout)
+        assert found, res.stdout[-2000:] + res.stderr[-2000:]
+        count = int(found.group(1))
+    stated = stated_test_count()
+    assert abs(count - stated) <= 0.05 * stated, (
+        f"README.md states {stated} tests, the suite has {count}: update the quick start")
