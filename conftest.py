@@ -3,10 +3,11 @@
 ``./scripts/test`` runs the suite in parallel pytest-xdist workers (``-n``). Each worker is a
 process of its own with its own TensorFlow thread pools, and by default each pool is as large as
 the machine: two workers on two cores would then run four busy threads and slow each other down.
-Here every worker gets an equal share of the cores for TensorFlow's intra- and inter-op pools and
-for the BLAS/OpenMP pools, through the environment, which also reaches the subprocesses that
-tests start (the CLI, the servers). A variable already set by the caller wins (``scripts/mutants``
-sets them for each of its parallel runs).
+Here every worker gets an equal share of the cores for TensorFlow's intra-op pool and for the
+BLAS/OpenMP pools (and an inter-op pool of at least 2 threads, see ``interop_threads``), through
+the environment, which also reaches the subprocesses that tests start (the CLI, the servers).
+A variable already set by the caller wins (``scripts/mutants`` sets them for each of its
+parallel runs).
 
 This file lives at the repository root so that it applies to the docstring examples of
 ``tfmollify/`` as well as to ``tests/``.
@@ -30,10 +31,20 @@ def threads_per_worker() -> int:
     return max(1, _cores() // max(1, workers))
 
 
-_THREADS = str(threads_per_worker())
-for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
-              "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, _THREADS)
+def interop_threads(threads: int) -> int:
+    """TensorFlow's inter-op pool: at least 2 threads, whatever the share. With one, independent
+    ops of a graph never run at the same time, and the tests that prove the `batch_size` bound
+    holds for passes that *can* overlap (tests/test_guarantees.py, "in flight") would pass even
+    where two passes overlap (a planted bug in scripts/mutants showed it). The ops themselves run
+    on the intra-op pool, which keeps the worker's share."""
+    return max(2, threads)
+
+
+_THREADS = threads_per_worker()
+for _name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, str(_THREADS))
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(interop_threads(_THREADS)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
