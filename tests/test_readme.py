@@ -129,6 +129,7 @@ def stated_test_count() -> int:
     return int(found.group(1).replace(",", ""))
 
 
+@pytest.mark.slow  # outside a whole-suite run it collects the suite in a subprocess (10+ s)
 def test_the_stated_test_count_is_the_suite_size(whole_suite_count):
     """The README states how many tests ``./scripts/test`` runs; that number is the suite's
     size within 5 % (so it is updated as the suite grows). Outside a whole-suite run the suite
