@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify import inputs as inputs_lib
+from tfmollify import keras_compat
 from tfmollify.spec import Spec
 
 __all__ = ["ModelView", "layer_paths", "summarize"]
@@ -58,13 +59,6 @@ def _symbolic_outputs(model: Any) -> Any:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _children(layer: Any) -> list[Any]:
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is not None:
-        return list(flatten(include_self=False, recursive=False))
-    return list(getattr(layer, "layers", []) or [])
-
-
 def layer_paths(model: Any) -> list[tuple[str, Any]]:
     """Every layer inside ``model``, nested ones too, with its path (``"backbone/embed"``).
 
@@ -74,7 +68,7 @@ def layer_paths(model: Any) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
 
     def walk(layer: Any, prefix: str) -> None:
-        for child in _children(layer):
+        for child in keras_compat.sublayers(layer):
             if id(child) in seen:
                 continue
             seen.add(id(child))
@@ -271,8 +265,7 @@ class ModelView:
             return None  # all: the default noise stream
         model = self.net
         index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-        flatten = getattr(model, "_flatten_layers", None)
-        layers = list(flatten(include_self=False, recursive=True)) if flatten else model.layers
+        layers = keras_compat.sublayers(model, recursive=True)
         owners = [layer for layer in layers if layer.trainable_weights]
         chosen = owners if weight_layers is None else [
             layer for entry in weight_layers for layer in self._owners_of(entry, owners, index)
@@ -388,7 +381,7 @@ class ModelView:
         model = self.net
         if weights is None:
             return model(x, training=False) if self.is_keras else model(x)
-        kwargs = {"training": False} if getattr(model, "_call_has_training_arg", True) else {}
+        kwargs = {"training": False} if keras_compat.call_takes_training(model) else {}
         nt = [v.value for v in model.non_trainable_variables]
         out, _ = model.stateless_call(weights, nt, x, **kwargs)
         return out

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmollify import engine, sampling
+from tfmollify import engine, keras_compat, sampling
 from tfmollify import inputs as inputs_lib
 from tfmollify import request as request_lib
 from tfmollify.runner import Runner
@@ -417,9 +417,7 @@ def _input_names(model: Any, packing: inputs_lib.Packing) -> list[str]:
     else:
         names = []
         for i, t in enumerate(model.inputs):
-            history = getattr(t, "_keras_history", None)
-            layer = getattr(history, "operation", None) or (history[0] if history else None)
-            names.append(getattr(layer, "name", None) or f"input_{i}")
+            names.append(keras_compat.input_layer_name(model, t) or f"input_{i}")
     clash = {"targets", "seeds"}.intersection(names)
     if clash or len(set(names)) != len(names):
         raise ValueError(
