@@ -62,8 +62,9 @@ def sublayers(layer: Any, *, recursive: bool = False) -> list[Any]:
         return children
     out: list[Any] = []
     for child in children:
-        out.append(child)
-        out.extend(sublayers(child, recursive=True))
+        for found in (child, *sublayers(child, recursive=True)):
+            if all(found is not seen for seen in out):
+                out.append(found)
     return out
 
 

@@ -133,6 +133,8 @@ class ModelView:
         if self.net is not model:
             self._check_model(self.net)
         self.is_keras = hasattr(self.net, "stateless_call")
+        # read once, before any layer's call is intercepted (as Keras reads it at construction)
+        self._net_takes_training = self.is_keras and keras_compat.call_takes_training(self.net)
         self._keras_compute: tf.DType | None = None
         self.weight_selection = (
             None
@@ -381,7 +383,7 @@ class ModelView:
         model = self.net
         if weights is None:
             return model(x, training=False) if self.is_keras else model(x)
-        kwargs = {"training": False} if keras_compat.call_takes_training(model) else {}
+        kwargs = {"training": False} if self._net_takes_training else {}
         nt = [v.value for v in model.non_trainable_variables]
         out, _ = model.stateless_call(weights, nt, x, **kwargs)
         return out
