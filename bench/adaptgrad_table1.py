@@ -1,6 +1,7 @@
 """Does AdaptGrad's bounded noise (``input_range``) change the Table 1 metrics on the digits?
 
-Trains the Table 1 models once (:mod:`tfmollify.experiments.table1`: the MLP on scikit-learn's
+Trains the Table 1 models once (:mod:`tfmollify.evaluation.experiments.table1`: the MLP on
+scikit-learn's
 digits for Consistency/Invariance, the CNN on cluttered canvases for Localization/Sparseness),
 then scores each chosen SG/FG method twice on the same examples with the same noise seed:
 
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from tfmollify.experiments import table1
+    from tfmollify.evaluation.experiments import table1
 
     t0 = time.perf_counter()
     base = dataclasses.replace(table1.FULL, num_examples=args.examples, seed=args.seed)

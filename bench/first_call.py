@@ -85,7 +85,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     tfm, reason = harness.import_tfmollify()
     if tfm is None:
         return {"error": reason}
-    from tfmollify import engine, model_view, request, runner, spec
+    from tfmollify.adapter import model_view, request, runner, spec
+    from tfmollify.core import engine
 
     spent: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -184,7 +185,7 @@ def autograph_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     tfm, reason = harness.import_tfmollify()
     if tfm is None:
         raise SystemExit(f"tfmollify not importable: {reason}")
-    from tfmollify import runner
+    from tfmollify.adapter import runner
 
     model = harness.build_model("lenet", seed=args.seed)
     x, t = harness.make_inputs((32, 32, 3), 2, 10, seed=args.seed)

@@ -2,7 +2,8 @@
 
 A small CNN with a global-average-pooling head (``Conv(16)-Pool-Conv(32)-Conv(32)-GAP-
 Dense(10)``, Grad-CAM's home architecture: there Grad-CAM is CAM) is trained on scikit-learn's
-digits (24x24, :func:`tfmollify.demo.digits`, the demo's split: 300 held out). The demo's own
+digits (24x24, :func:`tfmollify.interface.demo.digits`, the demo's split: 300 held out). The demo's
+own
 CNN (``...-Pool-Flatten-Dense``) is a poor Grad-CAM subject: the position-averaged gradient
 weights of its last conv layer are almost all negative, and Grad-CAM is 0 everywhere on the
 digits shown (``--demo-cnn`` draws it). For a few held-out digits of different classes
@@ -13,7 +14,7 @@ digits shown (``--demo-cnn`` draws it). For a few held-out digits of different c
   (eq. 30 epsilon, ``noise_at`` left at the inputs, ``attribute_at`` the last conv layer);
 * Grad-CAM++ and SmoothGrad-smoothed Grad-CAM++.
 
-The 12x12 maps are upsampled bilinearly to 24x24 by :func:`tfmollify.plot.overlay`. Plain
+The 12x12 maps are upsampled bilinearly to 24x24 by :func:`tfmollify.evaluation.plot.overlay`. Plain
 Grad-CAM is computed by hand (a tape on the layer's output, no tfmollify), and a check asserts
 that tfmollify with ``epsilon=1e-6`` gives the same map, so the picture also shows that the
 smoothed column is the plain one plus noise averaging, nothing else.
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     import tfmollify as tfm
-    from tfmollify import demo, plot
+    from tfmollify.evaluation import plot
+    from tfmollify.interface import demo
 
     t0 = time.perf_counter()
     x, y = demo.digits()

@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import tensorflow as tf
 
-from tfmollify import kernels, sampling
+from tfmollify.core import kernels, sampling
 
 
 def build(b: int, n: int, d: int) -> dict:

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 import tfmollify as tfm
-from tfmollify import demo
+from tfmollify.interface import demo
 
 
 def main() -> None:

@@ -157,7 +157,7 @@ def run_blocks(run: list[Block], namespace: dict | None = None) -> dict[str, flo
 @contextlib.contextmanager
 def kept_kernel_registry() -> Iterator[None]:
     """Restores tfmollify's kernel registry afterwards (a page may register its own kernel)."""
-    from tfmollify import kernels
+    from tfmollify.core import kernels
 
     saved = dict(kernels._REGISTRY), dict(kernels._ALIASES)
     try:

@@ -8,7 +8,7 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfmollify import aggregation as agg
+from tfmollify.core import aggregation as agg
 
 
 def stream(samples: np.ndarray, chunk: int, units_are_samples: bool = True, dtype=tf.float32):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import reference
 import tfmollify as tfm
-from tfmollify import request
+from tfmollify.adapter import request
 
 TINY = 1e-7  # an epsilon so small that every sample is the plain base method
 

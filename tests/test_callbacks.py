@@ -13,7 +13,8 @@ import tensorflow as tf
 from crosscheck import require
 
 import tfmollify as tfm
-from tfmollify import callbacks, metrics
+from tfmollify.evaluation import metrics
+from tfmollify.integrations import callbacks
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -237,9 +238,9 @@ def test_argument_errors(tmp_path):
         make(e, np.zeros((65, 6, 6, 1), np.float32), 0, tmp_path)
     with pytest.raises(TypeError, match="`inputs` must be one array"):
         make(e, {"x": x}, t, tmp_path)
-    with pytest.raises(ValueError, match=r"class indices in \[0, 3\).*\[0, 3\]"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 3\).*Received: targets=\[0, 3\]"):
         make(e, x, [0, 3], tmp_path)
-    with pytest.raises(ValueError, match="one int per example"):
+    with pytest.raises(ValueError, match="one class index per example"):
         make(e, x, [0, 1, 2], tmp_path)
     with pytest.raises(TypeError, match="`targets`"):
         make(e, x, [0.5, 1.0], tmp_path)

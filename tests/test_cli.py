@@ -19,7 +19,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
 
 def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tfmollify.cli", *args],
+        [sys.executable, "-m", "tfmollify.interface.cli", *args],
         capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300,
     )
 
@@ -27,7 +27,7 @@ def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
 def run_here(capsys, *args: str) -> subprocess.CompletedProcess:
     """``tfmollify ARGS`` through ``cli.main`` in this process: its exit code (argparse's
     ``SystemExit`` too), stdout and stderr, as :func:`run` gives them for a subprocess."""
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     capsys.readouterr()  # drop what came before
     try:
@@ -46,7 +46,7 @@ def assert_one_line_error(res: subprocess.CompletedProcess, match: str) -> None:
 
 
 def test_help_on_every_subcommand(capsys):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     for sub in ("", "demo", "explain", "export", "epsilon", "kernels", "table1"):
         with pytest.raises(SystemExit) as exit_:
@@ -198,7 +198,7 @@ def test_export_writes_a_servable_savedmodel(saved_model, tmp_path, capsys):
 # -- explain on real images: --input-range, --preprocess, batches ---------------------------------
 def explain_in_process(capsys, *args: str) -> str:
     """``tfmollify explain ARGS`` in this process (no TensorFlow start-up); returns stdout."""
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     code = cli.main(["explain", *args])
     out, err = capsys.readouterr()
@@ -305,7 +305,7 @@ def test_batched_npy_gives_one_map_per_example_with_its_target(saved_model, caps
     ],
 )
 def test_bad_scaling_flags(capsys, extra, match):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     # checked before the model or the input is read (neither exists here)
     assert cli.main(["explain", "--model", "m.keras", "--input", "x.png", *extra]) == 2
@@ -318,7 +318,7 @@ def test_bad_scaling_flags(capsys, extra, match):
 
 
 def test_input_range_and_preprocess_are_exclusive(capsys):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["explain", "--model", "m.keras", "--input", "x.png", "--input-range", "-1",
@@ -329,7 +329,7 @@ def test_input_range_and_preprocess_are_exclusive(capsys):
 
 
 def test_explain_help_states_the_defaults(capsys):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["explain", "--help"])

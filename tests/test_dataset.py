@@ -23,8 +23,8 @@ import pytest
 import tensorflow as tf
 
 import tfmollify as tfm
-from tfmollify import dataset as dataset_lib
-from tfmollify.dataset import explain_dataset
+from tfmollify.integrations import dataset as dataset_lib
+from tfmollify.integrations.dataset import explain_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}  # float rounding of differently sized batches at most
@@ -194,7 +194,8 @@ def test_npy_header_fits_any_length():
         assert np.lib.format.read_array_header_1_0(stream) == (shape, False, np.dtype("<f8"))
 
 
-# -- progress: tests/test_progress.py (explain_dataset's bar is tfmollify.progress.bar) -----------
+# -- progress: tests/test_progress.py (explain_dataset's bar is tfmollify.explainers.progress.bar)
+# -----------
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import tfmollify as tfm
-from tfmollify.dataset import explain_dataset
+from tfmollify.integrations.dataset import explain_dataset
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
@@ -374,7 +375,7 @@ options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=60)
 strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 assert strategy.num_replicas_in_sync == 2
 import tfmollify as tfm
-from tfmollify.dataset import explain_dataset
+from tfmollify.integrations.dataset import explain_dataset
 
 model = conv_model()
 out = {}
@@ -385,7 +386,7 @@ for mode in ("sg", "fg"):
     out[f"{mode}/want"] = ex.explain(x, y)
     out[f"{mode}/got"] = explain_dataset(ex, ds, strategy=strategy, progress=False)
 # seed=None: the chief's run seed is used by every worker; progress (the default) shows at once
-from tfmollify import progress
+from tfmollify.explainers import progress
 progress.DEFAULT_DELAY_S = 0.0
 out["none/got"] = explain_dataset(explainer(model, "ng", seed=None), ds, strategy=strategy)
 # only the chief writes the file; the others return None
@@ -439,7 +440,7 @@ import sys
 import numpy as np, tensorflow as tf
 options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=60)
 strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-from tfmollify.dataset import explain_dataset
+from tfmollify.integrations.dataset import explain_dataset
 
 x, y = data(8, seed=int(sys.argv[1]))  # every worker its own data: refused
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
@@ -461,7 +462,7 @@ import sys
 import numpy as np, tensorflow as tf
 options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=60)
 strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-from tfmollify.dataset import explain_dataset
+from tfmollify.integrations.dataset import explain_dataset
 
 x, y = data(8)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)

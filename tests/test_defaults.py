@@ -9,8 +9,8 @@ import pytest
 from recording import PassLog, RecordRows
 
 import tfmollify as tfm
-from tfmollify import progress
-from tfmollify import runner as runner_lib
+from tfmollify.adapter import runner as runner_lib
+from tfmollify.explainers import progress
 
 
 def recorded_model(log: PassLog, width: int = 6) -> keras.Model:

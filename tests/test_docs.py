@@ -133,7 +133,7 @@ FATAL = {
 
 @pytest.mark.slow
 def test_a_broken_reference_fails_the_strict_build(tmp_path):
-    good = "See [names][tfmollify.kernels.names].\n\n::: tfmollify.kernels.names\n"
+    good = "See [names][tfmollify.core.kernels.names].\n\n::: tfmollify.core.kernels.names\n"
     ok = mkdocs_build(_small_config(tmp_path / "good", good), tmp_path / "good-site")
     assert ok.returncode == 0, ok.stderr
     # all kinds on one page: strict mode reports every warning, then fails
@@ -250,7 +250,7 @@ def test_the_start_and_api_pages_render_in_a_headless_browser(served, tmp_path):
     dom, api_pixels = render(served, "/api/", tmp_path)
     api = visible_text(dom)
     for text in ("tfmollify.Explainer", "explain_full", "Smoothed attributions of",
-                 "return_stderr", "tfmollify.explain_dataset", "tfmollify.kernels",
+                 "return_stderr", "tfmollify.explain_dataset", "tfmollify.core.kernels",
                  "NonFiniteError"):
         assert text in api, f"{text!r} is not on the rendered API page"
     assert ":class:`" not in api and ":meth:`" not in api  # Sphinx roles became code

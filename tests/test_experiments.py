@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tfmollify import cli
-from tfmollify.experiments import table1
+from tfmollify.evaluation.experiments import table1
+from tfmollify.interface import cli
 
 TINY = table1.Settings(num_examples=4, num_samples=2, num_weight_samples=2, fg_samples=1,
                        mlp_epochs=1, cnn_epochs=1, canvas=28, copies=1, seed=3)

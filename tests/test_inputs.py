@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfmollify as tfm
-from tfmollify import sampling
+from tfmollify.core import sampling
 
 
 def two_input_linear(w1: np.ndarray, w2: np.ndarray, names=("a", "b")) -> keras.Model:
@@ -77,7 +77,7 @@ def test_one_epsilon_per_input_matches_a_hand_computation(data):
     )
     # eq. 30 per input and example: r of each input separately
     eq30 = tfm.SmoothGrad(model, num_samples=2, seed=0)
-    from tfmollify import request
+    from tfmollify.adapter import request
 
     eps = request.epsilons(eq30.spec, *_packed([x1, x2]))
     r1 = x1.max(axis=1) - x1.mean(axis=1, dtype=np.float64)
@@ -88,7 +88,7 @@ def test_one_epsilon_per_input_matches_a_hand_computation(data):
 
 
 def _packed(inputs):
-    from tfmollify import inputs as inputs_lib
+    from tfmollify.core import inputs as inputs_lib
 
     rows, _, packing, _ = inputs_lib.pack(inputs)
     return rows, packing

@@ -1,4 +1,5 @@
-"""tfmollify.keras_compat: the one module that reads Keras' private names. One test per private
+"""tfmollify.adapter.keras_compat: the one module that reads Keras' private names. One test per
+private
 name, failing with the Keras version and the function to update when a Keras release changes it,
 and the public-API parts against Keras' own answers."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from tfmollify import keras_compat
+from tfmollify.adapter import keras_compat
 
 PACKAGE = Path(keras_compat.__file__).parent
 PRIVATE = ("_flatten_layers", "_keras_history", "_call_has_training_arg")
@@ -20,7 +21,7 @@ def test_layer_flatten_layers_is_still_there():
     dense = keras.layers.Dense(1)
     assert callable(getattr(dense, "_flatten_layers", None)), (
         f"Keras {keras_compat.KERAS_VERSION} has no Layer._flatten_layers: update "
-        "tfmollify.keras_compat.sublayers")
+        "tfmollify.adapter.keras_compat.sublayers")
     assert not any("_flatten_layers" in p for p in keras_compat.private_names_missing())
 
 
@@ -30,7 +31,7 @@ def test_keras_tensor_history_is_still_there():
     layer = getattr(history, "operation", None)
     assert layer is not None and layer.name == "ids", (
         f"Keras {keras_compat.KERAS_VERSION} changed KerasTensor._keras_history: update "
-        "tfmollify.keras_compat.input_layer_name")
+        "tfmollify.adapter.keras_compat.input_layer_name")
     assert keras_compat.private_names_missing() == []
 
 

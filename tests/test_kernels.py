@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import reference
 import tfmollify as tfm
-from tfmollify import kernels, sampling
+from tfmollify.core import kernels, sampling
 
 # the registered kernels (a list of its own: the registry is what is tested)
 BUILTIN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")

@@ -1,4 +1,5 @@
-"""tfmollify.metrics: hand-worked answers first, then SciPy and Quantus on the same arrays.
+"""tfmollify.evaluation.metrics: hand-worked answers first, then SciPy and Quantus on the same
+arrays.
 
 Quantus (>= 0.6) is cross-checked where it works on arrays alone: ``Sparseness``,
 ``TopKIntersection`` / ``PointingGame`` and the Spearman similarity ``correlation_spearman`` that
@@ -19,7 +20,7 @@ import pytest
 import tensorflow as tf
 from crosscheck import require
 
-from tfmollify import metrics
+from tfmollify.evaluation import metrics
 
 QUANTUS = "scripts/test installs it: Quantus's import needs, then quantus --no-deps"
 

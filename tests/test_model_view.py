@@ -1,4 +1,5 @@
-"""tfmollify.model_view: how the model is called (Sequential models, splits, weight choice)."""
+"""tfmollify.adapter.model_view: how the model is called (Sequential models, splits, weight
+choice)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import pytest
 from crosscheck import require
 
 import tfmollify as tfm
-from tfmollify import sampling
-from tfmollify.parallel import SavedModelExplainer, explain_ray_dataset
+from tfmollify.core import sampling
+from tfmollify.integrations.parallel import SavedModelExplainer, explain_ray_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""tfmollify.plan: the static plan, checked by brute force over the engine's loops."""
+"""tfmollify.core.plan: the static plan, checked by brute force over the engine's loops."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfmollify import plan
+from tfmollify.core import plan
 
 
 def simulate(p: plan.Plan, batch: int) -> tuple[collections.Counter, int]:
-    """Walks the engine's loops as :mod:`tfmollify.engine` runs them (blocks of examples, weight
+    """Walks the engine's loops as :mod:`tfmollify.core.engine` runs them (blocks of examples,
+    weight
     draws or units, runs of the chunk loop, passes) and counts every evaluated
     ``(example, weight draw, input draw)``; returns the counts and the largest pass in rows."""
     lay = p.layout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfmollify import metrics, plot
+from tfmollify.evaluation import metrics, plot
 
 
 def test_grid_image_size(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmollify import plot
+from tfmollify.evaluation import plot
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""tfmollify.progress: the bar appears for slow work only, False prints nothing, the automatic
+"""tfmollify.explainers.progress: the bar appears for slow work only, False prints nothing, the
+automatic
 choice; and its use in explain_dataset, table1, the demo and the CLI (fake clocks, no sleeps)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfmollify import progress
+from tfmollify.explainers import progress
 
 
 class Clock:
@@ -181,7 +182,7 @@ def test_explain_dataset_counts_every_example(recorded_bars, capsys):
     import tensorflow as tf
 
     import tfmollify as tfm
-    from tfmollify.dataset import explain_dataset
+    from tfmollify.integrations.dataset import explain_dataset
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
@@ -214,7 +215,7 @@ def test_explain_dataset_prints_nothing_when_fast(capsys):
     import tensorflow as tf
 
     import tfmollify as tfm
-    from tfmollify.dataset import explain_dataset
+    from tfmollify.integrations.dataset import explain_dataset
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
@@ -225,7 +226,7 @@ def test_explain_dataset_prints_nothing_when_fast(capsys):
 
 
 def test_table1_shows_a_bar_over_the_methods(recorded_bars, monkeypatch, capsys):
-    from tfmollify.experiments import table1
+    from tfmollify.evaluation.experiments import table1
 
     def fake_score(explain, models, ex):  # the explaining and scoring itself is tested elsewhere
         return {m: np.zeros(len(ex.y)) for m in table1.METRICS}, np.zeros((len(ex.y), 3))
@@ -245,8 +246,8 @@ def test_table1_shows_a_bar_over_the_methods(recorded_bars, monkeypatch, capsys)
 def test_demo_shows_a_bar_over_the_methods(recorded_bars, monkeypatch, capsys):
     import keras
 
-    import tfmollify
-    from tfmollify import demo
+    from tfmollify.explainers import explainer
+    from tfmollify.interface import demo
 
     class FakeExplainer:  # the demo's explainers are tested end to end in test_cli
         def __init__(self, model, **kwargs):
@@ -255,7 +256,7 @@ def test_demo_shows_a_bar_over_the_methods(recorded_bars, monkeypatch, capsys):
         def __call__(self, x, targets):
             return np.zeros_like(x)
 
-    monkeypatch.setattr(tfmollify, "Explainer", FakeExplainer)
+    monkeypatch.setattr(explainer, "Explainer", FakeExplainer)
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3)])
     xs = np.zeros((2, 4, 4, 1), np.float32)
@@ -270,8 +271,8 @@ def test_demo_shows_a_bar_over_the_methods(recorded_bars, monkeypatch, capsys):
 
 
 def test_cli_no_progress_reaches_table1_and_the_demo(monkeypatch, tmp_path):
-    from tfmollify import cli, demo
-    from tfmollify.experiments import table1
+    from tfmollify.evaluation.experiments import table1
+    from tfmollify.interface import cli, demo
 
     calls = []
     monkeypatch.setattr(table1, "run", lambda *a, **kw: calls.append(kw["progress"]))
@@ -285,7 +286,7 @@ def test_cli_no_progress_reaches_table1_and_the_demo(monkeypatch, tmp_path):
 def test_cli_explain_bar_over_the_maps_and_no_progress(monkeypatch, capsys, tmp_path, no_env):
     import keras
 
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Flatten(),

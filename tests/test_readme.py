@@ -11,8 +11,8 @@ import pytest
 
 import tfmollify as tfm
 from tests.doc_examples import Skip, Swap, blocks, kept_kernel_registry, prepare, run_blocks
-from tfmollify import kernels
-from tfmollify.spec import ARGUMENTS
+from tfmollify.adapter.spec import ARGUMENTS
+from tfmollify.core import kernels
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from crosscheck import require
 
 import tfmollify as tfm
+from tfmollify.adapter import model_view
 
 T = 6  # tokens per example
 
@@ -113,7 +114,7 @@ def test_vit_noise_and_attribution_at_the_nested_patch_embedding():
     images = keras.Input((16, 16, 3))
     model = keras.Model(images, keras.layers.Dense(3)(backbone(images)[:, 0, :]))
     x = np.random.default_rng(1).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
-    paths = [p for p, _ in tfm.model_view.layer_paths(model)]
+    paths = [p for p, _ in model_view.layer_paths(model)]
     patch = next(p for p in paths if p.endswith("patching_and_embedding"))
     e = tfm.FusionGrad(model, explain_at=patch, num_samples=3, num_weight_samples=2, seed=0)
     got = e(x, [0, 2])

@@ -1,4 +1,5 @@
-"""tfmollify.runner: one immutable Explanation per call, thread safety, compute dtype, caches."""
+"""tfmollify.adapter.runner: one immutable Explanation per call, thread safety, compute dtype,
+caches."""
 
 from __future__ import annotations
 

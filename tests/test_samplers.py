@@ -10,7 +10,7 @@ from test_engine import linear_model, mlp, sine_model
 
 import reference
 import tfmollify as tfm
-from tfmollify import sampling
+from tfmollify.core import sampling
 
 KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 

@@ -1,4 +1,5 @@
-"""The live explanation server (``tfmollify serve``, :mod:`tfmollify.serve`) over real HTTP.
+"""The live explanation server (``tfmollify serve``, :mod:`tfmollify.integrations.serve`) over real
+HTTP.
 
 ``tfmollify serve`` runs in a subprocess on 127.0.0.1 (a free port) on small exports written
 here; requests go through urllib (no proxy). Every answer is compared with
@@ -80,7 +81,8 @@ class Server:
                     "--http_port", str(self.port), "--workers", "1"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tfmollify.cli", "serve", "--export", self.export_dir,
+                [sys.executable, "-m", "tfmollify.interface.cli", "serve", "--export",
+                self.export_dir,
                  "--host", "127.0.0.1", *args],
                 stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
             )
@@ -354,6 +356,26 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(servers, exports):
     assert_equals_explain_full(by_output(after), explainer, good)
 
 
+@pytest.mark.slow
+def test_the_table_of_bad_requests_gets_the_messages_explain_gives(servers, exports):
+    """One rule, one place (tests/bad_requests.py): over HTTP each bad request gets a 400 whose
+    error is, word for word, what ``Explainer.explain`` raises for it."""
+    from tests import bad_requests
+
+    server, explainer = servers["flat"][2].running(), exports["flat"][0]
+    assert explainer.get_config() == tfm.Explainer(
+        bad_requests.model(), **bad_requests.SETTINGS["fg"]).get_config()
+    for bad in bad_requests.table():
+        if "fg" not in bad.settings:
+            continue
+        want = bad_requests.explain_message(explainer, bad)
+        for rows in (False, True):
+            body = bad_requests.body(bad, rows=rows)
+            if body:
+                status, answer = http(server.url + ":explain", body)
+                assert (status, answer) == (400, {"error": want}), (bad.what, rows)
+
+
 # -- shutting down, and what needs no server ---------------------------------------------------
 @pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(servers):
@@ -374,7 +396,7 @@ def test_sigterm_stops_the_server_cleanly(servers):
 
 
 def test_the_cli_names_the_extra_when_kserve_is_missing(monkeypatch, tmp_path, capsys):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     monkeypatch.setitem(sys.modules, "kserve", None)  # import kserve raises ImportError
     assert cli.main(["serve", "--export", str(tmp_path)]) == 2
@@ -385,7 +407,7 @@ def test_the_cli_names_the_extra_when_kserve_is_missing(monkeypatch, tmp_path, c
 @pytest.mark.slow
 def test_serve_checks_its_arguments_before_loading(tmp_path, exports):
     require("kserve", KSERVE)
-    from tfmollify.serve import serve
+    from tfmollify.integrations.serve import serve
 
     with pytest.raises(ValueError, match="`name`"):
         serve(str(tmp_path), name="my model")
@@ -408,7 +430,7 @@ def test_the_kserve_model_also_takes_bodies_kserve_decoded(exports):
 
     from kserve.errors import InvalidInput
 
-    from tfmollify.serve import model_class
+    from tfmollify.integrations.serve import model_class
 
     explainer, path = exports["flat"]
     model = model_class()("explainer", path, max_threads=2)
@@ -431,7 +453,7 @@ def test_the_kserve_model_also_takes_bodies_kserve_decoded(exports):
 
 
 def test_the_serve_verb_parses_its_own_and_kserves_arguments(capsys):
-    from tfmollify import cli
+    from tfmollify.interface import cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args(["serve", "--help"])

@@ -177,7 +177,7 @@ def test_bad_requests_are_invalid_argument(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
         call(fn, {**req, "inputs": nan})
     constant = np.full_like(req["inputs"], 0.5)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="constant example"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="they are constant"):
         call(fn, {**req, "inputs": constant})
 
 
@@ -408,7 +408,7 @@ def test_subclassed_model_needs_input_shape(tmp_path):
 def test_overwrite_swaps_the_version_in_atomically(tmp_path, monkeypatch):
     """Defect 6 of the redesign: the live version directory was deleted before the new one was
     renamed in. Now it is never missing, and a failed write leaves the old version intact."""
-    from tfmollify import serving
+    from tfmollify.explainers import export as serving
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     old = tfm.export(tfm.SmoothGrad(model, num_samples=2, seed=0), tmp_path)

@@ -23,7 +23,8 @@ import tensorflow as tf
 from crosscheck import require
 
 import tfmollify as tfm
-from tfmollify import cli, serving
+from tfmollify.explainers import export as serving
+from tfmollify.interface import cli
 
 RTOL, ATOL = 1e-5, 1e-6
 PROTOS = "pip install --no-deps tensorflow-serving-api"
@@ -251,7 +252,7 @@ def test_a_path_with_quotes_is_escaped_and_warmup_off(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     path = tfm.export(tfm.SmoothGrad(model, num_samples=2, seed=0), base, warmup=False)
     assert sorted(os.listdir(os.path.join(path, "assets.extra"))) == [
-        "batching_parameters.txt", "models.config"
+        "batching_parameters.txt", "models.config", "tfmollify_request_rules.json"
     ]
     with open(os.path.join(path, "assets.extra", "models.config")) as f:
         config = text_format.Parse(f.read(), config_pb2.ModelServerConfig())
@@ -308,7 +309,7 @@ def test_cli_export_prints_the_server_command(tmp_path, capsys):
 def test_warmup_inputs_lie_in_input_range(tmp_path):
     """AdaptGrad's bounds are checked in the graph: warmup records outside them would make TF
     Serving refuse the version."""
-    from tfmollify.spec import ARGUMENTS
+    from tfmollify.adapter.spec import ARGUMENTS
 
     if "input_range" not in ARGUMENTS:
         pytest.skip("this explainer has no input_range")

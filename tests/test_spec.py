@@ -1,4 +1,4 @@
-"""tfmollify.spec: settings checked once and frozen; replace, get_config and from_config."""
+"""tfmollify.adapter.spec: settings checked once and frozen; replace, get_config and from_config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfmollify as tfm
-from tfmollify.spec import ARGUMENTS, Spec
+from tfmollify.adapter.spec import ARGUMENTS, Spec
 
 
 def small_model(seed: int = 0):

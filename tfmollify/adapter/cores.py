@@ -1,0 +1,256 @@
+"""The compiled-core cache of one explainer.
+
+:class:`Cores` builds the engine's core once per input signature (and callable target), probes
+the model once per signature, traces the noise and attribution shapes once, and keeps the
+weight-noise table of the explainer's own seed. Every cache is keyed by everything it depends on
+and guarded by one lock, so one explainer serves several threads. The
+:class:`~tfmollify.adapter.runner.Runner` owns one and asks it for each call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmollify.adapter import request as request_lib
+from tfmollify.adapter.layers import summarize
+from tfmollify.adapter.model_view import ModelView
+from tfmollify.adapter.spec import Spec
+from tfmollify.core import attribution as attribution_lib
+from tfmollify.core import engine, sampling
+
+__all__ = ["MAX_CALLABLES", "Cores"]
+
+MAX_CALLABLES = 8  # callable targets whose compiled functions are kept
+
+
+class Cores:
+    """Compiled cores, probes, shapes and weight-noise tables of one explainer, cached.
+
+    Args:
+        spec: The explainer's settings.
+        view: The explainer's view of the model.
+        core_spec: Makes the engine's static configuration (the runner's
+            :meth:`~tfmollify.adapter.runner.Runner.core_spec`).
+
+    Attributes:
+        trace_count: How many times a core was traced.
+    """
+
+    def __init__(
+        self, spec: Spec, view: ModelView, core_spec: Callable[..., engine.CoreSpec]
+    ) -> None:
+        self.spec, self.view = spec, view
+        self.core_spec = core_spec
+        self._lock = threading.RLock()
+        self._functions: dict[Any, Callable] = {}
+        self._probed: dict[Any, Any] = {}
+        self._shapes: dict[Any, Any] = {}
+        self._callables: dict[int, Callable] = {}  # held, so that their ids stay unique
+        self._tables: dict[int, tf.Tensor] = {}  # weight-noise tables by seed
+        self._wkeys: dict[int, tf.Tensor] = {}
+        self._no_noise: dict[tf.DType, tf.Tensor] = {}
+        self.trace_count = 0
+        self._caches: bool | None = None
+
+    @property
+    def functions(self) -> dict[Any, Callable]:
+        """The compiled cores by key (the cache itself: diagnostics only)."""
+        return self._functions
+
+    # -- shapes and probes -------------------------------------------------------------------
+    def shapes(
+        self, x: np.ndarray, ints: np.ndarray, packing: Any, target_fn: Callable | None = None
+    ) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+        """``(noise_shape, output_shape)`` for rows like ``x`` (see
+        :meth:`tfmollify.adapter.runner.Runner.shapes`)."""
+        view, s = self.view, self.spec
+        if not view.intercepts and s.method is None:
+            return None, None
+        key = (x.shape[1:], x.dtype.str, packing, None if target_fn is None else id(target_fn))
+        with self._lock:
+            if key in self._shapes:
+                return self._shapes[key]
+            core = self.core_spec(
+                x.shape[1:], tf.as_dtype(x.dtype), with_stderr=False, cached_weight_noise=False,
+                pipeline=1, jit_compile=False,
+                parts=None if packing is None else packing.parts(),
+            )
+            try:
+                noise, layer, out = engine.probe_shapes(view, core, ints.shape[1], target_fn)
+            except (ValueError, TypeError) as exc:
+                if s.method is None or "called more than once" in str(exc):
+                    raise
+                raise ValueError(
+                    f"Argument `attribution`: the method {s.attribution!r} failed on the "
+                    f"model: {summarize(exc)}. It must be method(score_fn, x) -> attribution "
+                    "[n, ...], written with TensorFlow ops."
+                ) from None
+            except Exception as exc:
+                raise ValueError(
+                    f"Argument `attribution`: the method {s.attribution!r} failed on the "
+                    f"model: {summarize(exc)}. It must be method(score_fn, x) -> attribution "
+                    "[n, ...], written with TensorFlow ops."
+                ) from None
+            if s.attribution in attribution_lib.LAYER_ONLY and (layer is None or len(layer) < 2):
+                raise ValueError(
+                    f"attribution={s.attribution!r} needs a layer whose output has positions "
+                    f"and channels [B, ..., C] (a convolutional layer); layer "
+                    f"{view.attribute_layer.name!r} gives per-example shape {layer}."
+                )
+            result = (noise, None if out == tuple(x.shape[1:]) else out)
+            self._shapes[key] = result
+            return result
+
+    def probe(
+        self, x: np.ndarray, ints: np.ndarray, target_fn: Callable | None, packing: Any
+    ) -> Any:
+        """The model checked on one example (once per input signature and callable)."""
+        key = (x.shape[1:], x.dtype.str, packing)
+        with self._lock:
+            if target_fn is not None:
+                self._remember(target_fn)
+            if key not in self._probed:
+                request_lib.check_baseline(self.spec, tuple(x.shape[1:]))
+                self._probed[key] = self.view.probe(x, packing, ints)
+            shape = self._probed[key]
+            if shape is None and target_fn is None:
+                names = self.view.output_names()
+                raise TypeError(
+                    "The model returns several outputs; class-index targets need one tensor of "
+                    "scores [batch, ...]."
+                    + (f" Choose one of {names} with output='name', or" if names else " Pass")
+                    + " a callable target that maps the outputs to one score per example, e.g. "
+                    "`targets=lambda out: out['a'][:, 0] + out['b'][:, 0]`."
+                )
+            if target_fn is not None and (key, id(target_fn)) not in self._probed:
+                self.view.probe_target(x, target_fn, packing, ints)
+                self._probed[(key, id(target_fn))] = shape
+        return shape
+
+    def _remember(self, target_fn: Callable) -> None:
+        """Keeps the compiled functions of the last :data:`MAX_CALLABLES` callable targets.
+
+        A compiled function is tied to its callable, so pass the same callable object on every
+        call to reuse it (a new ``lambda`` per call traces anew).
+        """
+        ident = id(target_fn)
+        self._callables.pop(ident, None)
+        self._callables[ident] = target_fn
+        while len(self._callables) > MAX_CALLABLES:
+            old = next(iter(self._callables))
+            del self._callables[old]
+            for cache in (self._functions, self._probed):
+                for k in [k for k in cache if isinstance(k, tuple) and old in k]:
+                    del cache[k]
+
+    # -- compiled cores ----------------------------------------------------------------------
+    def function(
+        self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
+        noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
+        *, pipeline: int,
+    ) -> Callable:
+        """The compiled core for rows like ``x`` (traced on the first call for its key).
+
+        ``pipeline``: the runner's weight draws in flight (:attr:`Runner.pipeline`).
+        """
+        compute = tf.as_dtype(x.dtype)
+        key = (
+            x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr,
+            packing,
+        )
+        with self._lock:
+            fn = self._functions.get(key)
+            if fn is None:
+                core = self.core_spec(
+                    x.shape[1:], compute, with_stderr=with_stderr,
+                    cached_weight_noise=self.caches_weight_noise,
+                    # overlap two weight draws where no exact bound is asked for (same result)
+                    pipeline=pipeline,
+                    jit_compile=self.spec.jit_compile,
+                    parts=None if packing is None else packing.parts(),
+                    noise_shape=noise_shape, output_shape=out_shape,
+                )
+                # the concrete function: traced now, once, and called without dispatch
+                fn = engine.build(
+                    self.view, core, target_fn, on_trace=self._count_trace
+                ).get_concrete_function()
+                self._functions[key] = fn
+        return fn
+
+    def _count_trace(self) -> None:
+        """Counts one trace of a core (the engine calls it while tracing)."""
+        self.trace_count += 1
+
+    # -- weight noise ------------------------------------------------------------------------
+    def weight_noise_bytes(self) -> int:
+        """Size of the cached weight-noise table: ``M x`` the perturbed weights' size."""
+        if not self.spec.smoothing.weight_noise:
+            return 0
+        itemsize = 8 if self.view.weight_dtype() == tf.float64 else 4
+        return self.spec.num_weight_samples * sum(self.view.weight_sizes()) * itemsize
+
+    @property
+    def caches_weight_noise(self) -> bool:
+        """Whether NG/FG pass the standard weight noise in as a table (a fixed seed and a
+        table within ``weight_noise_cache_mb``); decided once."""
+        if self._caches is None:
+            s = self.spec
+            self._caches = (
+                s.smoothing.weight_noise and s.seed is not None
+                and self.weight_noise_bytes() <= s.weight_noise_cache_mb * 2**20
+            )
+        return self._caches
+
+    def wkey(self, seed: int) -> tf.Tensor:
+        """The weight-noise key of ``seed`` (kept for the explainer's own seed)."""
+        with self._lock:
+            wkey = self._wkeys.get(seed)
+            if wkey is None:
+                wkey = tf.constant(sampling.weight_key(seed))
+                if seed == self.spec.seed:
+                    self._wkeys[seed] = wkey
+        return wkey
+
+    def weight_noise(self, seed: int, wkey: tf.Tensor, compute: tf.DType) -> tf.Tensor:
+        """The core's ``wnoise`` input for weight draws from ``seed`` (see
+        :meth:`tfmollify.adapter.runner.Runner.weight_noise`)."""
+        if not self.caches_weight_noise:
+            dtype = self.view.weight_dtype() if self.spec.smoothing.weight_noise else compute
+            with self._lock:
+                if dtype not in self._no_noise:
+                    self._no_noise[dtype] = tf.zeros([0, 0], dtype)
+                return self._no_noise[dtype]
+        s = self.spec
+        if seed != s.seed:  # a round's own draws: not kept, and no lock held while drawing
+            return self._draw_table(wkey)
+        with self._lock:
+            if seed not in self._tables:
+                self._tables[seed] = self._draw_table(wkey)
+            return self._tables[seed]
+
+    def _draw_table(self, wkey: tf.Tensor) -> tf.Tensor:
+        """A fresh weight-noise table ``[M, sum of the weight sizes]`` from ``wkey``."""
+        s = self.spec
+        return engine.weight_noise_table(
+            self.view, s.kernel, wkey, s.num_weight_samples,
+            antithetic=s.sampler == "antithetic",
+            sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
+        )
+
+    def cache_info(self) -> dict[str, int]:
+        """Sizes of the caches: compiled functions, callable targets held, weight-noise tables."""
+        with self._lock:
+            return {
+                "functions": len(self._functions),
+                "callables": len(self._callables),
+                "tables": len(self._tables),
+            }
+
+    def cached_table(self) -> tf.Tensor | None:
+        """The kept weight-noise table of the explainer's seed (None before the first call)."""
+        return self._tables.get(self.spec.seed)

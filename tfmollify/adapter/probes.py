@@ -1,0 +1,89 @@
+"""Probes: the model run once on one example before anything is traced, so that a model that
+rejects the inputs, or a callable target that does not fit its scores, fails with one clear
+error (:meth:`~tfmollify.adapter.model_view.ModelView.probe` and
+:meth:`~tfmollify.adapter.model_view.ModelView.probe_target`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmollify.adapter.layers import summarize
+
+if TYPE_CHECKING:
+    from tfmollify.adapter.model_view import ModelView
+
+__all__ = ["probe", "probe_target"]
+
+
+def probe(
+    view: ModelView, x: np.ndarray, packing: Any = None, ints: Any = None
+) -> tuple[int, ...] | None:
+    """Runs ``view``'s net on one example (and a weight-noise forward pass for NG/FG).
+
+    Returns:
+        The shape of the scores of one example, or None for a model with several outputs.
+
+    Raises:
+        TypeError: For a net whose input is integer (no noise, no gradient there).
+        ValueError: If the model rejects the inputs (its own error, summarised).
+    """
+    model_dtype = (
+        view.input_dtype(tf.float32) if view.is_keras and packing is None else None
+    )
+    if model_dtype is not None and not model_dtype.is_floating:
+        raise TypeError(
+            f"The model's input has dtype {model_dtype.name} (e.g. token ids): noise on "
+            "integer inputs is meaningless and there is no gradient with respect to them. "
+            "Explain a model that takes the embedded (floating-point) inputs instead."
+        )
+    sample = view.model_inputs(x[:1], packing, None if ints is None else ints[:1])
+    try:
+        out = view.forward(sample)
+        if view.smoothing.weight_noise:
+            view.forward(sample, [v.value for v in view.trainable])
+    except Exception as exc:  # the model's own error, summarised
+        got = (
+            f"per-example shape {tuple(x.shape[1:])} and dtype {x.dtype}"
+            if packing is None
+            else "inputs " + ", ".join(
+                f"{k!r}: {s}" for k, s in zip(packing.keys, packing.shapes, strict=True)
+            )
+        )
+        raise ValueError(
+            f"The model rejected `inputs` with {got}: {summarize(exc)}. Pass inputs "
+            "shaped like the model's input(s) with a leading batch dimension."
+        ) from None
+    if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
+        return None  # several outputs: for a callable target only
+    return tuple(int(d) for d in out.shape[1:])
+
+
+def probe_target(
+    view: ModelView, x: np.ndarray, target_fn: Callable, packing: Any = None, ints: Any = None
+) -> None:
+    """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
+    two = None if ints is None else np.repeat(ints[:1], 2, axis=0)
+    out = view.forward(view.model_inputs(np.repeat(x[:1], 2, axis=0), packing, two))
+    shapes = tf.nest.map_structure(lambda t: tuple(t.shape), out)
+    try:
+        got = tf.function(target_fn, autograph=False)(out)
+    except Exception as exc:
+        raise TypeError(
+            "Argument `targets` is a callable that failed on the model's scores of shape "
+            f"{shapes} inside a tf.function: {summarize(exc)}. It must be built "
+            "from TensorFlow ops (it is traced into the explainer's graph) and map scores "
+            "[n, ...] to [n] target scores."
+        ) from None
+    shape = tuple(got.shape) if hasattr(got, "shape") else None
+    dtype = getattr(got, "dtype", None)
+    if shape not in ((2,), (2, 1)) or dtype is None or not tf.as_dtype(dtype).is_floating:
+        raise ValueError(
+            "Argument `targets` is a callable that must map scores [n, ...] to n float "
+            f"target scores (one per row). On scores of shape {shapes} it returned "
+            f"shape {shape} and dtype {getattr(dtype, 'name', dtype)}; e.g. use "
+            "`lambda s: s[:, 3]` or `lambda s: tf.reduce_sum(s * w, axis=1)`."
+        )

@@ -1,0 +1,1 @@
+"""The user interface: the ``tfmollify`` command line and the demo."""
