@@ -68,6 +68,12 @@ def table() -> list[Bad]:
         Bad("inputs outside input_range", ("bounded",), x * 3, t, s),
         Bad("one seed for two examples", both, x, t, np.array([1]), dataset=False),
         Bad("examples of the wrong width", both, np.zeros((2, 5), np.float32), t, s),
+        Bad("examples of the wrong width holding NaN", both,
+            np.full((2, 5), np.nan, np.float32), t, s),
+        Bad("inputs without a batch axis", both, x[0], t, s, dataset=False),
+        Bad("integral float targets", both, x, np.array([0.0, 1.0]), s),
+        Bad("fractional seeds", both, x, t, np.array([1.5, 2.0]), dataset=False),
+        Bad("targets of rank 2", both, x, np.array([[0], [1]]), s),
     ]
 
 

@@ -100,3 +100,34 @@ def test_several_inputs_get_the_same_messages(tmp_path):
         with pytest.raises(RequestError) as info:
             export.answer(json.dumps(body, allow_nan=True).encode())
         assert str(info.value) == want
+
+
+def test_an_empty_request_and_a_constant_input_of_several(tmp_path):
+    """An empty batch is answered empty on a bounded export (AdaptGrad), as explain answers it;
+    a constant float input among several gets explain's message, naming the input."""
+    import json
+
+    import keras
+
+    explainer, export = None, None
+    explainer = tfm.Explainer(bad_requests.model(), **bad_requests.SETTINGS["bounded"])
+    export = Export(explainer.export(str(tmp_path / "bounded")))
+    assert export.answer(b'{"instances": []}') == {"predictions": []}
+    assert explainer.explain(np.zeros((0, 6), np.float32), np.zeros(0, np.int32)).shape == (0, 6)
+
+    keras.utils.set_random_seed(5)
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model({"a": a, "b": b},
+                        keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    several = tfm.SmoothGrad(model, num_samples=2, seed=0)
+    export = Export(several.export(str(tmp_path / "several")))
+    inputs = {"a": np.ones((2, 3), np.float32),
+              "b": np.random.default_rng(0).normal(size=(2, 2)).astype(np.float32)}
+    with pytest.raises(ValueError) as info:
+        several.explain(inputs, np.array([0, 1]), seeds=np.array([1, 2]))
+    assert "input 'a'" in str(info.value)
+    body = {"inputs": {"a": inputs["a"].tolist(), "b": inputs["b"].tolist(),
+                       "targets": [0, 1], "seeds": [1, 2]}}
+    with pytest.raises(RequestError) as got:
+        export.answer(json.dumps(body).encode())
+    assert str(got.value) == str(info.value)

@@ -230,7 +230,7 @@ def test_argument_errors(tmp_path):
         make(tfm.SmoothGrad(lambda v: model(v), num_samples=2), x, t, tmp_path)
     with pytest.raises(TypeError, match="`log_dir`"):
         make(e, x, t, None)
-    with pytest.raises(ValueError, match=r"input shape \[B, \*\(6, 6, 1\)\]"):
+    with pytest.raises(ValueError, match=r"the model takes \[batch, 6, 6, 1\]"):
         make(e, x[..., 0], t, tmp_path)
     with pytest.raises(ValueError, match="NaN"):
         make(e, np.full_like(x, np.nan), t, tmp_path)

@@ -13,8 +13,9 @@ import pytest
 
 from tfmollify.adapter import keras_compat
 
-PACKAGE = Path(keras_compat.__file__).parent
-PRIVATE = ("_flatten_layers", "_keras_history", "_call_has_training_arg")
+PACKAGE = Path(keras_compat.__file__).parent.parent  # all of tfmollify/
+PRIVATE = ("_flatten_layers", "_keras_history", "_call_has_training_arg", "_last_update",
+           "_dynamic_display", "_prev_total_width")
 
 
 def test_layer_flatten_layers_is_still_there():
@@ -80,6 +81,20 @@ def test_call_takes_training_matches_keras():
         m = cls()
         assert keras_compat.call_takes_training(m) == m._call_has_training_arg, cls
     assert keras_compat.call_takes_training(keras.Sequential([keras.layers.Dense(1)]))
+
+
+def test_progbar_drawing_state_is_still_there():
+    import keras
+
+    bar = keras.utils.Progbar(4, interval=0.0)
+    before = keras_compat.progbar_drawn_at(bar)
+    keras_compat.progbar_set_dynamic(bar, False)
+    assert keras_compat.progbar_is_dynamic(bar) is False
+    bar.update(1)
+    assert keras_compat.progbar_drawn_at(bar) != before  # it drew
+    keras_compat.progbar_forget_line(bar)
+    assert keras_compat.progbar_drawn_at(bar) == 0
+    assert not any("Progbar" in p for p in keras_compat.private_names_missing())
 
 
 @pytest.mark.parametrize("name", PRIVATE)

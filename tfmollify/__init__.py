@@ -158,5 +158,5 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
             name, _MovedLoader(new), is_package=found.submodule_search_locations is not None)
 
 
-if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+if not any(type(f).__qualname__ == "_MovedFinder" for f in sys.meta_path):  # reload-safe
     sys.meta_path.insert(0, _MovedFinder())

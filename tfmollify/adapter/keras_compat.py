@@ -8,7 +8,10 @@ with the public API used first wherever one exists:
 - the input layer that made a symbolic input tensor (``KerasTensor._keras_history``; the public
   route, an ``InputLayer`` whose ``output`` is the tensor, is tried first);
 - whether a model's ``call`` takes ``training`` is public: :func:`call_takes_training` reads the
-  signature with :mod:`inspect`, as Keras itself does.
+  signature with :mod:`inspect`, as Keras itself does;
+- the drawing state of ``keras.utils.Progbar`` (``_last_update``, ``_dynamic_display``,
+  ``_prev_total_width``), which the progress bars read and reset to redraw in place or to clear
+  a line (:func:`progbar_drawn_at`, :func:`progbar_set_dynamic`, :func:`progbar_forget_line`).
 
 :func:`private_names_missing` checks that the private names still exist on the installed Keras;
 the test suite runs it, so a Keras release that renames one fails with a message naming the
@@ -37,6 +40,10 @@ __all__ = [
     "call_takes_training",
     "input_layer_name",
     "private_names_missing",
+    "progbar_drawn_at",
+    "progbar_forget_line",
+    "progbar_is_dynamic",
+    "progbar_set_dynamic",
     "sublayers",
 ]
 
@@ -98,6 +105,27 @@ def call_takes_training(model: Any) -> bool:
         return True
 
 
+def progbar_drawn_at(progbar: Any) -> float:
+    """When ``progbar`` last drew (a later value after ``update`` means it drew)."""
+    return progbar._last_update  # private: see the module docstring
+
+
+def progbar_is_dynamic(progbar: Any) -> bool:
+    """Whether ``progbar`` redraws its line in place (a terminal) or writes lines (a log)."""
+    return bool(progbar._dynamic_display)
+
+
+def progbar_set_dynamic(progbar: Any, dynamic: bool) -> None:
+    """Makes ``progbar`` redraw in place (True) or write one line per draw (False)."""
+    progbar._dynamic_display = dynamic
+
+
+def progbar_forget_line(progbar: Any) -> None:
+    """After the bar's line was erased: nothing to back over, and redraw at the next update."""
+    progbar._prev_total_width = 0
+    progbar._last_update = 0
+
+
 def private_names_missing() -> list[str]:
     """What this module needs from Keras' private API and the installed Keras lacks.
 
@@ -118,5 +146,13 @@ def private_names_missing() -> list[str]:
         problems.append(
             f"Keras {KERAS_VERSION} has no KerasTensor._keras_history with the operation: "
             "update tfmollify.adapter.keras_compat.input_layer_name (export signature names)"
+        )
+    bar = keras.utils.Progbar(1)
+    lacking = [n for n in ("_last_update", "_dynamic_display", "_prev_total_width")
+               if not hasattr(bar, n)]
+    if lacking:
+        problems.append(
+            f"Keras {KERAS_VERSION} has no Progbar.{', '.join(lacking)}: update the progbar_* "
+            "functions of tfmollify.adapter.keras_compat (the progress bars use them)"
         )
     return problems

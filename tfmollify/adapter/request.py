@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfmollify.adapter.spec import Spec
 from tfmollify.core import inputs as inputs_lib
-from tfmollify.core import sampling
+from tfmollify.core import plan, sampling
 from tfmollify.core.checks import (
     check_constant,
     check_count,
@@ -33,8 +33,8 @@ from tfmollify.core.checks import (
 )
 
 __all__ = [
-    "RULES_FILE", "Rules", "constant_epsilon", "epsilons", "eq30", "layer_epsilons",
-    "range_epsilons", "range_scale", "rows", "seeds", "targets",
+    "CONSTANT_EXAMPLE", "RULES_FILE", "Rules", "constant_epsilon", "epsilons", "eq30",
+    "layer_epsilons", "part_epsilons", "range_epsilons", "range_scale", "rows", "seeds", "targets",
 ]
 
 
@@ -56,6 +56,8 @@ class Rules:
             itself (so a constant example is refused), else None.
         example_shape: The shape of one example the model declares for the one input
             ``inputs`` (None for a free dimension), or None when the call does not check it.
+        eq30_parts: With several inputs, ``(signature input, key)`` of the float inputs whose
+            scale eq. 30 chooses (a constant example of one is refused, naming the input).
     """
 
     n_scores: int
@@ -63,24 +65,32 @@ class Rules:
     input_range: tuple[float, float] | None = None
     eq30_quantile: float | None = None
     example_shape: tuple[int | None, ...] | None = None
+    eq30_parts: tuple[tuple[str, str], ...] = ()
 
     def check(self, arrays: dict[str, np.ndarray], batch: int) -> None:
         """Checks a decoded request ``{input name: array, "targets": ..., "seeds": ...}`` of
-        ``batch`` examples, in the order :meth:`tfmollify.Explainer.explain` checks its
-        arguments.
+        ``batch`` examples, with the functions and in the order of
+        :meth:`tfmollify.Explainer.explain`: the inputs (type, batch axis, finite values), their
+        shape, the targets, ``input_range`` or eq. 30, the seeds.
 
         Raises:
             ValueError, TypeError: As :meth:`tfmollify.Explainer.explain` for the same request.
         """
+        for name, shown in self.finite:  # the inputs: type, batch axis, finite values
+            if shown == "inputs":
+                rows(arrays[name], np.dtype(np.float32))
+            else:
+                check_finite(shown, arrays[name])
         if self.example_shape is not None:
             check_example_shape("inputs", arrays["inputs"].shape, self.example_shape)
-        for name, shown in self.finite:
-            check_finite(shown, arrays[name])
         targets(arrays["targets"], batch, (self.n_scores,))
-        if self.input_range is not None:
+        if batch and self.input_range is not None:
             check_input_range(arrays["inputs"], self.input_range)
-        elif self.eq30_quantile is not None and batch:
+        elif batch and self.eq30_quantile is not None and not self.eq30_parts:
             check_constant(eq30(arrays["inputs"], self.eq30_quantile)[1].numpy())
+        for name, key in self.eq30_parts if batch else ():
+            r = eq30(np.asarray(arrays[name], np.float64), self.eq30_quantile)[1].numpy()
+            check_constant(r, f"input {key} of ", " (or one per input)")
         seeds(arrays["seeds"], 0, batch)
 
     def to_json(self) -> str:
@@ -90,13 +100,21 @@ class Rules:
     @classmethod
     def from_json(cls, text: str) -> Rules:
         """The rules written by :meth:`to_json`."""
-        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in json.loads(text).items() if k in names}  # newer keys: ignored
         data["finite"] = tuple(tuple(pair) for pair in data["finite"])
         for key in ("input_range", "example_shape"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
+        data["eq30_parts"] = tuple(tuple(pair) for pair in data.get("eq30_parts", ()))
         return cls(**data)
 
+
+#: The graph face's text of the eq. 30 rule (kept from the flat layout's public names).
+CONSTANT_EXAMPLE = (
+    "Cannot choose `epsilon` by eq. 30 for examples where they are constant, so "
+    "r = max(x) - mean(x) = 0. Pass `epsilon` explicitly"
+)
 
 #: The file beside an export's SavedModel (in ``assets.extra/``) that holds its :class:`Rules`.
 RULES_FILE = "tfmollify_request_rules.json"
@@ -275,34 +293,44 @@ def layer_epsilons(
     if given is not None:
         return given
     parts = [
-        _eq30_checked(spec, activations(lo, min(batch, lo + block)),
-                      f"the output of layer {layer!r} of ")
-        for lo in range(0, batch, block)
+        _eq30_checked(spec, activations(lo, hi), f"the output of layer {layer!r} of ")
+        for lo, hi in plan.spans(batch, block)
     ]
     return np.concatenate(parts)
 
 
-def _packed_epsilons(spec: Spec, x: np.ndarray, packing: Any) -> np.ndarray:
-    """One scale per example and float input ``[B, K]`` (integer inputs get no noise).
+def part_epsilons(spec: Spec, packing: Any) -> list[float | None]:
+    """With several inputs, per float input (in order): the scale the settings fix (0 without
+    input noise, the one float ``epsilon``, or the input's entry of a 1-D ``epsilon``, which
+    holds one value per input, integer inputs included), or None when eq. 30 chooses it. The
+    export's graph uses the same rule.
 
-    A 1-D ``epsilon`` with several inputs holds one value per input, in the inputs' order
-    (integer inputs included: their value is not used)."""
-    batch, k = x.shape[0], len(packing.keys)
-    floats = [i for i, integer in enumerate(packing.integer) if not integer]
-    eps = np.zeros((batch, len(floats)))
+    Raises:
+        ValueError: A 1-D ``epsilon`` of another length than the inputs.
+    """
+    k, given = len(packing.keys), spec.epsilon
+    n_floats = packing.integer.count(False)
     if not spec.smoothing.input_noise:
-        return eps
-    given = spec.epsilon
+        return [0.0] * n_floats
     if given is not None and given.ndim == 1 and given.shape[0] != k:
         raise ValueError(
             f"Argument `epsilon` has {given.shape[0]} values but the model has {k} inputs. "
             "With several inputs pass one float, or one per input (in the inputs' order)."
         )
+    constant = constant_epsilon(spec)
+    return [
+        constant if constant is not None or given is None else float(given[i])
+        for i, integer in enumerate(packing.integer) if not integer
+    ]
+
+
+def _packed_epsilons(spec: Spec, x: np.ndarray, packing: Any) -> np.ndarray:
+    """One scale per example and float input ``[B, K]`` (integer inputs get no noise)."""
+    floats = [i for i, integer in enumerate(packing.integer) if not integer]
+    eps = np.zeros((x.shape[0], len(floats)))
+    fixed = part_epsilons(spec, packing)
     for col, (i, part) in enumerate(zip(floats, packing.split(x), strict=True)):
-        if given is not None:
-            eps[:, col] = float(given) if given.ndim == 0 else float(given[i])
-            continue
-        eps[:, col] = _eq30_checked(
+        eps[:, col] = fixed[col] if fixed[col] is not None else _eq30_checked(
             spec, part, f"input {packing.keys[i]!r} of ", " (or one per input)"
         )
     return eps

@@ -26,6 +26,8 @@ from tfmollify.core import modes
 __all__ = ["ARGUMENTS", "MODES", "REDUCES", "SAMPLERS", "Spec"]
 
 MODES = modes.NAMES
+#: The papers' names of the modes, accepted too (:data:`tfmollify.core.modes.ALIASES`).
+MODE_NAMES = modes.ALIASES
 REDUCES = ("sum", "norm")
 SAMPLERS = ("iid", "antithetic", "sobol")
 

@@ -126,8 +126,10 @@ def check_input_range(values: Any, input_range: tuple[float, float]) -> list:
                                                   message=message),
                 tf.debugging.assert_less_equal(flat, tf.constant(high, tf.float64),
                                                message=message)]
+    if not known.size:
+        return []
     flat = np.asarray(known, np.float64).reshape(known.shape[0], -1)
-    outside = ((flat < low) | (flat > high)).any(axis=1)
+    outside = (~((flat >= low) & (flat <= high))).any(axis=1)  # NaN is outside, as in the graph
     if outside.any():
         raise ValueError(
             f"{rule.format(f'{_first(outside)} ')} (min {flat.min():g}, max {flat.max():g}). "
@@ -149,8 +151,9 @@ def check_constant(r: Any, what: str = "", fix: str = "") -> list:
     known = _known(r)
     if known is None:
         return [tf.debugging.assert_positive(r, message=_graph(message("where ")))]
-    if np.any(known <= 0):
-        raise ValueError(message(f"{_first(known <= 0)}: "))
+    constant = ~(known > 0)  # NaN fails too, as assert_positive does in the graph
+    if np.any(constant):
+        raise ValueError(message(f"{_first(constant)}: "))
     return []
 
 

@@ -73,15 +73,30 @@ class Packing:
         pieces = np.split(flat, np.cumsum(self.float_sizes)[:-1], axis=1)
         return [p.reshape(flat.shape[0], *s) for p, s in zip(pieces, shapes, strict=True)]
 
+    def pieces(self, flat: Any, batch: Any, dtype: Any = None) -> list:
+        """Float rows ``[B, D]`` as one piece per input, in the inputs' order: its rows as
+        ``[B, *shape]``, or zeros ``[B, *shape]`` (of ``dtype``, default the rows') for an
+        integer input. The unpacking rule, for NumPy arrays (a call's results) and for tensors
+        (inside the export's graph)."""
+        graph = tf.is_tensor(flat)
+        sizes = list(self.float_sizes)
+        if not sizes:
+            parts = iter(())
+        elif graph:
+            parts = iter(tf.split(flat, sizes, axis=1))
+        else:
+            parts = iter(np.split(flat, np.cumsum(sizes)[:-1], axis=1))
+        reshape, zeros = (tf.reshape, tf.zeros) if graph else (np.reshape, np.zeros)
+        dtype = flat.dtype if dtype is None else dtype
+        return [zeros([batch, *shape], dtype) if integer else reshape(next(parts), [batch, *shape])
+                for shape, integer in zip(self.shapes, self.integer, strict=True)]
+
     def unpack(self, flat: np.ndarray, as_tensor: bool = False) -> Any:
         """Attributions of the float rows ``[B, D]`` in the inputs' structure (zeros for
         integer inputs)."""
-        floats = iter(self.split(flat))
         out = []
-        for shape, integer, dtype in zip(
-            self.shapes, self.integer, self.float_dtypes, strict=True
-        ):
-            piece = np.zeros((flat.shape[0], *shape), dtype) if integer else next(floats)
+        for piece, dtype in zip(self.pieces(flat, flat.shape[0]), self.float_dtypes,
+                                strict=True):
             piece = piece.astype(dtype, copy=False)
             out.append(tf.convert_to_tensor(piece) if as_tensor else piece)
         if self.is_dict:

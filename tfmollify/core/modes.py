@@ -2,15 +2,15 @@
 
 A mode says where the noise goes (the inputs, the weights, or both), which sample count is the
 outer loop, and what one independent unit of a standard error is. Every module asks these
-questions of a :class:`Mode`; only :func:`get` reads the user's string.
+questions of a :class:`Mode`; only :func:`parse` reads the user's string.
 
 Example:
 
 >>> from tfmollify.core import modes
->>> fg = modes.get("fg")
+>>> fg = modes.parse("FusionGrad")
 >>> fg.input_noise, fg.weight_noise, fg.outer_count
 (True, True, 'num_weight_samples')
->>> fg.input_draws(8), fg.weight_draws(4), modes.get("ng").input_draws(8)
+>>> fg.input_draws(8), fg.weight_draws(4), modes.parse("ng").input_draws(8)
 (8, 4, 1)
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["ALIASES", "FG", "MODES", "NAMES", "NG", "SG", "Mode", "get", "parse"]
+__all__ = ["ALIASES", "FG", "MODES", "NAMES", "NG", "SG", "Mode", "parse"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,7 +108,7 @@ def layout(
     chunk: int,
 ) -> Layout:
     """The core's loop layout for at most ``chunk`` input draws per pass."""
-    mode = modes.get(mode)
+    mode = modes.parse(mode)
     n_in, n_w = mode.input_draws(num_samples), mode.weight_draws(num_weight_samples)
     antithetic, sobol = sampler == "antithetic", sampler == "sobol"
     in_unit = 1
@@ -160,7 +160,7 @@ def make(
     >>> p.block, p.layout.chunk, p.layout.n_chunks, p.rows_per_pass
     (1, 25, 2, 25)
     """
-    mode = modes.get(mode)
+    mode = modes.parse(mode)
     chunk, block = _requested_chunk(
         mode, sampler, num_samples, replicates, batch_size, evaluations_per_sample
     )

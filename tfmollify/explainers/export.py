@@ -26,8 +26,10 @@ weights: nothing is assigned, so concurrent requests cannot see each other's per
 and the stored weights never change.
 
 Beside the SavedModel, ``path/<version>/assets.extra/`` holds warmup requests
-(``tf_serving_warmup_requests``), ``batching_parameters.txt`` and a ``models.config`` (see
-:func:`export` and :func:`server_command`).
+(``tf_serving_warmup_requests``), ``batching_parameters.txt``, a ``models.config`` (see
+:func:`export` and :func:`server_command`) and the request rules
+(``tfmollify_request_rules.json``, :class:`tfmollify.adapter.request.Rules`) with which a loaded
+export answers a bad request as :meth:`tfmollify.Explainer.explain` does.
 
 The model is tracked with :class:`keras.export.ExportArchive`, which records its variables so the
 Session-based loader of TensorFlow Serving and ``saved_model_cli run`` finds them (a Keras 3 model
@@ -149,10 +151,11 @@ class _ServingGraph:
     ) -> None:
         seam = explainer.seam
         view, spec = seam.network, seam.spec
-        self.spec, self.head, self.shape = spec, view.head, shape
+        self.spec, self.head, self.shape = spec, seam.head, shape
         self.packing, self.names, self.head_inputs = packing, names, head_inputs
         self.block = seam.plan().block or None  # 0: all examples in one pass
         self.network = view
+        self.example_shape = seam.example_shape()
         probe_ints = np.zeros((1, 0 if packing is None else packing.int_size), np.int64)
         noise_shape, out_shape = seam.shapes(
             np.zeros((1, *shape), np.float32), probe_ints, packing
@@ -178,13 +181,7 @@ class _ServingGraph:
         if spec.smoothing.input_noise and spec.epsilon is None:
             self.q = spec.kernel.eq30_quantile(spec.alpha)  # raises as the eager path does
         if packing is not None and view.noise_layer is None and spec.input_range is None:
-            given = spec.epsilon
-            self.fixed_parts = [  # per float input
-                self.fixed_eps if given is None or not spec.smoothing.input_noise
-                else float(given) if given.ndim == 0 else float(given[k])
-                for k, integer in enumerate(packing.integer)
-                if not integer
-            ]
+            self.fixed_parts = request_lib.part_epsilons(spec, packing)  # the eager rule
 
     def rules(self, float_input: bool) -> request_lib.Rules:
         """The request rules a loaded export checks in Python before this graph runs (the same
@@ -197,7 +194,14 @@ class _ServingGraph:
                                               strict=True)
                 if not integer
             )
-            return request_lib.Rules(self.n_classes, finite)
+            parts = getattr(self, "fixed_parts", None) if self.packing is not None else None
+            floats = [(n, repr(k)) for n, k, i in zip(self.names, several.keys,
+                                                       several.integer, strict=True) if not i]
+            eq30_parts = () if parts is None or self.q is None else tuple(
+                pair for pair, fixed in zip(floats, parts, strict=True) if fixed is None)
+            return request_lib.Rules(self.n_classes, finite,
+                                     eq30_quantile=self.q if eq30_parts else None,
+                                     eq30_parts=eq30_parts)
         plain = self.head is None and self.network.noise_layer is None
         bounded = plain and self.spec.input_range is not None
         return request_lib.Rules(
@@ -205,7 +209,7 @@ class _ServingGraph:
             (("inputs", "inputs"),) if float_input else (),
             tuple(float(v) for v in self.spec.input_range) if bounded else None,
             self.q if plain and not bounded else None,
-            self.network.example_shape(),
+            self.example_shape,
         )
 
     def function(self) -> tf.types.experimental.Function:
@@ -226,15 +230,16 @@ class _ServingGraph:
             )
             for name in self.names[1:]
         ]
+        keys = dict(zip(self.names, (self.packing or self.head_inputs).keys, strict=True))
         return checks + [
             check for name in self.names if inputs[name].dtype.is_floating
-            for check in checks_lib.check_finite(name, inputs[name])
+            for check in checks_lib.check_finite(f"inputs[{keys[name]!r}]", inputs[name])
         ]
 
-    def eq30(self, values: tf.Tensor) -> tf.Tensor:
-        """Eq. 30's scale per example, the same function as the eager path."""
+    def eq30(self, values: tf.Tensor, what: str = "", fix: str = "") -> tf.Tensor:
+        """Eq. 30's scale per example, the same function and rule as the eager path."""
         eps, r = request_lib.eq30(values, self.q)
-        with tf.control_dependencies(checks_lib.check_constant(r)):
+        with tf.control_dependencies(checks_lib.check_constant(r, what, fix)):
             return tf.cast(eps, self.dtype)
 
     def model_inputs(self, rows: tf.Tensor, ints: tf.Tensor, batch: tf.Tensor) -> Any:
@@ -366,11 +371,13 @@ class _ServingGraph:
             return tf.zeros([batch, 0], self.dtype)
         columns = []
         pieces = tf.split(flat, self.packing.float_sizes, axis=1)
-        for piece, fixed in zip(pieces, self.fixed_parts, strict=True):
+        keys = [k for k, i in zip(self.packing.keys, self.packing.integer, strict=True) if not i]
+        for piece, fixed, key in zip(pieces, self.fixed_parts, keys, strict=True):
             if fixed is not None:
                 columns.append(tf.fill([batch], tf.constant(fixed, self.dtype)))
-            else:
-                columns.append(self.eq30(tf.cast(piece, self.dtype)))
+            else:  # the eager path's words (request._packed_epsilons)
+                columns.append(self.eq30(tf.cast(piece, self.dtype), f"input {key!r} of ",
+                                         " (or one per input)"))
         return tf.stack(columns, axis=1)
 
     def explain_packed(self, inputs: dict[str, tf.Tensor], targets, seeds) -> dict:
@@ -387,14 +394,9 @@ class _ServingGraph:
         if not self.structured:  # one array: the layer's attributions (or the method's)
             return self.outputs(value, err, finite, batch)
         out = {"finite_samples": tf.reshape(finite, [batch])}
-        values = iter(tf.split(value, packing.float_sizes, axis=1))
-        errors = iter(tf.split(tf.reshape(err, [batch, self.size]), packing.float_sizes, 1))
-        for name, part_shape, integer in zip(
-            self.names, packing.shapes, packing.integer, strict=True
-        ):
-            zeros = tf.zeros([batch, *part_shape], dtype)
-            v = zeros if integer else tf.reshape(next(values), [batch, *part_shape])
-            e = zeros if integer else tf.reshape(next(errors), [batch, *part_shape])
+        values = packing.pieces(value, batch, dtype)  # the eager path's unpacking rule
+        errors = packing.pieces(tf.reshape(err, [batch, self.size]), batch, dtype)
+        for name, v, e in zip(self.names, values, errors, strict=True):
             out[f"attributions_{name}"], out[f"stderr_{name}"] = v, e
         return out
 
@@ -515,8 +517,7 @@ def export(
     """
     version = _check(explainer, version)
     several_inputs = len(getattr(explainer.model, "inputs", None) or []) > 1
-    network = explainer.seam.network
-    head = network.head
+    head = explainer.seam.head
     several = several_inputs and head is None  # packed rows
     shape = None if several_inputs else _input_shape(explainer, input_shape)
     target = os.path.join(os.fspath(path), str(version))
@@ -530,9 +531,9 @@ def export(
     at_shape = shape
     if head is not None:  # the engine sees the explain_at layer's output
         in_dtype = tf.as_dtype(explainer.model.inputs[0].dtype)
-        at_shape = network.layer_shape()
+        at_shape = explainer.seam.layer_shape()
     # probe the model eagerly so a wrong input_shape is one clear error, not a tracing failure
-    score_shape = network.probe(np.zeros((1, *at_shape), np.float32))
+    score_shape = explainer.seam.probe(np.zeros((1, *at_shape), np.float32))
     graph = _ServingGraph(explainer, at_shape, score_shape)
     fn = graph.function()
     archive = keras.export.ExportArchive()
@@ -621,7 +622,7 @@ def _export_packed(explainer: Any, target: str, extras: _Extras) -> str:
     network = explainer.seam.network
     request_lib.check_packing(explainer.spec, packing, network.attribute_layer is not None)
     row = np.zeros((1, sum(packing.float_sizes)), np.float32)
-    score_shape = network.probe(row, packing)
+    score_shape = explainer.seam.probe(row, packing)
     graph = _ServingGraph(explainer, (row.shape[1],), score_shape, packing, names)
     return _write_several(explainer, target, graph, packing, names, extras)
 
@@ -631,9 +632,8 @@ def _export_at_layer(explainer: Any, target: str, extras: _Extras) -> str:
     attributions of the layer's output."""
     packing = inputs_lib.for_model(explainer.model)
     names = _input_names(explainer.model, packing)
-    network = explainer.seam.network
-    at_shape = network.layer_shape()
-    score_shape = network.probe(np.zeros((1, *at_shape), np.float32))
+    at_shape = explainer.seam.layer_shape()
+    score_shape = explainer.seam.probe(np.zeros((1, *at_shape), np.float32))
     graph = _ServingGraph(explainer, at_shape, score_shape, names=names, head_inputs=packing)
     return _write_several(explainer, target, graph, packing, names, extras)
 

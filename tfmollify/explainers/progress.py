@@ -34,6 +34,8 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 
+from tfmollify.adapter import keras_compat
+
 __all__ = ["DEFAULT_DELAY_S", "Bar", "auto_enabled", "bar"]
 
 DEFAULT_DELAY_S = 3.0
@@ -175,9 +177,10 @@ class Bar:
         self.shown = True
         pb = self._progbar
         pb.target = self.total
-        before = pb._last_update
+        before = keras_compat.progbar_drawn_at(pb)
         pb.update(self.count, finalize=False)
-        if pb._last_update != before:  # drawn, not skipped as too soon after the last draw
+        # drawn, not skipped as too soon after the last draw
+        if keras_compat.progbar_drawn_at(pb) != before:
             self._drawn = self.count
 
     def clear(self) -> None:
@@ -189,9 +192,8 @@ class Bar:
         if not self.shown or self._closed:
             return
         pb = self._progbar
-        _write("\r\x1b[K" if pb._dynamic_display else "\n")
-        pb._prev_total_width = 0  # nothing left to back over
-        pb._last_update = 0  # redraw at the next update
+        _write("\r\x1b[K" if keras_compat.progbar_is_dynamic(pb) else "\n")
+        keras_compat.progbar_forget_line(pb)  # nothing left to back over; redraw next time
 
     def close(self, *, failed: bool = False) -> None:
         """Ends the bar: a shown bar draws its final line (the count reached); idempotent.
@@ -205,7 +207,8 @@ class Bar:
         _open_bars.discard(self)
         if self._progbar is None or not self.shown:
             return
-        if failed or (self._drawn == self.count and not self._progbar._dynamic_display):
+        if failed or (self._drawn == self.count
+                      and not keras_compat.progbar_is_dynamic(self._progbar)):
             _write("\n")  # end the bar's line (in a log file: without repeating it)
             return
         self._progbar.target = None if self.total is None else max(self.total, self.count)
@@ -246,7 +249,7 @@ def _make_progbar(total: int | None, unit: str):
         total, unit_name=unit, interval=_TTY_INTERVAL_S if interactive else _LOG_INTERVAL_S
     )
     # Keras redraws in place on every POSIX system; in a log file a line per update reads better
-    pb._dynamic_display = interactive
+    keras_compat.progbar_set_dynamic(pb, interactive)
     return pb
 
 

@@ -32,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify.adapter import request as request_lib
-from tfmollify.adapter import runner as runner_lib
-from tfmollify.core import engine, plan
+from tfmollify.adapter.blocks import Progress
+from tfmollify.adapter.calls import report_nonfinite
+from tfmollify.core import checks, engine, plan
 
 if TYPE_CHECKING:
     from tfmollify.adapter.model_view import ModelView
@@ -64,7 +65,8 @@ class Seam:
 
     @property
     def network(self) -> engine.Network:
-        """The model as the engine runs it (what :func:`tfmollify.core.engine.build` takes)."""
+        """The model as the engine runs it (what :func:`tfmollify.core.engine.build` takes);
+        read only the members of :class:`tfmollify.core.engine.Network` of it."""
         return self._view
 
     @property
@@ -72,9 +74,39 @@ class Seam:
         """Model evaluations per pass (``batch_size`` resolved; None for unbounded)."""
         return self._runner.batch_size
 
+    @property
+    def head(self) -> Any:
+        """With ``explain_at`` at a cut of the model: the part before the layer (a Keras
+        model of the inputs), else None."""
+        return self._view.head
+
+    def layer_shape(self) -> tuple[int, ...]:
+        """The shape of one example of the ``explain_at`` layer's output."""
+        return self._view.layer_shape()
+
+    def example_shape(self) -> tuple[int | None, ...] | None:
+        """The shape of one example that the model's one input declares (None if unknown)."""
+        return self._view.example_shape()
+
+    def probe(self, rows: np.ndarray, packing: Any = None) -> tuple[int, ...]:
+        """The model checked on one example of ``rows``: the shape of its scores."""
+        return self._view.probe(rows, packing)
+
     def scores(self, x: Any) -> Any:
         """The model's scores on ``x`` in inference mode, with its own weights."""
         return self._view.forward(x)
+
+    def check_inputs(self, inputs: np.ndarray) -> None:
+        """``inputs`` (one array ``[B, ...]``) checked by the request rules: finite values, and
+        the shape the model declares for one example."""
+        checks.check_finite("inputs", inputs)
+        expected = self._view.example_shape()
+        if expected is not None:
+            checks.check_example_shape("inputs", inputs.shape, expected)
+
+    def seeds(self, seeds: Any, batch: int) -> np.ndarray:
+        """``seeds`` checked by the request rule (one integer per example): int64 ``[B]``."""
+        return request_lib.seeds(seeds, 0, batch)
 
     def targets(self, targets: Any, inputs: np.ndarray) -> np.ndarray:
         """``targets`` for ``inputs`` checked by the request rule every path uses (class
@@ -110,7 +142,7 @@ class Seam:
         return self._runner.run_block(job, start, stop)
 
     def run(self, job: Request,
-            progress: runner_lib.Progress | None = None) -> tuple[np.ndarray, ...]:
+            progress: Progress | None = None) -> tuple[np.ndarray, ...]:
         """All blocks of ``job``: ``(values [B, D], stderr [B, D] or [0], finite [B])``."""
         return self._runner.run(job, progress)
 
@@ -125,7 +157,7 @@ class Seam:
         had no finite sample."""
         total = self.spec.samples_per_example
         self._record(total, np.asarray(finite))
-        runner_lib.report_nonfinite(self.spec, finite, total)
+        report_nonfinite(self.spec, finite, total)
 
     # -- the compiled core, for an export's own graph -----------------------------------------
     def shapes(self, *args: Any, **kwargs: Any) -> Any:

@@ -235,13 +235,8 @@ class ExplanationLogger(keras.callbacks.Callback):
         self.name = name
         self.inputs = _check_inputs(explainer, inputs)
         self.targets = _check_targets(explainer, self.inputs, targets)
-        if seeds is not None:
-            seeds = np.asarray(seeds)
-            if seeds.shape != (len(self.inputs),) or seeds.dtype.kind not in "iu":
-                raise ValueError(
-                    f"Argument `seeds` must be {len(self.inputs)} ints, one per example. "
-                    f"Received: seeds with shape {seeds.shape} and dtype {seeds.dtype}"
-                )
+        if seeds is not None:  # the request rule every path uses
+            seeds = explainer.seam.seeds(seeds, len(self.inputs))
         self.seeds = seeds
         self.last_scalars: dict[str, float] = {}
         self.last_grid: np.ndarray | None = None
@@ -396,18 +391,7 @@ def _check_inputs(explainer: Any, inputs: Any) -> np.ndarray:
             f"Argument `inputs` must hold 1 to {MAX_EXAMPLES} examples (one grid row each). "
             f"Received: {x.shape[0]} examples"
         )
-    if not np.all(np.isfinite(x)):
-        raise ValueError("Argument `inputs` contains NaN or Inf; pass finite examples.")
-    want = getattr(explainer.model, "inputs", None)
-    if want:
-        shape = tuple(want[0].shape[1:])
-        if len(shape) != x.ndim - 1 or any(
-            d is not None and d != g for d, g in zip(shape, x.shape[1:], strict=True)
-        ):
-            raise ValueError(
-                f"Argument `inputs` must have the model's input shape [B, *{shape}]. "
-                f"Received: inputs with shape {x.shape}"
-            )
+    explainer.seam.check_inputs(x)  # the request rules every path uses
     return x
 
 

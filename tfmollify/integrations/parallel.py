@@ -105,13 +105,18 @@ class SavedModelExplainer:
                 f"The batch has no column(s) {missing}; it has {sorted(batch)}. Rows need "
                 "inputs, targets and seeds (see tfmollify.core.sampling.example_seeds)."
             )
-        arrays = {
-            "inputs": np.stack(batch[self.columns["inputs"]]).astype(np.float32, copy=False),
-            "targets": np.asarray(batch[self.columns["targets"]]).astype(np.int32),
-            "seeds": np.asarray(batch[self.columns["seeds"]]).astype(np.int64),
+        raw = {
+            "inputs": np.stack(batch[self.columns["inputs"]]),
+            "targets": np.asarray(batch[self.columns["targets"]]),
+            "seeds": np.asarray(batch[self.columns["seeds"]]),
         }
-        if self._rules is not None:  # the request rules, with explain()'s messages
-            self._rules.check(arrays, len(arrays["inputs"]))
+        if self._rules is not None:  # the request rules on the rows as given, before any cast
+            self._rules.check(raw, len(raw["inputs"]))
+        arrays = {
+            "inputs": raw["inputs"].astype(np.float32, copy=False),
+            "targets": raw["targets"].astype(np.int32),
+            "seeds": raw["seeds"].astype(np.int64),
+        }
         got = self._fn(**{k: tf.constant(v) for k, v in arrays.items()})
         out = dict(batch)
         out[self.output] = got["attributions"].numpy()

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 
 from tfmollify.adapter import request as request_lib
-from tfmollify.core import checks
 from tfmollify.explainers.export import SIGNATURE_KEY
 from tfmollify.integrations import loader
 
@@ -190,11 +189,10 @@ class Export:
         else:
             columns, batch = self._check_names(body["inputs"], "\"inputs\""), None
         arrays = {k: self._array(k, columns[k], batch) for k in self.inputs}
+        if self.rules is not None and batch != 0:  # explain()'s checks, order and messages
+            _as_request_error(self.rules.check, arrays, self._batch(arrays))
+            arrays = {k: self._typed(k, a) for k, a in arrays.items()}
         sizes = {k: a.shape[0] for k, a in arrays.items()}
-        if self.rules is not None:  # one target and one seed per example: the eager rule
-            given = {k: n for k, n in sizes.items() if k not in ("targets", "seeds")}
-            if len(set(given.values())) == 1:
-                self._check_counts(arrays, next(iter(given.values())))
         if len(set(sizes.values())) > 1:
             raise RequestError(
                 "Every input needs the same number of examples (one target and one seed per "
@@ -202,11 +200,38 @@ class Export:
             )
         return arrays
 
-    def _check_counts(self, arrays: dict[str, np.ndarray], batch: int) -> None:
-        """``targets`` and ``seeds`` against the inputs' batch size, as the eager path checks
-        them (and in its order)."""
-        _as_request_error(checks.check_count, "targets", arrays["targets"], batch)
-        _as_request_error(checks.check_count, "seeds", arrays["seeds"], batch)
+    def _ruled(self, name: str) -> bool:
+        """Whether the request rules check input ``name`` (then decoding only parses it)."""
+        return self.rules is not None and (
+            name in ("targets", "seeds") or name in dict(self.rules.finite))
+
+    def _batch(self, arrays: dict[str, np.ndarray]) -> int:
+        """The examples of a request: the first model input's rows."""
+        first = next(k for k in self.inputs if k not in ("targets", "seeds"))
+        return len(arrays[first]) if arrays[first].ndim else 0
+
+    def _typed(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """A checked input in the signature's dtype (seeds: as the rules read them)."""
+        if name == "seeds":
+            return request_lib.seeds(raw, 0, len(raw))
+        dtype = np.dtype(self.inputs[name].dtype.as_numpy_dtype)
+        out = raw.astype(dtype)
+        if self._ruled(name):
+            self._signature_shape(name, out)
+        return out
+
+    def _signature_shape(self, name: str, raw: np.ndarray) -> None:
+        """``raw`` against the signature's shape for ``name``."""
+        spec = self.inputs[name]
+        fixed = [d for d in spec.shape[1:]]
+        if raw.ndim != len(spec.shape) or any(
+            d is not None and d != n for d, n in zip(fixed, raw.shape[1:], strict=True)
+        ):
+            each = f"; each example is {_shape(raw.shape[1:])[1:-1] or 'a scalar'}"
+            raise RequestError(
+                f"`{name}` has shape {_shape(raw.shape)}{each if raw.ndim else ''}; the export "
+                f"takes {_shape(spec.shape)} ({spec.dtype.name}, one row per example)."
+            )
 
     def _check_names(self, given: Any, where: str) -> dict[str, Any]:
         if not isinstance(given, dict):
@@ -266,24 +291,15 @@ class Export:
                 f"`{name}` must be numbers nested as {want} ({dtype.name}); it holds something "
                 "else (null, text, true/false, an object, or lists of unequal lengths)."
             )
-        shape_rule = None if self.rules is None else self.rules.example_shape
-        if name == "inputs" and shape_rule is not None and raw.ndim == len(spec.shape):
-            _as_request_error(checks.check_example_shape, name, raw.shape, shape_rule)
-        fixed = [d for d in spec.shape[1:]]
-        if raw.ndim != len(spec.shape) or any(
-            d is not None and d != n for d, n in zip(fixed, raw.shape[1:], strict=True)
-        ):
-            each = f"; each example is {_shape(raw.shape[1:])[1:-1] or 'a scalar'}"
-            raise RequestError(
-                f"`{name}` has shape {_shape(raw.shape)}{each if raw.ndim else ''}; the export "
-                f"takes {want} ({dtype.name}, one row per example)."
-            )
+        if self._ruled(name):  # parsed only: the request rules check it, as explain() does
+            if name == "targets" and raw.dtype.kind == "f":
+                _as_request_error(request_lib.targets, value, len(raw) if raw.ndim else 1, (1,))
+            return raw.astype(np.float64) if dtype.kind == "f" and raw.dtype.kind in "iu" else raw
+        self._signature_shape(name, raw)
         if dtype.kind in "iu":
             if raw.dtype.kind == "f" and not (
                 np.isfinite(raw).all() and (raw == np.round(raw)).all()
             ):
-                if name == "targets" and self.rules is not None:  # as explain() words it
-                    _as_request_error(request_lib.targets, value, len(raw), (1,))
                 raise RequestError(f"`{name}` must hold integers ({dtype.name}).")
             info = np.iinfo(dtype)
             if raw.size and (raw.min() < info.min or raw.max() > info.max):
@@ -293,8 +309,7 @@ class Export:
             return raw.astype(dtype)
         out = raw.astype(dtype)
         if not np.isfinite(out).all():
-            shown = dict(self.rules.finite).get(name, name) if self.rules else name
-            _as_request_error(checks.check_finite, shown, out)
+            raise RequestError(f"`{name}` holds NaN or Inf. Send finite numbers.")
         return out
 
     # -- running and encoding ------------------------------------------------------------------
