@@ -338,3 +338,125 @@ def test_explain_help_states_the_defaults(capsys):
     assert "(default for images: 0 1, i.e. x / 255; .npy: no scaling)" in text
     for name in cli.PREPROCESS:
         assert f"{name} (" in text
+
+
+# -- checked before any work: --out, a .npy's shape, --trust-model -------------------------------
+def _unwritable_dir(tmp_path) -> tuple:
+    """A directory this user cannot write in, and the part of the error that names why; as root
+    (who writes anywhere) a regular file stands in for it, which fails for root too."""
+    if os.geteuid() == 0:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("x")
+        return blocker, "is not a directory"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked, "is not writable"
+
+
+@pytest.mark.parametrize("command", ["explain", "export"])
+@pytest.mark.parametrize("where", ["under_a_file", "not_writable"])
+def test_out_is_checked_before_the_model_is_read(capsys, tmp_path, command, where):
+    if where == "under_a_file":
+        blocker, why = tmp_path / "a_file", "exists and is not a directory"
+        blocker.write_text("x")
+    else:
+        blocker, why = _unwritable_dir(tmp_path)
+    out = str(blocker / "sub" / ("heat.png" if command == "explain" else "srv"))
+    args = [command, "--model", str(tmp_path / "missing.keras"), "--out", out]
+    if command == "explain":
+        args += ["--input", str(tmp_path / "missing.npy")]
+    try:
+        res = run_here(capsys, *args)  # the model does not exist: the --out error comes first
+    finally:
+        blocker.chmod(0o755)
+    assert_one_line_error(res, f"--out {out!r}")
+    assert why in res.stderr and "give --out a path in a directory" in res.stderr
+    assert "missing.keras" not in res.stderr
+
+
+def test_out_that_is_a_file_or_names_a_directory_is_refused(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    res = run_here(capsys, "export", "--model", "missing.keras", "--out", str(tmp_path / "f"))
+    assert_one_line_error(res, "exists and is not a directory")
+    res = run_here(capsys, "explain", "--model", "missing.keras", "--input", "x.npy",
+                   "--out", str(tmp_path) + os.sep)
+    assert_one_line_error(res, "names a directory, not a file; give the PNG path")
+
+
+def test_remote_out_is_left_to_the_writer(capsys):
+    res = run_here(capsys, "export", "--model", "missing.keras", "--out", "gs://bucket/srv")
+    assert_one_line_error(res, "--model 'missing.keras': no such file")
+
+
+@pytest.mark.parametrize("shape", [(10, 10, 1), (7,), (2, 12, 12, 3), (12, 12)])
+def test_npy_of_the_wrong_shape_is_refused_not_resized(saved_model, capsys, tmp_path, shape):
+    d, _, _ = saved_model
+    np.save(tmp_path / "w.npy", np.zeros(shape, np.float32))
+    res = run_here(capsys, "explain", "--model", str(d / "m.keras"),
+                   "--input", str(tmp_path / "w.npy"), "--out", str(tmp_path / "o.png"))
+    assert_one_line_error(res, f"--input {str(tmp_path / 'w.npy')!r}: a .npy array of shape "
+                          f"[{', '.join(map(str, shape))}] does not fit the model's input "
+                          "[None, 12, 12, 1]")
+    assert "one example of shape [12, 12, 1] or a batch of shape [B, 12, 12, 1]" in res.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_npy_that_fits_is_used_as_it_is(saved_model, capsys, tmp_path):
+    d, _, x = saved_model
+    out = tmp_path / "new" / "dir" / "h.png"  # created: its nearest parent is writable
+    text = explain_in_process(capsys, "--model", str(d / "m.keras"), "--input", str(d / "x.npy"),
+                              "--samples", "2", "--out", str(out))
+    assert "not resized: a .npy is used as it is" in text and "values used as they are" in text
+    assert np.load(tmp_path / "new" / "dir" / "h.npy").shape == x.shape
+
+
+@pytest.fixture(scope="module")
+def lambda_model(tmp_path_factory):
+    """A tiny .keras model with a ``Lambda`` layer (Python code: Keras' safe mode refuses it)
+    and a fitting .npy example."""
+    import keras
+
+    d = tmp_path_factory.mktemp("lambda")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((5, 5, 1)), keras.layers.Lambda(lambda t: t * 2.0),
+        keras.layers.Flatten(), keras.layers.Dense(3),
+    ])
+    model.save(d / "lam.keras")
+    np.save(d / "x.npy", np.random.default_rng(0).uniform(size=(5, 5, 1)).astype(np.float32))
+    return d
+
+
+@pytest.mark.parametrize("command", ["explain", "export"])
+def test_lambda_model_needs_trust_model(lambda_model, capsys, tmp_path, command):
+    d = lambda_model
+    args = [command, "--model", str(d / "lam.keras"), "--out", str(tmp_path / "o")]
+    if command == "explain":
+        args += ["--input", str(d / "x.npy")]
+    res = run_here(capsys, *args)
+    assert_one_line_error(res, f"--model {str(d / 'lam.keras')!r}: the file holds a Lambda layer")
+    assert "refused to deserialize" in res.stderr and "add --trust-model" in res.stderr
+
+
+def test_trust_model_loads_a_lambda_model(lambda_model, capsys, tmp_path):
+    d = lambda_model
+    explain_in_process(capsys, "--model", str(d / "lam.keras"), "--trust-model",
+                       "--input", str(d / "x.npy"), "--samples", "2",
+                       "--out", str(tmp_path / "t.png"))
+    assert np.load(tmp_path / "t.npy").shape == (5, 5, 1)
+
+
+def test_help_says_what_is_done_to_each_input(capsys):
+    from tfmollify.interface import cli
+
+    for command in ("explain", "export"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--trust-model" in text and "safe_mode=False" in text
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "resized to the model's input size, made grey or RGB" in text
+    assert "a .npy array used as it is (not resized or scaled; its shape must fit" in text

@@ -666,12 +666,13 @@ def test_subclassed_model_without_training_argument(mode):
         assert np.all(np.isfinite(out)) and out.shape == x.shape
 
 
-def test_score_that_does_not_depend_on_the_input_has_zero_attribution():
+def test_score_that_does_not_depend_on_the_input_is_refused_not_a_zero_map():
+    """Issue 27: a missing gradient path is an error, never a silent map of zeros."""
     inp = keras.Input((3,))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.ops.zeros_like(inp)))
     x = np.random.default_rng(31).normal(size=(2, 3)).astype(np.float32)
-    out = tfm.SmoothGrad(model, num_samples=3, seed=0)(x, 0)
-    np.testing.assert_array_equal(out, np.zeros_like(x))
+    with pytest.raises(ValueError, match="No gradient reaches `inputs`"):
+        tfm.SmoothGrad(model, num_samples=3, seed=0)(x, 0)
 
 
 def test_integer_model_input_is_rejected_up_front():

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmollify.adapter import request as request_lib
-from tfmollify.adapter.layers import summarize
+from tfmollify.adapter.layers import clean_message, summarize
 from tfmollify.adapter.model_view import ModelView
 from tfmollify.adapter.spec import Spec
 from tfmollify.core import attribution as attribution_lib
@@ -83,7 +83,9 @@ class Cores:
             try:
                 noise, layer, out = engine.probe_shapes(view, core, ints.shape[1], target_fn)
             except (ValueError, TypeError) as exc:
-                if s.method is None or "called more than once" in str(exc):
+                if "called more than once" in str(exc):  # our words, without Keras' dump
+                    raise ValueError(clean_message(exc)) from None
+                if s.method is None:
                     raise
                 raise ValueError(
                     f"Argument `attribution`: the method {s.attribution!r} failed on the "

@@ -31,6 +31,26 @@ def summarize(exc: BaseException) -> str:
     return line[:300].rstrip(".")
 
 
+def clean_message(exc: BaseException) -> str:
+    """An exception's whole message as tfmollify shows it: no terminal colour codes, and
+    without the call context Keras adds ("Exception encountered when calling ...", the
+    "Arguments received" list)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    kept, skipping = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("Exception encountered", "Arguments received",
+                                "Call arguments received")):
+            skipping = stripped.startswith(("Arguments", "Call arguments"))
+            continue
+        if skipping and (stripped.startswith(("•", "-", "*")) or not stripped):
+            continue
+        skipping = False
+        if stripped:
+            kept.append(stripped)
+    return " ".join(kept) or type(exc).__name__
+
+
 def _symbolic_inputs(model: Any) -> Any:
     """The model's symbolic inputs as its functional structure (one tensor, a list or a dict).
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
-from tfmollify.adapter.layers import summarize
+from tfmollify.adapter.layers import layer_paths, summarize
 
 if TYPE_CHECKING:
     from tfmollify.adapter.model_view import ModelView
 
-__all__ = ["probe", "probe_target"]
+__all__ = ["check_built", "check_gradient_path", "probe", "probe_target"]
 
 
 def probe(
@@ -31,6 +31,7 @@ def probe(
         TypeError: For a net whose input is integer (no noise, no gradient there).
         ValueError: If the model rejects the inputs (its own error, summarised).
     """
+    check_built(view.model)
     model_dtype = (
         view.input_dtype(tf.float32) if view.is_keras and packing is None else None
     )
@@ -41,8 +42,12 @@ def probe(
             "Explain a model that takes the embedded (floating-point) inputs instead."
         )
     sample = view.model_inputs(x[:1], packing, None if ints is None else ints[:1])
+    watched = [t for t in tf.nest.flatten(sample) if tf.as_dtype(t.dtype).is_floating]
     try:
-        out = view.forward(sample)
+        with tf.GradientTape() as tape:
+            tape.watch(watched)
+            out = view.forward(sample)
+            total = _score_sum(out)
         if view.smoothing.weight_noise:
             view.forward(sample, [v.value for v in view.trainable])
     except Exception as exc:  # the model's own error, summarised
@@ -57,9 +62,65 @@ def probe(
             f"The model rejected `inputs` with {got}: {summarize(exc)}. Pass inputs "
             "shaped like the model's input(s) with a leading batch dimension."
         ) from None
+    if isinstance(out, np.ndarray) and not view.is_keras:
+        raise TypeError(
+            "Argument `model` returned a NumPy array: it must be written with TensorFlow ops "
+            "(tf.*, keras.ops), because the explainer differentiates it inside a tf.function. "
+            f"Received: a callable that returns {type(out).__name__} of shape {out.shape}."
+        )
+    if view.attribute_layer is None and total is not None:
+        check_gradient_path(view, tape.gradient(total, watched), packing)
     if not isinstance(out, tf.Tensor | np.ndarray) and not hasattr(out, "shape"):
         return None  # several outputs: for a callable target only
     return tuple(int(d) for d in out.shape[1:])
+
+
+def _score_sum(out: Any) -> Any:
+    """The sum of every score (a tensor the gradient check differentiates), or None when the
+    model returned something that is not a tensor."""
+    parts = [t for t in tf.nest.flatten(out) if tf.is_tensor(t)]
+    return tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in parts]) if parts else None
+
+
+def check_built(model: Any) -> None:
+    """Rule: a Keras model is built before it is explained (else the first call would build
+    it, with fresh random weights, and explain that).
+
+    Raises:
+        ValueError: For an unbuilt Keras model, saying how to build it.
+    """
+    if getattr(model, "built", True) is False:
+        raise ValueError(
+            f"Argument `model`: model {getattr(model, 'name', model)!r} is not built: it has "
+            "no weights yet, so explaining it would build it with fresh random weights. Build "
+            "it first: start it with `keras.Input(shape)`, call `model.build((None, ...))`, "
+            "or train or call it on a batch."
+        )
+
+
+def check_gradient_path(view: ModelView, grads: list, packing: Any) -> None:
+    """Rule: the scores depend differentiably on every float input (else every attribution
+    would be zero).
+
+    Raises:
+        ValueError: For an input no gradient reaches, naming the model's embedding layers.
+    """
+    dead = [i for i, g in enumerate(grads) if g is None]
+    if not dead:
+        return
+    if packing is None:
+        what = "`inputs`"
+    else:
+        floats = [k for k, i in zip(packing.keys, packing.integer, strict=True) if not i]
+        what = ", ".join(f"`inputs[{floats[i]!r}]`" for i in dead)
+    embeddings = [p for p, layer in layer_paths(view.net) if "Embedding" in type(layer).__name__]
+    fix = (f" Explain at the embedding instead: pass explain_at= one of {embeddings} (its "
+           "output is differentiable)." if embeddings else "")
+    raise ValueError(
+        f"No gradient reaches {what}: the model's scores do not depend differentiably on "
+        "them (e.g. token ids fed through a float Input and cast to integers for an "
+        "embedding lookup), so every attribution would be zero." + fix
+    )
 
 
 def probe_target(

@@ -33,7 +33,7 @@ from tfmollify.core.checks import (
 )
 
 __all__ = [
-    "CONSTANT_EXAMPLE", "RULES_FILE", "Rules", "constant_epsilon", "epsilons", "eq30",
+    "CONSTANT_EXAMPLE", "RULES_FILE", "Rules", "check_keys", "constant_epsilon", "epsilons", "eq30",
     "layer_epsilons", "part_epsilons", "range_epsilons", "range_scale", "rows", "seeds", "targets",
 ]
 
@@ -112,7 +112,7 @@ class Rules:
 
 #: The graph face's text of the eq. 30 rule (kept from the flat layout's public names).
 CONSTANT_EXAMPLE = (
-    "Cannot choose `epsilon` by eq. 30 for examples where they are constant, so "
+    "Cannot choose `epsilon` by eq. 30 for examples of `inputs`: they are constant, so "
     "r = max(x) - mean(x) = 0. Pass `epsilon` explicitly"
 )
 
@@ -328,6 +328,8 @@ def _packed_epsilons(spec: Spec, x: np.ndarray, packing: Any) -> np.ndarray:
     """One scale per example and float input ``[B, K]`` (integer inputs get no noise)."""
     floats = [i for i, integer in enumerate(packing.integer) if not integer]
     eps = np.zeros((x.shape[0], len(floats)))
+    if not spec.smoothing.input_noise:  # NoiseGrad: no scale, whatever the inputs
+        return eps
     fixed = part_epsilons(spec, packing)
     for col, (i, part) in enumerate(zip(floats, packing.split(x), strict=True)):
         eps[:, col] = fixed[col] if fixed[col] is not None else _eq30_checked(
@@ -358,6 +360,26 @@ def seeds(value: Any, seed: int, batch: int, offset: int = 0) -> np.ndarray:
     if arr.dtype == np.uint64:
         return arr.view(np.int64)
     return arr.astype(np.int64)
+
+
+def check_keys(inputs: Any, model: Any) -> None:
+    """Rule: a dict of inputs names the model's inputs, no more and no fewer (an extra key
+    would be ignored silently).
+
+    Raises:
+        ValueError: For unknown or missing keys, naming the model's inputs.
+    """
+    structure = getattr(model, "input", None) if hasattr(model, "inputs") else None
+    if not isinstance(inputs, dict) or not isinstance(structure, dict):
+        return
+    unknown = sorted(set(inputs) - set(structure), key=str)
+    missing = sorted(set(structure) - set(inputs), key=str)
+    if unknown or missing:
+        said = [f"unknown key(s) {unknown}"] * bool(unknown) + [f"no {missing}"] * bool(missing)
+        raise ValueError(
+            f"Argument `inputs` has {' and '.join(said)}: the model's inputs are "
+            f"{sorted(structure, key=str)}. Pass one array per input, named as the model's."
+        )
 
 
 def check_packing(spec: Spec, packing: inputs_lib.Packing, at_layer: bool = False) -> None:

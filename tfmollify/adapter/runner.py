@@ -260,6 +260,7 @@ class Runner:
         compute = view.compute_dtype(not view.is_keras and _float64(inputs))
         compute = np.dtype(compute.as_numpy_dtype)
         if inputs_lib.is_structured(inputs, view.net):
+            request_lib.check_keys(inputs, view.net)
             # integer inputs only: fine when the noise goes on a layer, or for NoiseGrad with
             # the attribution at a layer (no input noise at all)
             no_float_ok = view.noise_layer is not None or (

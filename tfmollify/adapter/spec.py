@@ -566,6 +566,15 @@ def _check_weight_layers(
         )
     if weight_layers is not None and _is_one_layer(weight_layers):
         weight_layers = [weight_layers]  # one name or one layer
+    if weight_layers is not None and (
+        not isinstance(weight_layers, list | tuple)
+        or not all(_is_one_layer(entry) for entry in weight_layers)
+    ):
+        raise TypeError(
+            "Argument `weight_layers` must hold layer names or layers (a layer, a name or "
+            f"path, or a list of them; None: every layer). Received: "
+            f"weight_layers={weight_layers!r}"
+        )
     layers = None if weight_layers is None else tuple(weight_layers)
     if not smoothing.weight_noise and (layers is not None or not perturb_bias):
         raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfmollify.adapter import keras_compat
+from tfmollify.adapter import keras_compat, layers
 
 __all__ = ["select_weights"]
 
@@ -29,8 +29,8 @@ def select_weights(model: Any, weight_layers: Any, perturb_bias: bool) -> tuple[
     if weight_layers is None and perturb_bias:
         return None  # all: the default noise stream
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-    layers = keras_compat.sublayers(model, recursive=True)
-    owners = [layer for layer in layers if layer.trainable_weights]
+    owners = [layer for layer in keras_compat.sublayers(model, recursive=True)
+              if layer.trainable_weights]
     chosen = owners if weight_layers is None else [
         layer for entry in weight_layers for layer in _owners_of(model, entry, owners, index)
     ]
@@ -51,8 +51,17 @@ def select_weights(model: Any, weight_layers: Any, perturb_bias: bool) -> tuple[
 
 def _owners_of(model: Any, entry: Any, owners: list[Any], index: dict[int, int]) -> list[Any]:
     """The layers among ``owners`` that one entry of ``weight_layers`` names."""
-    if isinstance(entry, str):
-        found = [layer for layer in owners if layer.name == entry]
+    if isinstance(entry, str):  # a name or a path ('encoder/dense'), as for explain_at
+        own = {id(layer) for layer in owners}
+        named = [(p, layer) for p, layer in layers.layer_paths(model)
+                 if entry in (p, layer.name) and id(layer) in own]
+        if len({id(layer) for _, layer in named}) > 1:
+            raise ValueError(
+                f"Argument `weight_layers`: several layers are named {entry!r}: "
+                f"{[p for p, _ in named]}. Pass the full path of the one you mean (e.g. "
+                f"{named[0][0]!r}) or the layer object."
+            )
+        found = [layer for _, layer in named[:1]]
     elif hasattr(entry, "trainable_weights"):
         found = [entry] if any(id(v) in index for v in entry.trainable_weights) else []
     else:

@@ -21,6 +21,7 @@ ValueError: Argument `targets` must be in [0, 3) (the model has 3 outputs). Rece
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import tensorflow as tf
 
 __all__ = [
     "check_constant", "check_count", "check_example_shape", "check_finite", "check_input_range",
-    "check_targets_range",
+    "check_output_dir", "check_targets_range",
 ]
 
 
@@ -145,15 +146,16 @@ def check_constant(r: Any, what: str = "", fix: str = "") -> list:
         ValueError: Known ``r`` with constant examples (naming them).
     """
     def message(bad: str) -> str:
-        return (f"Cannot choose `epsilon` by eq. 30 for {what}examples {bad}they are "
-                f"constant, so r = max(x) - mean(x) = 0. Pass `epsilon` explicitly{fix}.")
+        return (f"Cannot choose `epsilon` by eq. 30 for {what}examples {bad}of `inputs`: "
+                "they are constant, so r = max(x) - mean(x) = 0. Pass `epsilon` "
+                f"explicitly{fix}.")
 
     known = _known(r)
     if known is None:
-        return [tf.debugging.assert_positive(r, message=_graph(message("where ")))]
+        return [tf.debugging.assert_positive(r, message=_graph(message("")))]
     constant = ~(known > 0)  # NaN fails too, as assert_positive does in the graph
     if np.any(constant):
-        raise ValueError(message(f"{_first(constant)}: "))
+        raise ValueError(message(f"{_first(constant)} "))
     return []
 
 
@@ -176,3 +178,43 @@ def check_example_shape(name: str, shape: tuple, expected: tuple) -> list:
         f"[batch, {dims}] (one example of shape ({dims}{',' if len(expected) == 1 else ''}) per "
         "row). Pass inputs of that shape."
     )
+
+
+def check_output_dir(name: str, path: Any) -> str:
+    """Rule: an output directory (``export``'s ``path``, ``ExplanationLogger``'s ``log_dir``)
+    is checked when it is given, not when the work is done: a local path must be a directory
+    that can be written, or one that can be created in its nearest existing parent. Remote URLs
+    (``gs://...``) are left to TensorFlow.
+
+    Returns:
+        The path as a ``str``.
+
+    Raises:
+        TypeError: ``path`` is not a path.
+        ValueError: A file stands where a directory must be, or the place is not writable.
+    """
+    try:
+        text = os.fsdecode(os.fspath(path))
+    except TypeError:
+        text = None
+    if not text:
+        raise TypeError(
+            f"Argument `{name}` must be a directory path (str or os.PathLike). "
+            f"Received: {name}={path!r}"
+        )
+    if "://" in text:
+        return text
+    here = os.path.abspath(text)
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise ValueError(
+            f"Argument `{name}` must be a directory. Received: {text!r}, but {here!r} is a "
+            "file. Choose another path."
+        )
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Argument `{name}`: {here!r} is not writable, so {text!r} cannot be written. "
+            "Choose a directory you can write to."
+        )
+    return text

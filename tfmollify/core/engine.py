@@ -509,21 +509,29 @@ def probe_shapes(
     """
     core = _Core(view, dataclasses.replace(spec, noise_shape=None, output_shape=None), target_fn)
     dtype = spec.compute_dtype
+    n = 1 if spec.method is None else 2  # a user's method: does it keep one row per row?
 
     def probe(x, ints, targets):
-        blk = _Block(x, ints, targets, tf.zeros([1], dtype), tf.zeros([1], tf.uint64))
+        blk = _Block(x, ints, targets, tf.zeros([n], dtype), tf.zeros([n], tf.uint64))
         inp = core.unpack(x, ints)
-        out = {"a": core.attribute(x, tf.range(1), blk, None, None)}
+        out = {"a": core.attribute(x, tf.range(n), blk, None, None)}
         for name, layer in (("noise", view.noise_layer), ("layer", view.attribute_layer)):
             if layer is not None:
                 out[name] = view.activation(inp, layer)
         return out
 
     fn = tf.function(probe, autograph=False).get_concrete_function(
-        tf.TensorSpec([1, *spec.input_shape], dtype),
-        tf.TensorSpec([1, int_size], tf.int64),
-        tf.TensorSpec([1], tf.int32),
+        tf.TensorSpec([n, *spec.input_shape], dtype),
+        tf.TensorSpec([n, int_size], tf.int64),
+        tf.TensorSpec([n], tf.int32),
     )
+    rows = tuple(fn.structured_outputs["a"].shape)
+    if not rows or rows[0] != n:
+        raise ValueError(
+            f"it returned shape {rows} for x of shape {(n, *spec.input_shape)}: it must return "
+            "one attribution per row of x, shape [n, ...] (reduce over an example's axes, not "
+            "over the rows)"
+        )
     shapes = {k: tuple(v.shape[1:]) for k, v in fn.structured_outputs.items()}
     for name, shape in shapes.items():
         if any(d is None for d in shape):

@@ -516,6 +516,7 @@ def export(
      'tfmollify_request_rules.json']
     """
     version = _check(explainer, version)
+    path = checks_lib.check_output_dir("path", path)  # before any work
     several_inputs = len(getattr(explainer.model, "inputs", None) or []) > 1
     head = explainer.seam.head
     several = several_inputs and head is None  # packed rows

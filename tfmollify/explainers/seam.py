@@ -110,8 +110,13 @@ class Seam:
 
     def targets(self, targets: Any, inputs: np.ndarray) -> np.ndarray:
         """``targets`` for ``inputs`` checked by the request rule every path uses (class
-        indices, one per example, inside the model's outputs): int32 ``[B]``."""
-        score_shape = tuple(self.scores(tf.constant(inputs[:1])).shape[1:])
+        indices, one per example, inside the model's outputs): int32 ``[B]``. An unbuilt
+        model is not called (that would build it): its outputs are checked at the first
+        explanation."""
+        if getattr(self._view.model, "built", True) is False:  # e.g. before fit builds it:
+            score_shape = (np.iinfo(np.int32).max,)  # calling it would build it; range later
+        else:
+            score_shape = tuple(self.scores(tf.constant(inputs[:1])).shape[1:])
         return request_lib.targets(targets, len(inputs), score_shape)
 
     # -- one batch, checked and run block by block --------------------------------------------

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmollify.core import checks
 from tfmollify.evaluation import metrics
 from tfmollify.explainers.seam import Seam
 
@@ -223,11 +224,7 @@ class ExplanationLogger(keras.callbacks.Callback):
                 "Argument `every_n_epochs` must be a positive int (log every n-th epoch). "
                 f"Received: every_n_epochs={every_n_epochs!r}"
             )
-        if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
-            raise TypeError(
-                "Argument `log_dir` must be a directory path (str or os.PathLike). "
-                f"Received: log_dir={log_dir!r}"
-            )
+        log_dir = checks.check_output_dir("log_dir", log_dir)  # not after the first epoch
         if not isinstance(name, str) or not name:
             raise TypeError(f"Argument `name` must be a non-empty str. Received: name={name!r}")
         self.every_n_epochs = int(every_n_epochs)
@@ -241,11 +238,16 @@ class ExplanationLogger(keras.callbacks.Callback):
         self.last_scalars: dict[str, float] = {}
         self.last_grid: np.ndarray | None = None
         self._writer: Any = None
-        self._check_layout()
+        self._layout_checked = False
+        if getattr(explainer.model, "built", True) is not False:  # else fit builds it first
+            self._check_layout()
 
     def _check_layout(self) -> None:
         """One explanation now (the compiled function is reused by every log), so that a map
-        that cannot go beside its input fails here, not at the end of the first epoch."""
+        that cannot go beside its input fails here, not at the end of the first epoch (for a
+        model that ``fit`` builds: at the start of training, once it is built)."""
+        self._layout_checked = True
+        self.targets = _check_targets(self.explainer, self.inputs, self.targets)
         value = np.asarray(
             self.explainer.explain_full(self.inputs, self.targets, seeds=self.seeds).attributions
         )
@@ -259,7 +261,10 @@ class ExplanationLogger(keras.callbacks.Callback):
 
     # -- keras.callbacks.Callback ------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        """Checks that the explainer explains the model being fit."""
+        """Checks that the explainer explains the model being fit (and, for a model that fit
+        has just built, that its maps can be shown)."""
+        if not self._layout_checked and getattr(self.explainer.model, "built", True):
+            self._check_layout()
         fitted = self.model
         if fitted is None:
             return

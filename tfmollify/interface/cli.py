@@ -88,7 +88,47 @@ def _cmd_table1(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str):
+def _check_out_dir(option: str, value: str, directory: str) -> None:
+    """Refuses ``directory`` (where ``option value`` writes) unless it is a writable directory
+    or can be created in one: the nearest existing parent must be a directory that this user
+    may write in. Remote URLs (``gs://...``) are left to the writer."""
+    if "://" in value:
+        return
+    existing = os.path.abspath(directory or os.curdir)
+    while not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise CLIError(
+            f"{option} {value!r}: {existing!r} exists and is not a directory, so nothing can "
+            f"be written under it; give {option} a path in a directory (or remove that file)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(
+            f"{option} {value!r}: the directory {existing!r} is not writable by this user; give "
+            f"{option} a path in a directory you can write to (or change its permissions)"
+        )
+
+
+def _check_explain_out(out: str) -> None:
+    """Refuses an ``explain --out`` that names no file or whose directory cannot be written."""
+    if "://" not in out and (out.endswith(("/", os.sep))
+                             or os.path.basename(out) in ("", os.curdir, os.pardir)):
+        raise CLIError(
+            f"--out {out!r}: names a directory, not a file; give the PNG path, e.g. "
+            f"--out {os.path.join(out, 'heatmap.png')!r} (the .npy map goes beside it)"
+        )
+    _check_out_dir("--out", out, os.path.dirname(out))
+
+
+def _load_model(path: str, *, trust: bool = False):
+    """Loads ``path``: a ``.keras`` file (``safe_mode=not trust``) or a SavedModel directory.
+
+    Returns ``(model, is_savedmodel)``; a missing file, a file Keras' safe mode refuses (a
+    ``Lambda`` layer holds Python code) and any other failure raise a one-line ``CLIError``.
+    """
     import keras
 
     if not os.path.exists(path):
@@ -96,7 +136,15 @@ def _load_model(path: str):
     try:
         if os.path.isdir(path):
             return keras.layers.TFSMLayer(path, call_endpoint="serving_default"), True
-        return keras.models.load_model(path, compile=False), False
+        return keras.models.load_model(path, compile=False, safe_mode=not trust), False
+    except ValueError as exc:
+        if not trust and "safe_mode" in str(exc):
+            raise CLIError(
+                f"--model {path!r}: the file holds a Lambda layer (Python code), which Keras "
+                "refused to deserialize in its safe mode; if you trust this file, add "
+                "--trust-model to load it with safe_mode=False"
+            ) from None
+        raise CLIError(f"--model {path!r}: cannot load it as a Keras model ({exc})") from None
     except Exception as exc:
         raise CLIError(f"--model {path!r}: cannot load it as a Keras model ({exc})") from None
 
@@ -228,22 +276,54 @@ def _load_input(
     they are resized to the model's height and width and made grey (or RGB) to match its
     channels; then scaled: by ``preprocess`` (``keras.applications.<name>.preprocess_input``),
     linearly from [0, 255] to ``input_range``, or by default divided by 255. A ``.npy`` array is
-    used as it is unless ``input_range`` or ``preprocess`` is given (its values are then taken as
-    pixels in [0, 255]); a 3-D one is resized like an image. Returns the batch ``[n, ...]``
-    (float32) and the lines that say what was done.
+    never resized nor converted: it must be one example ``shape[1:]`` or a batch
+    ``[B, *shape[1:]]`` (else a ``CLIError``), and its values are used as they are unless
+    ``input_range`` or ``preprocess`` is given (they are then taken as pixels in [0, 255]).
+    Returns the batch ``[n, ...]`` (float32) and the lines that say what was done.
     """
     x, notes, is_npy = _read_input(path)
     batched = shape is not None and len(shape) == x.ndim
+    if is_npy:
+        _check_npy_shape(path, x.shape, shape)
+        if shape is not None:
+            notes.append("not resized: a .npy is used as it is (it fits the model's input "
+                         f"{_shape_text(shape)})")
     if not batched:
         x = x[None]
-    if x.ndim == 4:
-        x = _fit_image_to(x, shape, notes, is_npy)
+    if x.ndim == 4 and not is_npy:
+        x = _fit_image_to(x, shape, notes)
     x = _scale_input(x, notes, is_npy, input_range=input_range, preprocess=preprocess)
     notes.append(f"model input: {list(x.shape)}, values in {_describe(x)}")
     return x, notes
 
 
-def _fit_image_to(x, shape: tuple | None, notes: list[str], is_npy: bool):
+def _shape_text(shape: Sequence[object]) -> str:
+    """``shape`` as ``[None, 12, 12, 1]``."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_npy_shape(path: str, got: tuple, shape: tuple | None) -> None:
+    """Refuses a ``.npy`` of shape ``got`` that is neither one example nor a batch of the
+    model's input ``shape`` (batch axis first, None: any size); ``shape`` None: not checked."""
+    if shape is None:
+        return
+    example = tuple(shape[1:])
+
+    def fits(dims: tuple) -> bool:
+        return len(dims) == len(example) and all(
+            e is None or d == e for d, e in zip(dims, example, strict=True))
+
+    if fits(tuple(got)) or (len(got) == len(shape) and fits(tuple(got[1:]))):
+        return
+    raise CLIError(
+        f"--input {path!r}: a .npy array of shape {_shape_text(got)} does not fit the model's "
+        f"input {_shape_text(shape)}; a .npy is used as it is (never resized or converted), so "
+        f"save one example of shape {_shape_text(example)} or a batch of shape "
+        f"{_shape_text(('B', *example))} (or pass a PNG/JPEG image, which is resized)"
+    )
+
+
+def _fit_image_to(x, shape: tuple | None, notes: list[str]):
     """Resizes an image batch ``[n, h, w, c]`` and converts its channels to the model's."""
     import numpy as np
     import tensorflow as tf
@@ -259,7 +339,7 @@ def _fit_image_to(x, shape: tuple | None, notes: list[str], is_npy: bool):
         notes.append(f"resized {x.shape[1]}x{x.shape[2]} -> {h}x{w} (the model's input size, "
                      "bilinear)")
         x = tf.image.resize(x, (h, w)).numpy()
-    elif not is_npy:
+    else:
         notes.append(f"not resized ({x.shape[1]}x{x.shape[2]}: "
                      + ("the model's input size)" if None not in (h, w) else "the model takes "
                         "any size)"))
@@ -269,7 +349,7 @@ def _fit_image_to(x, shape: tuple | None, notes: list[str], is_npy: bool):
     elif c == 3 and x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
         notes.append("grey repeated to 3 channels (the model takes RGB)")
-    elif not is_npy:
+    else:
         notes.append(f"not greyscaled: {x.shape[-1]} channel(s) kept, as the model takes")
     return x
 
@@ -280,7 +360,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from tfmollify.explainers.explainer import Explainer
 
     _check_scaling(args)
-    model, is_savedmodel = _load_model(args.model)
+    _check_explain_out(args.out)
+    model, is_savedmodel = _load_model(args.model, trust=args.trust_model)
     shape = None
     if not is_savedmodel:
         try:
@@ -338,6 +419,8 @@ def _write_maps(args: argparse.Namespace, x, attribution, targets, how: str,
     n = len(x)
     out = args.out
     stem = out[:-4] if out.endswith(".png") else out
+    if "://" not in out and os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)  # checked by _check_explain_out
     digits = len(str(n - 1))
     with progress.bar(n, enabled=False if args.no_progress else None, unit="map") as bar:
         for i in range(n):
@@ -363,7 +446,8 @@ def _write_maps(args: argparse.Namespace, x, attribution, targets, how: str,
 def _cmd_export(args: argparse.Namespace) -> int:
     from tfmollify.explainers.explainer import Explainer
 
-    model, is_savedmodel = _load_model(args.model)
+    _check_out_dir("--out", args.out, args.out)
+    model, is_savedmodel = _load_model(args.model, trust=args.trust_model)
     if is_savedmodel:
         raise CLIError(
             f"--model {args.model!r}: export needs a .keras file (the weights go into the "
@@ -439,6 +523,10 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help="independent Sobol point sets with --sampler sobol")
 
 
+_TRUST_MODEL = (
+    "load the .keras file with Keras' safe_mode=False, as a Lambda layer (Python code) needs; "
+    "only for a file you trust: loading it can run its code"
+)
 _NO_PROGRESS = "no progress bar (default: one on a terminal when the work lasts over 3 s)"
 
 
@@ -486,14 +574,19 @@ def _add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
         "it did to the input. Images are read as pixels in [0, 255], resized to the model's "
         "input size, made grey or RGB to match its channels, and scaled: by default to "
         "[0, 1] (x / 255), or to [LOW, HIGH] with --input-range, or by a keras application's "
-        "preprocess_input with --preprocess. A .npy array is used as it is unless one of "
-        "these two flags is given. The noise seed defaults to 0, so a run repeats exactly.",
+        "preprocess_input with --preprocess. A .npy array is used as it is: never resized or "
+        "converted (its shape must fit the model's input), and not scaled unless one of these "
+        "two flags is given. The noise seed defaults to 0, so a run repeats exactly.",
         epilog="--preprocess names: " + ", ".join(
             f"{name} ({what})" for name, what in PREPROCESS.items()),
     )
     p.add_argument("--model", required=True, help="a .keras file or a SavedModel directory")
+    p.add_argument("--trust-model", action="store_true", help=_TRUST_MODEL)
     p.add_argument("--input", required=True,
-                   help="a PNG/JPEG image, or a .npy array: one example or a batch")
+                   help="a PNG/JPEG image (resized to the model's input size, made grey or RGB "
+                   "to match it, and scaled, see below), or a .npy array used as it is (not "
+                   "resized or scaled; its shape must fit the model's input): one example or a "
+                   "batch")
     p.add_argument("--target", type=int, default=None,
                    help="class index for every example (default: each example's predicted "
                    "class)")
@@ -522,6 +615,7 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "targets (int32), seeds (int64) -> attributions, stderr, finite_samples.",
     )
     p.add_argument("--model", required=True, help="a .keras file")
+    p.add_argument("--trust-model", action="store_true", help=_TRUST_MODEL)
     p.add_argument("--out", required=True, help="model base directory (OUT/VERSION is written)")
     p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/VERSION")
