@@ -167,6 +167,7 @@ def test_an_explanation_logger_checks_log_dir_at_once_and_leaves_an_unbuilt_mode
 
 
 # -- the model is never changed, on every entry point --------------------------------------------
+@pytest.mark.slow
 def test_no_entry_point_changes_the_model(tmp_path):
     model = dense()
     before = fingerprint(model)
@@ -281,3 +282,32 @@ def test_the_guarantees_table_names_every_rule_function():
     rules = [f"tfmollify.core.checks.{n}" for n, f in inspect.getmembers(checks, callable)
              if n.startswith("check_") and f.__module__ == checks.__name__]
     assert set(rules) <= set(named), set(rules) - set(named)
+
+
+def test_the_command_line_leaves_the_model_file_unchanged(tmp_path, capsys):
+    """The CLI's entry points (explain, export; a run that fails too) read the model file only."""
+    import hashlib
+
+    from tfmollify.interface import cli
+
+    model = dense("cli")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", X)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    runs = (
+        ["explain", "--model", str(path), "--input", str(tmp_path / "x.npy"), "--samples", "2",
+         "--out", str(tmp_path / "out" / "a.png")],
+        ["explain", "--model", str(path), "--input", str(tmp_path / "x.npy"), "--target", "9",
+         "--out", str(tmp_path / "out" / "b.png")],
+        ["export", "--model", str(path), "--samples", "2", "--out", str(tmp_path / "export")],
+    )
+    codes = []
+    for args in runs:
+        try:
+            codes.append(cli.main(args))
+        except SystemExit as exit_:  # argparse
+            codes.append(exit_.code)
+    capsys.readouterr()
+    assert codes[0] == 0 and codes[1] != 0, codes
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest

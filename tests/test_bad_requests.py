@@ -71,6 +71,7 @@ def test_the_graph_face_says_the_same_rule(paths):
     assert "Argument `targets` must be in [0, 3) (the model has 3 outputs)" in str(info.value)
 
 
+@pytest.mark.slow
 def test_several_inputs_get_the_same_messages(tmp_path):
     """A model with a dict of inputs (token ids and numbers): the float input's rule names
     ``inputs['num']`` on every path."""
@@ -102,6 +103,7 @@ def test_several_inputs_get_the_same_messages(tmp_path):
         assert str(info.value) == want
 
 
+@pytest.mark.slow
 def test_an_empty_request_and_a_constant_input_of_several(tmp_path):
     """An empty batch is answered empty on a bounded export (AdaptGrad), as explain answers it;
     a constant float input among several gets explain's message, naming the input."""
