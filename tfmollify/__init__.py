@@ -53,6 +53,7 @@ from tfmollify.explainers.explainer import (
     SmoothGrad,
 )
 from tfmollify.explainers.export import export
+from tfmollify.explainers.generation import GenerationExplanation, explain_generation
 from tfmollify.integrations import callbacks
 from tfmollify.integrations.callbacks import ExplanationLogger
 from tfmollify.integrations.dataset import explain_dataset
@@ -63,12 +64,14 @@ __all__ = [
     "Explanation",
     "ExplanationLogger",
     "FusionGrad",
+    "GenerationExplanation",
     "NoiseGrad",
     "NonFiniteError",
     "SmoothGrad",
     "attribution",
     "callbacks",
     "explain_dataset",
+    "explain_generation",
     "export",
     "kernels",
     "register_attribution",

@@ -18,7 +18,14 @@ import tensorflow as tf
 from tfmollify.adapter import keras_compat
 
 __all__ = [
-    "activation_bytes", "find_layer", "layer_paths", "select_output", "split", "summarize",
+    "activation_bytes",
+    "embedding_paths",
+    "find_layer",
+    "layer_paths",
+    "parse_call",
+    "select_output",
+    "split",
+    "summarize",
 ]
 
 
@@ -93,6 +100,23 @@ def layer_paths(model: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def embedding_paths(model: Any) -> list[str]:
+    """The paths of the embedding layers inside ``model`` (where token ids become floats)."""
+    return [p for p, layer in layer_paths(model) if "Embedding" in type(layer).__name__]
+
+
+def parse_call(at: Any) -> tuple[Any, int | None]:
+    """``(layer, call)`` of a place setting: ``"name:k"`` names the ``k``-th call (from 0) of a
+    layer called several times in one pass (a tied embedding's reverse use: ``":1"``); any
+    other value names the layer itself (``call`` None: its one call, or the lookup call of a
+    tied embedding)."""
+    if isinstance(at, str):
+        match = re.fullmatch(r"(.+):(\d+)", at)
+        if match:
+            return match.group(1), int(match.group(2))
+    return at, None
+
+
 def find_layer(model: Any, at: Any, name: str) -> Any:
     """The layer ``at`` (an object or a name or path) anywhere inside ``model``.
 
@@ -153,15 +177,23 @@ def select_output(model: Any, output: Any) -> Any:
 def split(model: Any, explain_at: Any) -> tuple[Any, Any]:
     """``(head, tail)``: ``model`` up to ``explain_at``'s output, and from there on.
 
-    ``(None, model)`` when the layer is nested or not a cut (its call is intercepted instead).
+    ``(None, model)`` when the layer is nested or not a cut, or the model is subclassed (its
+    call is intercepted instead).
     """
     import keras
 
-    if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+    if not isinstance(model, keras.Layer):
         raise TypeError(
-            "Argument `explain_at` needs a functional Keras model (keras.Model(inputs, "
-            f"outputs) or Sequential). Received: model of type {type(model).__name__}."
+            "Argument `explain_at` needs a Keras model (its layers are found and their calls "
+            f"intercepted). Received: model of type {type(model).__name__}."
         )
+    try:
+        functional = isinstance(model, keras.Model) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        functional = False
+    if not functional:  # a subclassed model: no graph to cut, its layer's call is intercepted
+        find_layer(model, explain_at, "explain_at")
+        return None, model
     layer = find_layer(model, explain_at, "explain_at")
     if not any(layer is top for top in model.layers):
         return None, model  # a nested layer: its call is intercepted

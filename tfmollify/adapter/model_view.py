@@ -41,6 +41,65 @@ class _SharedLayerError(ValueError):
     """A layer with noise or attribution on its output was called more than once."""
 
 
+class _Calls:
+    """A layer's ``call`` replaced while an interception lasts: the hook goes on one of its
+    calls in a pass, the others run as they are.
+
+    Which call: the ``k``-th (from 0) when the setting said ``"name:k"``; otherwise the first.
+    A later call is allowed only when the hooked one was the lookup of a tied embedding (its
+    input integer, the later ones' floating-point: the same matrix used again, reversed, for
+    the logits); any other second call is ambiguous and raises.
+    """
+
+    def __init__(self, layer: Any, original: Callable, fn: Callable, which: int | None) -> None:
+        self.layer, self.original, self.fn, self.which = layer, original, fn, which
+        self.count, self.lookup = 0, False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        index, self.count = self.count, self.count + 1
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        integer = _is_integer(first)
+        if self.which is not None:
+            hooked = index == self.which
+        elif index == 0:
+            hooked, self.lookup = True, integer
+        elif self.lookup and not integer:
+            hooked = False  # a tied embedding's reverse use: not the place named
+        else:
+            raise _SharedLayerError(
+                f"Layer {self.layer.name!r} is called more than once in one pass of the model "
+                "(a shared layer): noise or attribution at its output would be ambiguous. "
+                f"Name one call as '{self.layer.name}:k' (k = 0 for its first call in a pass), "
+                "or choose a layer that is called once (e.g. the layer after it, or a "
+                "sub-model's own layer)."
+            )
+        out = self.original(*args, **kwargs)
+        if not hooked:
+            return out
+        if not isinstance(out, tf.Tensor | tf.Variable) and not hasattr(out, "dtype"):
+            raise ValueError(
+                f"Layer {self.layer.name!r} returns {type(out).__name__}, not one tensor: "
+                "noise and attributions need a layer with one output."
+            )
+        return self.fn(out)
+
+    def check_done(self) -> None:
+        """After a pass: a call named ``"name:k"`` happened."""
+        if self.which is not None and self.count and self.count <= self.which:
+            raise ValueError(
+                f"Layer {self.layer.name!r} is called {self.count} time(s) in one pass of the "
+                f"model, so '{self.layer.name}:{self.which}' names no call. Calls count from 0."
+            )
+
+
+def _is_integer(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    try:
+        return dtype is not None and tf.as_dtype(dtype).is_integer
+    except TypeError:
+        return False
+
+
 class ModelView:
     """The user's model as the explainer sees it.
 
@@ -69,16 +128,18 @@ class ModelView:
         base = model if spec.output is None else layers.select_output(model, spec.output)
         self.explain_at = spec.explain_at
         self.noise_layer = self.attribute_layer = None
+        self.calls: dict[int, int] = {}  # id(layer) -> which call of it (``"name:k"``)
         if spec.explain_at is None:
             self.head, self.net = None, base
             if spec.noise_at is not None:
-                self.noise_layer = self.find_layer(base, spec.noise_at, "noise_at")
+                self.noise_layer = self._place(base, spec.noise_at, "noise_at")
             if spec.attribute_at is not None:
-                self.attribute_layer = self.find_layer(base, spec.attribute_at, "attribute_at")
+                self.attribute_layer = self._place(base, spec.attribute_at, "attribute_at")
         else:
-            self.head, self.net = layers.split(base, self.explain_at)
+            at, call = layers.parse_call(spec.explain_at)
+            self.head, self.net = (None, base) if call is not None else layers.split(base, at)
             if self.head is None:  # nested, or not a cut: intercept the layer's call instead
-                layer = self.find_layer(base, spec.explain_at, "explain_at")
+                layer = self._place(base, spec.explain_at, "explain_at")
                 self.noise_layer = self.attribute_layer = layer
         if self.intercepts and not hasattr(self.net, "stateless_call"):
             raise TypeError(
@@ -129,6 +190,20 @@ class ModelView:
             )
 
     find_layer = staticmethod(layers.find_layer)
+
+    def _place(self, model: Any, at: Any, name: str) -> Any:
+        """The layer a place setting names (``"name:k"``: its ``k``-th call, kept)."""
+        try:
+            layer = layers.find_layer(model, at, name)
+            call = None
+        except ValueError:
+            bare, call = layers.parse_call(at)
+            if call is None:
+                raise
+            layer = layers.find_layer(model, bare, name)
+        if call is not None:
+            self.calls[id(layer)] = call
+        return layer
 
     # -- what the engine needs ---------------------------------------------------------------
     @property
@@ -237,34 +312,18 @@ class ModelView:
         explainers of one model tracing in two threads do not see each other's hooks; the
         hooks exist only while a trace or probe runs, never while the compiled graph does.
         """
-        saved = []
+        saved, counters = [], []
         _INTERCEPT_LOCK.acquire()
         try:
             for layer, fn in hooks.values():
                 own = layer.__dict__.get("call")
-                original = layer.call
-                calls = [0]
-
-                def wrapped(*args, _fn=fn, _orig=original, _calls=calls, _layer=layer, **kw):
-                    _calls[0] += 1
-                    if _calls[0] > 1:
-                        raise _SharedLayerError(
-                            f"Layer {_layer.name!r} is called more than once in one pass of the "
-                            "model (a shared layer): noise or attribution at its output would be "
-                            "ambiguous. Choose a layer that is called once (e.g. the layer after "
-                            "it, or a sub-model's own layer)."
-                        )
-                    out = _orig(*args, **kw)
-                    if not isinstance(out, tf.Tensor | tf.Variable) and not hasattr(out, "dtype"):
-                        raise ValueError(
-                            f"Layer {_layer.name!r} returns {type(out).__name__}, not one tensor: "
-                            "noise and attributions need a layer with one output."
-                        )
-                    return _fn(out)
-
+                calls = _Calls(layer, layer.call, fn, self.calls.get(id(layer)))
+                counters.append(calls)
                 saved.append((layer, own))
-                object.__setattr__(layer, "call", wrapped)
+                object.__setattr__(layer, "call", calls)
             yield
+            for calls in counters:
+                calls.check_done()
         finally:
             for layer, own in reversed(saved):
                 if own is None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
-from tfmollify.adapter.layers import layer_paths, summarize
+from tfmollify.adapter.layers import embedding_paths, summarize
 
 if TYPE_CHECKING:
     from tfmollify.adapter.model_view import ModelView
@@ -113,7 +113,7 @@ def check_gradient_path(view: ModelView, grads: list, packing: Any) -> None:
     else:
         floats = [k for k, i in zip(packing.keys, packing.integer, strict=True) if not i]
         what = ", ".join(f"`inputs[{floats[i]!r}]`" for i in dead)
-    embeddings = [p for p, layer in layer_paths(view.net) if "Embedding" in type(layer).__name__]
+    embeddings = embedding_paths(view.net)
     fix = (f" Explain at the embedding instead: pass explain_at= one of {embeddings} (its "
            "output is differentiable)." if embeddings else "")
     raise ValueError(

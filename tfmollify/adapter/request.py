@@ -178,6 +178,45 @@ def rows(inputs: Any, compute: np.dtype) -> tuple[np.ndarray, np.dtype, bool]:
     return arr.astype(compute, copy=False), arr.dtype, is_tensor
 
 
+def is_integer(inputs: Any) -> bool:
+    """Whether ``inputs`` (one array or tensor, not a structure) holds integers (token ids)."""
+    if isinstance(inputs, dict | list | tuple) and not isinstance(inputs, np.ndarray):
+        try:
+            inputs = np.asarray(inputs)
+        except Exception:
+            return False
+    dtype = getattr(inputs, "dtype", None)
+    try:
+        return dtype is not None and tf.as_dtype(dtype).is_integer
+    except TypeError:
+        return np.dtype(dtype).kind in "iu"
+
+
+def check_token_inputs(spec: Spec, noise_at_layer: bool, attribute_at_layer: bool,
+                       embeddings: list[str]) -> None:
+    """Rule: token ids alone (a model whose only input is integer) are explained at a layer:
+    the noise goes on a layer's output (or, for NoiseGrad, on the weights only) and the
+    attribution is taken there, since ids take neither noise nor a gradient.
+
+    Raises:
+        ValueError: Naming the model's embedding layers, where to put ``explain_at``.
+    """
+    where = (f" Its embedding layers: {embeddings}; e.g. explain_at={embeddings[0]!r}."
+             if embeddings else " Name the first layer with a floating-point output.")
+    if spec.smoothing.input_noise and not noise_at_layer:
+        raise ValueError(
+            f"Argument `inputs` holds integers (token ids) and mode={spec.mode!r} adds noise "
+            "to the inputs: ids take no noise. Put the noise on a layer's output with "
+            "`explain_at=` (or `noise_at=`)." + where
+        )
+    if not attribute_at_layer:
+        raise ValueError(
+            "Argument `inputs` holds integers (token ids): there is no gradient with respect "
+            "to them, so the attribution must be taken at a layer's output: pass "
+            "`explain_at=` (or `attribute_at=`)." + where
+        )
+
+
 def _shown(value: Any) -> Any:
     """A received value as messages echo it: Python values as given, arrays and tensors as
     their lists (so a tensor, an array and a JSON list of the same numbers read the same)."""

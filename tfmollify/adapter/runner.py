@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmollify.adapter import blocks, rounds
+from tfmollify.adapter import blocks, layers, rounds
 from tfmollify.adapter import request as request_lib
 from tfmollify.adapter.blocks import Progress
 from tfmollify.adapter.calls import Explanation, NonFiniteError, Request, report_nonfinite
@@ -271,12 +271,31 @@ class Runner:
             )
             request_lib.check_packing(self.spec, packing, view.attribute_layer is not None)
             return x, ints, x.dtype, is_tensor, packing
+        if request_lib.is_integer(inputs) and (view.intercepts or _integer_model(view)):
+            return self._token_rows(inputs, compute)
         x, out_dtype, is_tensor = request_lib.rows(inputs, compute)
         expected = view.example_shape()
         if expected is not None:
             checks.check_example_shape("inputs", x.shape, expected)
         ints = np.zeros((x.shape[0], 0), np.int64)
         return x, ints, out_dtype, is_tensor, None
+
+    def _token_rows(self, inputs: Any, compute: np.dtype) -> tuple:
+        """A model whose only input is integer (token ids), with the noise and the attribution
+        at a layer reached from it: the ids travel untouched as int64 rows beside empty float
+        rows ``[B, 0]`` (a one-part packing under the key ``None``)."""
+        view = self.view
+        request_lib.check_token_inputs(
+            self.spec, view.noise_layer is not None, view.attribute_layer is not None,
+            layers.embedding_paths(view.net) if view.is_keras else [],
+        )
+        x, ints, packing, is_tensor = inputs_lib.pack(
+            inputs, compute, need_float=False, single=True
+        )
+        expected = self.view.example_shape()
+        if expected is not None:
+            checks.check_example_shape("inputs", (x.shape[0], *packing.shapes[0]), expected)
+        return x, ints, x.dtype, is_tensor, packing
 
     # -- running (the block loop: :mod:`~tfmollify.adapter.blocks`) ---------------------------
     run_block = staticmethod(blocks.run_block)
@@ -329,6 +348,11 @@ class Runner:
             finite,
             total,
         )
+
+
+def _integer_model(view: ModelView) -> bool:
+    """Whether the net is a Keras model whose (first) input is declared integer."""
+    return view.is_keras and view.input_dtype(tf.float32).is_integer
 
 
 def _float64(inputs: Any) -> bool:

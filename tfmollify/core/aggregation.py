@@ -40,7 +40,9 @@ import tensorflow as tf
 
 __all__ = [
     "AGGREGATIONS",
+    "CANCELLED_SUM",
     "State",
+    "check_sum_not_cancelled",
     "clean",
     "finalize",
     "init_state",
@@ -67,7 +69,47 @@ def reduce_last(values: Any, how: str | None) -> Any:
         return values
     if tf.is_tensor(values):
         return tf.reduce_sum(values, axis=-1) if how == "sum" else tf.norm(values, axis=-1)
-    return values.sum(axis=-1) if how == "sum" else np.sqrt(np.square(values).sum(axis=-1))
+    norms = np.sqrt(np.square(values).sum(axis=-1))
+    if how == "norm":
+        return norms
+    sums = values.sum(axis=-1)
+    check_sum_not_cancelled(sums, norms)
+    return sums
+
+
+#: ``reduce="sum"``: a result whose every token's sum is at most this fraction of the norm of
+#: its unreduced attribution is float rounding, not a map (:func:`check_sum_not_cancelled`).
+CANCELLED_SUM = 1e-4
+
+
+def check_sum_not_cancelled(sums: np.ndarray, norms: np.ndarray) -> None:
+    """Rule: ``reduce="sum"`` must not return float rounding as a map.
+
+    Where every path from a token's embedding to the scores passes a LayerNorm (BERT, GPT-2),
+    adding one constant to every feature of the embedding changes nothing, so the gradient
+    summed over the embedding axis is zero at every token, whatever the model learnt.
+
+    Args:
+        sums: The attributions summed over the last axis.
+        norms: The Euclidean norms over the same axis.
+
+    Raises:
+        ValueError: When some attribution is nonzero and every sum is at most
+            :data:`CANCELLED_SUM` times its norm, with the reason and the alternatives.
+    """
+    norms = np.asarray(norms, np.float64)
+    if not norms.size or not norms.max() > 0:
+        return
+    if np.all(np.abs(np.asarray(sums, np.float64)) <= CANCELLED_SUM * norms):
+        worst = float(np.max(np.abs(sums)))
+        raise ValueError(
+            "Argument `reduce`='sum' gives float rounding here, not a map: every position's "
+            f"attribution sums to at most {CANCELLED_SUM:g} of its norm (largest |sum| "
+            f"{worst:.3g}, largest norm {float(norms.max()):.3g}). This happens when every path "
+            "from the layer to the scores passes a LayerNorm (BERT, GPT-2): a constant added to "
+            "every feature changes nothing, so the gradient sums to zero. Use reduce='norm', or "
+            "attribution='input_x_gradient' or 'integrated_gradients' with reduce='sum'."
+        )
 
 
 class State(NamedTuple):

@@ -63,6 +63,12 @@ class Packing:
     def is_dict(self) -> bool:
         return isinstance(self.keys[0], str)
 
+    @property
+    def is_single(self) -> bool:
+        """Whether the model takes one (integer) input itself, not a list or dict of them:
+        token ids alone, with the noise and the attribution at a layer (key ``None``)."""
+        return self.keys[0] is None
+
     def parts(self) -> tuple[tuple[Any, tuple[int, ...], str], ...]:
         """The engine's ``CoreSpec.parts``."""
         return tuple(zip(self.keys, self.shapes, self.model_dtypes, strict=True))
@@ -101,7 +107,7 @@ class Packing:
             out.append(tf.convert_to_tensor(piece) if as_tensor else piece)
         if self.is_dict:
             return dict(zip(self.keys, out, strict=True))
-        return out
+        return out[0] if self.is_single else out
 
 
 def unpack_rows(
@@ -116,7 +122,8 @@ def unpack_rows(
         parts: ``(key, shape, dtype)`` per input (:meth:`Packing.parts`).
 
     Returns:
-        A list of tensors (int keys) or a dict (str keys), as the model takes them.
+        A list of tensors (int keys), a dict (str keys) or one tensor (the key ``None``: a
+        model whose only input is integer), as the model takes them.
     """
     integer = [tf.as_dtype(dtype).is_integer for _, _, dtype in parts]
     sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape, _ in parts]
@@ -130,7 +137,7 @@ def unpack_rows(
         out.append(tf.cast(tf.reshape(piece, [-1, *shape]), tf.as_dtype(dtype)))
     if isinstance(parts[0][0], str):
         return {key: v for (key, _, _), v in zip(parts, out, strict=True)}
-    return out
+    return out[0] if parts[0][0] is None else out
 
 
 def is_structured(inputs: Any, model: Any) -> bool:
@@ -219,18 +226,19 @@ def _keys_values(inputs: Any) -> tuple[tuple, list]:
 def _flat_rows(key: Any, arr: np.ndarray, b: int, is_int: bool) -> np.ndarray:
     """One input as rows ``[b, size]``, checked (uint64 fits int64; floats are finite)."""
     flat = arr.reshape(b, -1)
+    where = "inputs" if key is None else f"inputs[{key!r}]"
     if is_int and arr.dtype == np.uint64 and flat.size and flat.max() >= 2**63:
         raise ValueError(
-            f"Argument `inputs[{key!r}]` holds uint64 values up to {flat.max()}; integer "
+            f"Argument `{where}` holds uint64 values up to {flat.max()}; integer "
             "inputs travel as int64, so they must be below 2**63."
         )
     if not is_int:
-        checks.check_finite(f"inputs[{key!r}]", flat)
+        checks.check_finite(where, flat)
     return flat
 
 
 def pack(
-    inputs: Any, compute: Any = None, *, need_float: bool = True
+    inputs: Any, compute: Any = None, *, need_float: bool = True, single: bool = False
 ) -> tuple[np.ndarray, np.ndarray, Packing, bool]:
     """Packs a list or dict of inputs ``[B, ...]`` into float rows ``[B, D]`` and int64 rows
     ``[B, I]``.
@@ -242,6 +250,8 @@ def pack(
         need_float: Refuse inputs that are all integer (nothing to put noise on). False when
             the noise goes on a layer's output (``noise_at``): the float rows are then
             ``[B, 0]``.
+        single: ``inputs`` is the model's one input itself (integer token ids, the noise at a
+            layer): packed under the key ``None``, and unpacked as one tensor.
 
     Returns:
         ``(rows, ints, packing, is_tensor)``: float rows in the compute dtype, int64 rows of
@@ -251,10 +261,10 @@ def pack(
         TypeError: For non-numeric inputs.
         ValueError: For an empty structure, different batch sizes or non-finite values.
     """
-    keys, values = _keys_values(inputs)
+    keys, values = ((None,), [inputs]) if single else _keys_values(inputs)
     arrays, tensors = [], []
     for key, value in zip(keys, values, strict=True):
-        arr, is_tensor = _array(value, f"[{key!r}]")
+        arr, is_tensor = _array(value, "" if single else f"[{key!r}]")
         arrays.append(arr)
         tensors.append(is_tensor)
     batch = {a.shape[0] for a in arrays}
