@@ -119,7 +119,7 @@ def test_explain_at_errors(ids):
         tfm.SmoothGrad(model, explain_at="emb", reduce="max")
     with pytest.raises(ValueError, match="return_stderr=True is not available"):
         tfm.SmoothGrad(model, explain_at="emb", reduce="sum").explain(ids, 0, return_stderr=True)
-    with pytest.raises(TypeError, match="functional Keras model"):
+    with pytest.raises(TypeError, match="needs a Keras model"):
         tfm.SmoothGrad(lambda x: x, explain_at="emb")
     # a skip connection around the layer: no split, so the layer's call is intercepted; the
     # score mid + x has gradient e_t with respect to mid's output, whatever the noise

@@ -98,6 +98,14 @@ class Cores:
                     f"model: {summarize(exc)}. It must be method(score_fn, x) -> attribution "
                     "[n, ...], written with TensorFlow ops."
                 ) from None
+            if s.attribution in attribution_lib.LAYER_ONLY and "Embedding" in type(
+                view.attribute_layer).__name__:
+                raise ValueError(
+                    f"attribution={s.attribution!r} needs a convolutional layer's channels; "
+                    f"layer {view.attribute_layer.name!r} is an embedding, whose features are "
+                    "not channels. For tokens use attribution='integrated_gradients' (or "
+                    "'gradient') with reduce='norm' or 'sum'."
+                )
             if s.attribution in attribution_lib.LAYER_ONLY and (layer is None or len(layer) < 2):
                 raise ValueError(
                     f"attribution={s.attribution!r} needs a layer whose output has positions "

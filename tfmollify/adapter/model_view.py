@@ -37,6 +37,10 @@ __all__ = ["ModelView", "layer_paths", "summarize"]
 _INTERCEPT_LOCK = threading.RLock()  # one interception at a time, whichever explainer
 
 
+class _Captured(Exception):  # noqa: N818 - a signal, not an error
+    """Stops a forward pass once the layer whose output is wanted has given it."""
+
+
 class _SharedLayerError(ValueError):
     """A layer with noise or attribution on its output was called more than once."""
 
@@ -333,12 +337,14 @@ class ModelView:
             _INTERCEPT_LOCK.release()
 
     def activation(self, x: Any, layer: Any, hooks: dict | None = None) -> tf.Tensor:
-        """``layer``'s output when the net runs on ``x`` (stored weights, eagerly or traced)."""
+        """``layer``'s output when the net runs on ``x`` (stored weights, eagerly or traced).
+
+        The pass stops at the layer: the rest of the model is not run."""
         box: list[tf.Tensor] = []
 
         def capture(h: tf.Tensor) -> tf.Tensor:
             box.append(h)
-            return h
+            raise _Captured
 
         hooks = dict(hooks or {})
         inner = hooks.get(id(layer))
@@ -347,9 +353,13 @@ class ModelView:
         try:
             with self.intercept(hooks):
                 self.forward(x)
+        except _Captured:
+            pass
         except _SharedLayerError:
             raise
         except Exception as exc:
+            if box:  # the model's own code caught the stop and failed later
+                return box[0]
             raise ValueError(
                 f"The model rejected `inputs` on the way to layer {layer.name!r}: "
                 f"{summarize(exc)}. Pass the model's inputs with a leading batch dimension."

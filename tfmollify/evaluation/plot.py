@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["grid", "heatmap", "overlay", "to_map", "upsample"]
+__all__ = ["generation", "grid", "heatmap", "overlay", "to_map", "upsample"]
 
 
 def _plt():
@@ -291,4 +291,62 @@ def grid(
     fig.tight_layout()
     if path:
         fig.savefig(path, dpi=120)
+    return fig
+
+
+def generation(result: Any, example: int = 0, *, ax: Any = None) -> Any:
+    """Draws a generation's attributions (:func:`tfmollify.explain_generation`): generated
+    tokens (rows) x the tokens before them (columns), with the token strings.
+
+    Args:
+        result: A :class:`tfmollify.GenerationExplanation`.
+        example: Which example of the batch.
+        ax: A matplotlib Axes (a new figure when None).
+
+    Returns:
+        The matplotlib Figure (``fig.savefig("generation.png")``).
+
+    Raises:
+        ValueError: For an ``example`` outside the batch.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import tfmollify as tfm
+    >>> from tfmollify.evaluation import plot
+    >>> ids = keras.Input((None,), dtype="int32")
+    >>> emb = keras.layers.Embedding(20, 4, name="emb")(ids)
+    >>> lm = keras.Model(ids, keras.layers.Dense(20)(emb))
+    >>> e = tfm.SmoothGrad(lm, explain_at="emb", num_samples=4, seed=0)
+    >>> r = tfm.explain_generation(e, [[1, 2, 3]], continuation_ids=[[4, 5]])
+    >>> fig = plot.generation(r)
+    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ['4', '5']
+    """
+    plt = _plt()
+    b = result.token_ids.shape[0]
+    if not 0 <= example < b:
+        raise ValueError(f"Argument `example` must be in [0, {b}). Received: {example!r}")
+    keep = np.flatnonzero(result.context_mask[example])
+    gen = np.flatnonzero(result.generated_mask[example])
+    labels = result.labels()[example]
+    m = np.asarray(result.attributions[example])[np.ix_(keep, gen)].T  # [G, context]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(keep) + 2), 0.35 * len(gen) + 1.8))
+    else:
+        fig = ax.figure
+    signed = bool((m < 0).any())
+    lim = float(np.abs(m).max()) or 1.0
+    im = ax.imshow(m, cmap="bwr" if signed else "magma", vmin=-lim if signed else 0.0,
+                   vmax=lim, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(keep)), [labels[k] for k in keep], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(gen)), [labels[result.prompt_length + j] for j in gen], fontsize=7)
+    ax.axvline(int((keep < result.prompt_length).sum()) - 0.5, color="0.5", lw=0.8)
+    ax.set_xlabel("context (prompt | generated)")
+    ax.set_ylabel("generated token")
+    s = result.settings
+    ax.set_title(f"{s.get('mode', '')} {s.get('kernel', '')}, {s.get('attribution', '')}, "
+                 f"reduce={s.get('reduce', '')}, score={s.get('score', '')}", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
     return fig

@@ -109,9 +109,10 @@ class Explainer:
             Variables of other layers are never perturbed (the paper saw weight noise in the
             top layers give invalid gradients; leave them out here).
         perturb_bias: Also perturb the ``bias`` variables of the selected layers.
-        explain_at: A layer (or its name) of a functional Keras model: noise goes on that
+        explain_at: A layer (or its name or path) of a Keras model: noise goes on that
             layer's output ``h`` and the attribution is with respect to ``h`` (for text, the
-            embedding output ``[B, T, D]``; the inputs may then be integer token ids). The
+            embedding output ``[B, T, D]``; the inputs may then be integer token ids alone,
+            as for :func:`tfmollify.explain_generation`). The
             model is split at the layer: ``h`` is computed with the stored weights, and
             NG/FG perturb the layers after it. A layer that is nested, or that other paths
             bypass, cannot be split: it is then the same as ``noise_at=layer,
@@ -120,8 +121,11 @@ class Explainer:
             output gets the input noise instead of the inputs: its call is intercepted inside
             the traced forward pass, so the layer may sit inside a nested model (a KerasHub
             backbone) or a subclassed model, and its output may merge with other paths.
-            ``epsilon`` is then in the units of that output (eq. 30 on it when None). The
-            layer must be called once per forward pass (a shared layer is refused).
+            ``epsilon`` is then in the units of that output (eq. 30 on it when None). A layer
+            called more than once per forward pass is refused, except a tied embedding (an
+            embedding used for the lookup and again, reversed, for the logits, as in
+            KerasHub's causal LMs): the noise and the attribution go on its lookup call, the
+            one whose input is integer. ``"name:k"`` names the ``k``-th call (from 0) instead.
         attribute_at: A layer (as for ``noise_at``): the attribution is with respect to its
             output (``"gradient"`` there is Captum's LayerGradient; ``"grad_cam"`` needs it),
             and has that output's shape (Grad-CAM: its positions). With ``noise_at=None`` the

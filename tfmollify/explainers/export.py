@@ -39,6 +39,7 @@ stored on a plain ``tf.Module`` does not load there: tensorflow#72963, keras#200
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import re
 import shlex
@@ -524,7 +525,7 @@ def export(
     target = os.path.join(os.fspath(path), str(version))
     _check_path(path, target, overwrite)
     extras = _Extras(explainer, os.fspath(path), version, model_name, max_batch_size, warmup)
-    if several:
+    if several or _token_ids_at_layer(explainer, several_inputs, head):
         return _export_packed(explainer, target, extras)
     if head is not None and several_inputs:
         return _export_at_layer(explainer, target, extras)
@@ -616,10 +617,28 @@ def _check_path(path: Any, target: str, overwrite: bool) -> None:
         )
 
 
+def _token_ids_at_layer(explainer: Any, several_inputs: bool, head: Any) -> bool:
+    """Whether the model's one input is integer (token ids) with the noise and the attribution
+    at a layer it reaches: exported as a one-part packing (the ids travel untouched)."""
+    network = explainer.seam.network
+    at_layer = network.noise_layer is not None or network.attribute_layer is not None
+    inputs = getattr(explainer.model, "inputs", None) or []
+    return (not several_inputs and head is None and at_layer and len(inputs) == 1
+            and tf.as_dtype(inputs[0].dtype).is_integer)
+
+
 def _export_packed(explainer: Any, target: str, extras: _Extras) -> str:
-    """The export of a model with several inputs: one signature input per model input."""
+    """The export of a model with several inputs: one signature input per model input (or of
+    token ids alone: the one signature input ``inputs``)."""
     packing = inputs_lib.for_model(explainer.model)
-    names = _input_names(explainer.model, packing)
+    if len(packing.keys) == 1:  # token ids alone: the model takes the tensor itself
+        packing = dataclasses.replace(packing, keys=(None,))
+        request_lib.check_token_inputs(
+            explainer.spec, explainer.seam.network.noise_layer is not None,
+            explainer.seam.network.attribute_layer is not None, [])
+        names = ["inputs"]
+    else:
+        names = _input_names(explainer.model, packing)
     network = explainer.seam.network
     request_lib.check_packing(explainer.spec, packing, network.attribute_layer is not None)
     row = np.zeros((1, sum(packing.float_sizes)), np.float32)

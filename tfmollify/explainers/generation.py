@@ -55,6 +55,7 @@ SCORES = ("log_prob", "logit")
 CAUSAL_LEAK = 1e-3
 
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,13 +271,15 @@ def _scorer_class() -> type:
             ids = inputs["token_ids"]
             lm_in = ({"token_ids": ids, "padding_mask": inputs["padding_mask"]}
                      if self.takes_mask else ids)
-            logits = tf.cast(self.lm(lm_in, training=False), tf.float32)[:, :-1, :]
+            logits = self.lm(lm_in, training=False)
+            at = tf.cast(inputs["score_at"][:, 1:], tf.int32)  # aligned with logits[:, :-1]
+            where = tf.where(at >= 0)  # [K, 2]: (row, position) of each scored token
+            scored = tf.cast(tf.gather_nd(logits, where), tf.float32)  # [K, V]
+            picked = tf.gather(scored, tf.gather_nd(at, where), batch_dims=1)
             if self.score == "log_prob":
-                logits = tf.nn.log_softmax(logits, axis=-1)
-            at = tf.cast(inputs["score_at"][:, 1:], tf.int32)
-            picked = tf.gather(logits, tf.maximum(at, 0), axis=2, batch_dims=2)
-            kept = tf.where(at >= 0, picked, tf.zeros_like(picked))
-            return tf.reduce_sum(kept, axis=1, keepdims=True)
+                picked -= tf.reduce_logsumexp(scored, axis=-1)
+            total = tf.math.unsorted_segment_sum(picked, where[:, 0], tf.shape(ids)[0])
+            return total[:, None]
 
     return GenerationScores
 
@@ -408,8 +411,23 @@ def _model_inputs(ids: np.ndarray, mask: np.ndarray, takes_mask: bool) -> Any:
     return ids
 
 
+def _forward(lm: Any, takes_mask: bool) -> Any:
+    """The language model's logits as one compiled function ``(ids, mask) -> logits`` (kept
+    per model: greedy steps and the probabilities reuse it)."""
+    cache = _FORWARD.setdefault(lm, {})
+    if takes_mask not in cache:
+        cache[takes_mask] = tf.function(
+            lambda i, m: lm(_model_inputs_graph(i, m, takes_mask), training=False),
+            autograph=False, reduce_retracing=True,
+        )
+    return cache[takes_mask]
+
+
 def _logits(lm: Any, ids: np.ndarray, mask: np.ndarray, takes_mask: bool) -> np.ndarray:
-    out = lm(_model_inputs(ids, mask, takes_mask), training=False)
+    try:
+        out = _forward(lm, takes_mask)(tf.constant(ids, tf.int32), tf.constant(mask, tf.int32))
+    except Exception:  # the model's own error, with its own message
+        out = lm(_model_inputs(ids, mask, takes_mask), training=False)
     shape = tuple(getattr(out, "shape", ()))
     if len(shape) != 3 or shape[:2] != ids.shape:
         raise ValueError(
@@ -433,8 +451,7 @@ def _generate(lm: Any, ids: np.ndarray, mask: np.ndarray, max_new: Any, end: Any
     b, p = ids.shape
     buf = np.concatenate([ids, np.zeros((b, max_new), np.int64)], axis=1)
     buf_mask = np.concatenate([mask, np.zeros((b, max_new), bool)], axis=1)
-    step = tf.function(lambda i, m: lm(_model_inputs_graph(i, m, takes_mask), training=False),
-                       autograph=False)
+    step = _forward(lm, takes_mask)
     done = np.zeros(b, bool)
     for t in range(max_new):
         logits = np.asarray(step(tf.constant(buf, tf.int32), tf.constant(buf_mask, tf.int32)))
@@ -461,7 +478,8 @@ def _stop_at_end(ids: np.ndarray, mask: np.ndarray, end: Any) -> tuple[np.ndarra
         mask &= ~after
     if not mask.any():
         raise ValueError("There is no generated token to explain: the continuation is empty.")
-    return np.where(mask, ids, 0), mask
+    g = int(mask.sum(axis=1).max())  # G: the longest continuation
+    return np.where(mask, ids, 0)[:, :g], mask[:, :g]
 
 
 def _probabilities(logits: np.ndarray, ids: np.ndarray, p: int, gen_mask: np.ndarray):
