@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import tfmollify as tfm
 
@@ -89,8 +90,9 @@ def build_lm() -> keras.Model:
     return keras.Model(ids, L.Dense(VOCAB, name="head")(L.LayerNormalization(name="lnf")(x)))
 
 
-def train(train_n: int, epochs: int) -> tuple[keras.Model, dict]:
-    keras.utils.set_random_seed(0)
+def train(train_n: int, epochs: int, seed: int) -> tuple[keras.Model, dict]:
+    """The model of training seed ``seed`` (initialisation and shuffling; the data are fixed)."""
+    keras.utils.set_random_seed(seed)
     seq, _ = make(train_n, np.random.default_rng(0))
     x, y = seq[:, :-1], seq[:, 1:]
     weight = np.zeros(y.shape, np.float32)
@@ -104,8 +106,31 @@ def train(train_n: int, epochs: int) -> tuple[keras.Model, dict]:
     test, _ = make(2000, np.random.default_rng(2))
     pred = np.asarray(lm.predict(test[:, :-1], batch_size=500, verbose=0)).argmax(-1)
     acc = float((pred[:, 2 * PAIRS + 1::2] == test[:, 2 * PAIRS + 2::2]).mean())
-    return lm, {"train_sequences": train_n, "epochs": epochs, "train_seconds": seconds,
-                "heldout_answer_accuracy": acc}
+    return lm, {"model_seed": seed, "train_sequences": train_n, "epochs": epochs,
+                "train_seconds": seconds, "heldout_answer_accuracy": acc}
+
+
+def after_embedding(lm: keras.Model, h):
+    """The model from the token embedding's output ``h [n, T, D]`` on (its own layers)."""
+    x = lm.get_layer("pos")(h)
+    for i in range(LAYERS):
+        y = lm.get_layer(f"ln{i}")(x)
+        x = x + lm.get_layer(f"att{i}")(y, y, use_causal_mask=True)
+    return lm.get_layer("head")(lm.get_layer("lnf")(x))
+
+
+def under_noise(lm, prompts, answers, epsilon: float, draws: int) -> dict:
+    """What the model still says with the explainer's noise on the embedding: the accuracy and
+    the mean probability of the explained token over ``draws`` Gaussian draws per prompt."""
+    emb = np.asarray(lm.get_layer("emb")(prompts), np.float32)
+    z = np.random.default_rng(3).standard_normal((draws, *emb.shape)).astype(np.float32)
+    noisy = (emb[None] + epsilon * z).reshape(-1, *emb.shape[1:])
+    logits = np.asarray(after_embedding(lm, noisy), np.float64)[:, -1]
+    target = np.tile(answers[:, 0], draws)
+    prob = np.exp(logits - logits.max(-1, keepdims=True))
+    prob = prob[np.arange(len(target)), target] / prob.sum(-1)
+    return {"accuracy": float(np.mean(logits.argmax(-1) == target)),
+            "mean_probability": float(prob.mean())}
 
 
 def hits(attr: np.ndarray, value_pos, key_pos, query_pos, upto: int) -> dict:
@@ -131,106 +156,116 @@ def timed(explainer, prompts, **kw):
     return r, time.perf_counter() - start
 
 
+class Bench:
+    """The held-out prompts, their known sources, and one row per explained setting."""
+
+    def __init__(self, lm, prompts, answers, which, samples: int) -> None:
+        self.lm, self.prompts, self.answers, self.n = lm, prompts, answers, samples
+        self.value_pos, self.key_pos = 2 * which[:, 0] + 1, 2 * which[:, 0]
+        self.query_pos = np.full(len(prompts), P - 1)
+        emb = np.asarray(lm.get_layer("emb")(prompts), np.float64)  # [n, P, D]
+        self.rms = float(np.sqrt(np.mean(emb**2)))  # per token sqrt(mean_D e^2), pooled
+        flat = emb.reshape(len(emb), -1)
+        eq30 = (flat.max(1) - flat.mean(1)) / 1.6448536269514722  # gaussian, alpha = 0.9
+        self.scale = {"embedding_rms": self.rms, "eq30_epsilon_mean": float(eq30.mean()),
+                      "eq30_epsilon_over_rms": float(eq30.mean() / self.rms)}
+        self.rows: list[dict] = []
+
+    def explainer(self, reduce, attribution, factor, mode="sg", **kw):
+        """``factor`` x RMS as epsilon; None: eq. 30; 0: no smoothing (N = 1, 1e-6)."""
+        kw.update(explain_at="emb", seed=0, reduce=reduce, attribution=attribution)
+        if mode == "ng":
+            return tfm.NoiseGrad(self.lm, num_weight_samples=self.n, **kw)
+        if factor == 0:
+            return tfm.SmoothGrad(self.lm, num_samples=1, epsilon=1e-6, **kw)
+        eps = None if factor is None else factor * self.rms
+        if mode == "fg":
+            return tfm.FusionGrad(self.lm, num_weight_samples=4, num_samples=self.n // 4,
+                                  epsilon=eps, **kw)
+        return tfm.SmoothGrad(self.lm, num_samples=self.n, epsilon=eps, **kw)
+
+    def run(self, reduce, attribution, factor, score="log_prob", mode="sg") -> dict:
+        e = self.explainer(reduce, attribution, factor, mode)
+        eps = ("-" if mode == "ng" else "1e-6" if factor == 0 else "eq. 30" if factor is None
+               else f"{factor:g} x RMS")
+        setting = {"sg": "no smoothing" if factor == 0 else f"SG N={self.n}",
+                   "ng": f"NG M={self.n}", "fg": f"FG M=4 N={self.n // 4}"}[mode]
+        row = {"setting": setting, "mode": mode, "reduce": reduce, "attribution": attribution,
+               "epsilon": eps, "score": score,
+               "epsilon_over_rms": (self.scale["eq30_epsilon_over_rms"] if factor is None
+                                    else factor)}
+        try:
+            r, secs = timed(e, self.prompts, continuation_ids=self.answers, score=score)
+        except ValueError as exc:
+            why = ("float rounding: the sum cancels" if "float rounding" in str(exc)
+                   else str(exc)[:80])
+            row.update(refused=f"ValueError ({why})", error=str(exc))
+        else:
+            row.update(hits(r.attributions[:, :, 0], self.value_pos, self.key_pos,
+                            self.query_pos, P), seconds=secs)
+        self.rows.append(row)
+        return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=200)
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--train", type=int, default=20000, help="training sequences")
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--model-seeds", default="0,1",
+                   help="training seeds: the first gets every setting, the others the main ones")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    seeds = [int(v) for v in args.model_seeds.split(",")]
+    tf.config.experimental.enable_op_determinism()  # the same trained model on every run
 
     total = time.perf_counter()
-    lm, training = train(args.train, args.epochs)
     seq, which = make(args.examples, np.random.default_rng(1), queries=1)
     prompts, answers = seq[:, :P].astype(np.int64), seq[:, P:P + 1].astype(np.int64)
-    value_pos, key_pos = 2 * which[:, 0] + 1, 2 * which[:, 0]
-    query_pos = np.full(args.examples, P - 1)
-    logits = np.asarray(lm(prompts), np.float64)[:, -1]
-    greedy = logits.argmax(-1)
-    training["eval_greedy_accuracy"] = float(np.mean(greedy == answers[:, 0]))
-    prob = np.exp(logits - logits.max(-1, keepdims=True))
-    prob = np.take_along_axis(prob / prob.sum(-1, keepdims=True), answers, 1)[:, 0]
-    training["eval_answer_probability_median"] = float(np.median(prob))
-    training["eval_answer_probability_min"] = float(prob.min())
+    models = []
+    for k, model_seed in enumerate(seeds):
+        lm, training = train(args.train, args.epochs, model_seed)
+        logits = np.asarray(lm(prompts), np.float64)[:, -1]
+        training["eval_greedy_accuracy"] = float(np.mean(logits.argmax(-1) == answers[:, 0]))
+        prob = np.exp(logits - logits.max(-1, keepdims=True))
+        prob = np.take_along_axis(prob / prob.sum(-1, keepdims=True), answers, 1)[:, 0]
+        training["eval_answer_probability_median"] = float(np.median(prob))
+        training["eval_answer_probability_min"] = float(prob.min())
+        bench = Bench(lm, prompts, answers, which, args.samples)
+        factors = [0.0, *EPS_FACTORS, None]
+        noise = {("eq. 30" if f is None else f"{f:g} x RMS"): under_noise(
+            lm, prompts, answers, 1e-6 if f == 0 else bench.scale["eq30_epsilon_mean"]
+            if f is None else f * bench.rms, args.samples) for f in factors}
+        for reduce in REDUCES:
+            for attribution in ATTRIBUTIONS:
+                if (reduce, attribution) == ("sum", "gradient"):
+                    bench.run(reduce, attribution, 0.0)  # refused at every epsilon
+                    bench.run(reduce, attribution, None)
+                    continue
+                for f in (factors if k == 0 else [0.0, 0.1, 0.3, None]):
+                    bench.run(reduce, attribution, f)
+                if k == 0:
+                    bench.run(reduce, attribution, 0.0, score="logit")
+                    bench.run(reduce, attribution, None, score="logit")
+        ok = [r for r in bench.rows if "refused" not in r and r["score"] == "log_prob"]
+        best = max(ok, key=lambda r: (r["pair@1"], r["value@1"], -r["epsilon_over_rms"]))
+        best_factor = {"1e-6": 0.0, "eq. 30": None}.get(best["epsilon"],
+                                                        best["epsilon_over_rms"])
+        model = {"training": training, "scale": bench.scale, "under_noise": noise,
+                 "rows": bench.rows,
+                 "best": {k2: best[k2] for k2 in ("reduce", "attribution", "epsilon")}}
+        if k == 0:
+            bench.run(best["reduce"], best["attribution"], None, mode="ng")
+            bench.run(best["reduce"], best["attribution"], best_factor, mode="fg")
+            model["three_tokens"] = three_tokens(
+                bench.explainer(best["reduce"], best["attribution"], best_factor), prompts,
+                answers, which)
+            model["three_tokens"]["epsilon"] = best["epsilon"]
+        models.append(model)
 
-    emb = np.asarray(lm.get_layer("emb")(prompts), np.float64)  # [n, P, D]
-    rms = float(np.sqrt(np.mean(emb**2)))  # per token: sqrt(mean over D of e^2), pooled
-    flat = emb.reshape(len(emb), -1)
-    eq30 = (flat.max(1) - flat.mean(1)) / 1.6448536269514722  # gaussian, alpha = 0.9
-    scale = {"embedding_rms": rms, "eq30_epsilon_mean": float(eq30.mean()),
-             "eq30_epsilon_over_rms": float(eq30.mean() / rms)}
-
-    rows = []
-
-    def run(label, explainer, eps_text, factor=None, score="log_prob", **kw):
-        row = {"setting": label, "mode": str(explainer.mode), "reduce": explainer.reduce,
-               "attribution": explainer.attribution, "epsilon": eps_text,
-               "epsilon_over_rms": factor, "score": score}
-        kw["score"] = score
-        try:
-            r, secs = timed(explainer, prompts, continuation_ids=answers, **kw)
-        except ValueError as exc:
-            why = ("float rounding: the sum cancels" if "float rounding" in str(exc)
-                   else str(exc)[:80])
-            row.update(refused=f"ValueError ({why})", error=str(exc))
-            rows.append(row)
-            return None
-        row.update(hits(r.attributions[:, :, 0], value_pos, key_pos, query_pos, P),
-                   seconds=secs)
-        rows.append(row)
-        return r
-
-    n = args.samples
-    common = dict(explain_at="emb", seed=0)
-    for reduce in REDUCES:
-        for attribution in ATTRIBUTIONS:
-            kw = dict(reduce=reduce, attribution=attribution, **common)
-            run("no smoothing", tfm.SmoothGrad(lm, num_samples=1, epsilon=1e-6, **kw), "1e-6")
-            run(f"SG N={n}", tfm.SmoothGrad(lm, num_samples=n, **kw), "eq. 30",
-                scale["eq30_epsilon_over_rms"])
-            if (reduce, attribution) == ("sum", "gradient"):
-                continue  # refused above, at every epsilon
-            for factor in EPS_FACTORS:
-                e = tfm.SmoothGrad(lm, num_samples=n, epsilon=factor * rms, **kw)
-                run(f"SG N={n}", e, f"{factor:g} x RMS", factor)
-            run("no smoothing, logit", tfm.SmoothGrad(lm, num_samples=1, epsilon=1e-6, **kw),
-                "1e-6", score="logit")
-            run(f"SG N={n}, logit", tfm.SmoothGrad(lm, num_samples=n, **kw), "eq. 30",
-                scale["eq30_epsilon_over_rms"], score="logit")
-
-    ok = [r for r in rows if "refused" not in r and r["score"] == "log_prob"]
-    best = max(ok, key=lambda r: (r["pair@1"], r["value@1"], -(r["epsilon_over_rms"] or 0)))
-    kw = dict(reduce=best["reduce"], attribution=best["attribution"], **common)
-    eps_best = 1e-6 if best["epsilon_over_rms"] is None else best["epsilon_over_rms"] * rms
-    run(f"NG M={n}", tfm.NoiseGrad(lm, num_weight_samples=n, **kw), "-")
-    run(f"FG M=4 N={n // 4}", tfm.FusionGrad(lm, num_weight_samples=4, num_samples=n // 4,
-                                            epsilon=eps_best, **kw), best["epsilon"],
-        best["epsilon_over_rms"])
-
-    # three generated tokens: SEP ka -> va kb vb; column 2's source is the pair of kb (at P + 1)
-    e = tfm.SmoothGrad(lm, num_samples=n, epsilon=eps_best, **kw)
-    r3, secs3 = timed(e, prompts, max_new_tokens=3)
-    gen = r3.generated_ids
-    keys_in = prompts[:, 0:2 * PAIRS:2]
-    asked = (keys_in == gen[:, 1:2]).argmax(1)
-    valid = (keys_in == gen[:, 1:2]).any(1)
-    vals_in = prompts[:, 1:2 * PAIRS:2]
-    right = valid & (np.take_along_axis(vals_in, asked[:, None], 1)[:, 0] == gen[:, 2])
-    three = {"seconds": secs3, "epsilon": best["epsilon"],
-             "first_correct": float(np.mean(gen[:, 0] == answers[:, 0])),
-             "second_is_a_prompt_key": float(valid.mean()),
-             "third_is_its_value": float(right.mean())}
-    col0 = hits(r3.attributions[:, :, 0], value_pos, key_pos, query_pos, P)
-    three["column0_pair@1"] = col0["pair@1"]
-    k = right.nonzero()[0]
-    col2 = hits(r3.attributions[k, :, 2], 2 * asked[k] + 1, 2 * asked[k],
-                np.full(len(k), P + 1), P + 2)
-    three.update({f"column2_{name}": v for name, v in col2.items() if not name.startswith("abs")})
-
-    out = {"bench": "generation_toy", "args": vars(args), "training": training, "scale": scale,
-           "rows": rows, "best": {k: best[k] for k in ("reduce", "attribution", "epsilon")},
-           "three_tokens": three, "total_seconds": time.perf_counter() - total,
+    out = {"bench": "generation_toy", "args": vars(args), "models": models,
+           "total_seconds": time.perf_counter() - total,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
            "versions": {"keras": keras.__version__, "tfmollify": tfm.__version__}}
     print(report(out))
@@ -239,26 +274,56 @@ def main() -> None:
             json.dump(out, f, indent=1)
 
 
+def three_tokens(explainer, prompts, answers, which) -> dict:
+    """``SEP ka`` -> ``va kb vb`` greedily; column 2's source is the pair of the generated key
+    ``kb`` (at ``P + 1``), which the model chose among the prompt's keys."""
+    r, secs = timed(explainer, prompts, max_new_tokens=3)
+    gen = r.generated_ids
+    keys_in, vals_in = prompts[:, 0:2 * PAIRS:2], prompts[:, 1:2 * PAIRS:2]
+    asked = (keys_in == gen[:, 1:2]).argmax(1)
+    valid = (keys_in == gen[:, 1:2]).any(1)
+    right = valid & (np.take_along_axis(vals_in, asked[:, None], 1)[:, 0] == gen[:, 2])
+    out = {"seconds": secs, "first_correct": float(np.mean(gen[:, 0] == answers[:, 0])),
+           "second_is_a_prompt_key": float(valid.mean()),
+           "third_is_its_value": float(right.mean())}
+    n = len(prompts)
+    col0 = hits(r.attributions[:, :, 0], 2 * which[:, 0] + 1, 2 * which[:, 0],
+                np.full(n, P - 1), P)
+    out["column0_pair@1"] = col0["pair@1"]
+    k = right.nonzero()[0]
+    col2 = hits(r.attributions[k, :, 2], 2 * asked[k] + 1, 2 * asked[k],
+                np.full(len(k), P + 1), P + 2)
+    out.update({f"column2_{name}": v for name, v in col2.items() if not name.startswith("abs")})
+    return out
+
+
 def report(out: dict) -> str:
-    t, sc, n = out["training"], out["scale"], out["args"]["samples"]
-    cell = lambda r: f"{r['pair@1']:.0%} ({r['value@1']:.0%})"  # noqa: E731
-    lines = [
-        f"Trained {t['epochs']} epochs on {t['train_sequences']} sequences in "
-        f"{t['train_seconds']:.0f} s: held-out answer accuracy {t['heldout_answer_accuracy']:.1%}"
-        f", greedy accuracy on the {out['args']['examples']} explained prompts "
-        f"{t['eval_greedy_accuracy']:.1%} (probability of the answer: median "
-        f"{t['eval_answer_probability_median']:.4f}, min {t['eval_answer_probability_min']:.3f}).",
-        f"Token embedding RMS {sc['embedding_rms']:.3g}; eq. 30's epsilon "
-        f"{sc['eq30_epsilon_mean']:.3g} on average ({sc['eq30_epsilon_over_rms']:.2f} x RMS).",
+    n, examples = out["args"]["samples"], out["args"]["examples"]
+    lines = []
+    for m in out["models"]:
+        t, sc = m["training"], m["scale"]
+        lines += [
+            f"Model seed {t['model_seed']}: trained {t['epochs']} epochs on "
+            f"{t['train_sequences']} sequences in {t['train_seconds']:.0f} s; held-out answer "
+            f"accuracy {t['heldout_answer_accuracy']:.1%}, greedy accuracy on the {examples} "
+            f"explained prompts {t['eval_greedy_accuracy']:.1%} (probability of the answer: "
+            f"median {t['eval_answer_probability_median']:.4f}, min "
+            f"{t['eval_answer_probability_min']:.3f}). Token embedding RMS "
+            f"{sc['embedding_rms']:.3g}; eq. 30's epsilon {sc['eq30_epsilon_mean']:.3g} on "
+            f"average ({sc['eq30_epsilon_over_rms']:.2f} x RMS).",
+        ]
+    first = out["models"][0]
+    lines += [
         "",
-        "Top-1 hit rates, all settings (SmoothGrad N = samples; no smoothing: N = 1, epsilon "
-        "1e-6):",
+        f"Model seed {first['training']['model_seed']}, top-1 hit rates over {examples} prompts "
+        f"(SG: SmoothGrad N = {n}; no smoothing: N = 1, epsilon 1e-6; seconds: one call for "
+        "all prompts after a warm-up):",
         "",
         "| setting | reduce | attribution | epsilon | score | value@1 | pair@1 | query@1 "
         "| pair@1 w/o q | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in out["rows"]:
+    for r in first["rows"]:
         head = (f"| {r['setting']} | {r['reduce']} | {r['attribution']} | {r['epsilon']} "
                 f"| {r['score']} |")
         if "refused" in r:
@@ -266,27 +331,15 @@ def report(out: dict) -> str:
         else:
             lines.append(f"{head} {r['value@1']:.0%} | {r['pair@1']:.0%} | {r['query@1']:.0%} "
                          f"| {r['pair@1_wo_q']:.0%} | {r['seconds']:.1f} |")
-    eq30 = f"eq. 30 ({sc['eq30_epsilon_over_rms']:.1f} x)"
-    cols = ["1e-6 (N = 1)"] + [f"{f:g} x RMS" for f in EPS_FACTORS] + [eq30]
-    lines += ["", f"pair@1 (value@1) against epsilon, SmoothGrad N = {n}:", "",
-              "| reduce | attribution | " + " | ".join(cols) + " |",
-              "|---|---|" + "---|" * len(cols)]
-    sg = [r for r in out["rows"] if r["setting"] in ("no smoothing", f"SG N={n}")
-          and r["score"] == "log_prob"]
-    for reduce in REDUCES:
-        for attribution in ATTRIBUTIONS:
-            mine = [r for r in sg if (r["reduce"], r["attribution"]) == (reduce, attribution)]
-            cells = []
-            for eps in ["1e-6"] + [f"{f:g} x RMS" for f in EPS_FACTORS] + ["eq. 30"]:
-                r = next((r for r in mine if r["epsilon"] == eps), None)
-                cells.append("refused" if r is None or "refused" in r else cell(r))
-            lines.append(f"| {reduce} | {attribution} | " + " | ".join(cells) + " |")
-    th, b = out["three_tokens"], out["best"]
+    for m in out["models"]:
+        lines += ["", *sweep_table(m, n)]
+    th, b = first["three_tokens"], first["best"]
     lines += [
         "",
-        f"Best: reduce={b['reduce']}, attribution={b['attribution']}, epsilon {b['epsilon']}.",
-        f"Three generated tokens with it (`SEP ka` -> `va kb vb`, greedy, {th['seconds']:.1f} s):"
-        f" first token correct {th['first_correct']:.0%}, second a key of the prompt "
+        f"Best (model seed {first['training']['model_seed']}): reduce={b['reduce']}, "
+        f"attribution={b['attribution']}, epsilon {b['epsilon']}. Three generated tokens with it "
+        f"(`SEP ka` -> `va kb vb`, greedy, {th['seconds']:.1f} s): first token correct "
+        f"{th['first_correct']:.0%}, second a key of the prompt "
         f"{th['second_is_a_prompt_key']:.0%}, third that key's value "
         f"{th['third_is_its_value']:.0%}; column 0 pair@1 {th['column0_pair@1']:.0%}; "
         f"column 2 (source: the pair of the generated key at P + 1) value@1 "
@@ -295,6 +348,37 @@ def report(out: dict) -> str:
         f"Total {out['total_seconds']:.0f} s.",
     ]
     return "\n".join(lines)
+
+
+def sweep_table(model: dict, n: int) -> list[str]:
+    """pair@1 (value@1) of each reduce x attribution against epsilon, and what the model still
+    gets right under that noise."""
+    sc = model["scale"]
+    keys = ["1e-6"] + [f"{f:g} x RMS" for f in EPS_FACTORS] + ["eq. 30"]
+    names = (["1e-6 (N = 1)"] + [f"{f:g} x RMS" for f in EPS_FACTORS]
+             + [f"eq. 30 ({sc['eq30_epsilon_over_rms']:.1f} x RMS)"])
+    rows = [r for r in model["rows"] if r["mode"] == "sg" and r["score"] == "log_prob"]
+    lines = [f"Model seed {model['training']['model_seed']}: pair@1 (value@1) against epsilon "
+             f"(SmoothGrad N = {n}, score log_prob):", "",
+             "| reduce | attribution | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for reduce in REDUCES:
+        for attribution in ATTRIBUTIONS:
+            cells = []
+            for eps in keys:
+                r = next((r for r in rows if (r["reduce"], r["attribution"], r["epsilon"])
+                          == (reduce, attribution, eps)), None)
+                cells.append("-" if r is None and not (reduce == "sum" and attribution
+                                                       == "gradient")
+                             else "refused" if r is None or "refused" in r
+                             else f"{r['pair@1']:.0%} ({r['value@1']:.0%})")
+            lines.append(f"| {reduce} | {attribution} | " + " | ".join(cells) + " |")
+    noise = model["under_noise"]
+    lines.append("| model under this noise | accuracy (mean p) | " + " | ".join(
+        f"{noise[k if k != '1e-6' else '0 x RMS']['accuracy']:.0%} "
+        f"({noise[k if k != '1e-6' else '0 x RMS']['mean_probability']:.2f})" for k in keys)
+        + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -411,3 +411,23 @@ def test_token_ids_alone_export_and_match_explain(tmp_path):
     got = served(inputs=tf.constant(ids), targets=tf.constant([0, 1, 0]),
                  seeds=tf.constant(tfm.sampling.example_seeds(0, 3)))
     np.testing.assert_allclose(got["attributions"].numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_several_scores_per_example_share_one_forward_pass():
+    flat, nested = _flat_and_nested(3)
+    ids = _ids()
+    for method in ("gradient", "input_x_gradient"):
+        e = tfm.SmoothGrad(nested, explain_at="encoder/emb", num_samples=4, seed=0,
+                           attribution=method)
+        both = e(ids, lambda s: s[:, :2])  # [B, 2, T, D]: one map per score
+        assert both.shape == (3, 2, T, D)
+        for k in range(2):
+            np.testing.assert_allclose(both[:, k], e(ids, k), rtol=1e-5, atol=1e-7)
+    ig = tfm.SmoothGrad(nested, explain_at="encoder/emb", num_samples=2,
+                        attribution="integrated_gradients")
+    with pytest.raises(ValueError, match="several scores per example"):
+        ig(ids, lambda s: s[:, :2])
+    x = np.ones((2, 3), np.float32)
+    dense = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    with pytest.raises(ValueError, match="several scores per example"):
+        tfm.SmoothGrad(dense, num_samples=2)(x, lambda s: s)

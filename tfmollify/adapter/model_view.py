@@ -37,7 +37,7 @@ __all__ = ["ModelView", "layer_paths", "summarize"]
 _INTERCEPT_LOCK = threading.RLock()  # one interception at a time, whichever explainer
 
 
-class _Captured(Exception):  # noqa: N818 - a signal, not an error
+class _Captured(Exception):
     """Stops a forward pass once the layer whose output is wanted has given it."""
 
 
@@ -128,6 +128,8 @@ class ModelView:
         self.model = model
         self.mode = spec.mode
         self.smoothing = spec.smoothing
+        self.method = spec.method  # a base method of the user's (None: a built-in by name)
+        self.attribution = spec.attribution
         self._check_model(model)
         base = model if spec.output is None else layers.select_output(model, spec.output)
         self.explain_at = spec.explain_at
@@ -417,6 +419,14 @@ class ModelView:
 
     def probe_target(
         self, x: np.ndarray, target_fn: Callable, packing: Any = None, ints: Any = None
-    ) -> None:
-        """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
-        probes.probe_target(self, x, target_fn, packing, ints)
+    ) -> int:
+        """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph (or
+        ``[n, K]`` where :meth:`several_scores_ok`); returns ``K`` (1 for ``[n]``)."""
+        return probes.probe_target(self, x, target_fn, packing, ints)
+
+    def several_scores_ok(self) -> bool:
+        """Whether a callable target may give several scores per example: the attribution is
+        a built-in function of the point and the gradient at a layer (one forward pass, one
+        gradient per score), and not Grad-CAM (which pools over its map)."""
+        return (self.attribute_layer is not None and self.method is None
+                and self.attribution in ("gradient", "input_x_gradient"))

@@ -125,8 +125,12 @@ def check_gradient_path(view: ModelView, grads: list, packing: Any) -> None:
 
 def probe_target(
     view: ModelView, x: np.ndarray, target_fn: Callable, packing: Any = None, ints: Any = None
-) -> None:
-    """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph."""
+) -> int:
+    """A callable target must map scores ``[n, ...]`` to ``[n]`` floats, in a graph (or to
+    ``[n, K]``, ``K`` scores per example, where the attribution allows it).
+
+    Returns:
+        ``K``: the scores per example (1 for ``[n]``)."""
     two = None if ints is None else np.repeat(ints[:1], 2, axis=0)
     out = view.forward(view.model_inputs(np.repeat(x[:1], 2, axis=0), packing, two))
     shapes = tf.nest.map_structure(lambda t: tuple(t.shape), out)
@@ -141,6 +145,17 @@ def probe_target(
         ) from None
     shape = tuple(got.shape) if hasattr(got, "shape") else None
     dtype = getattr(got, "dtype", None)
+    several = shape is not None and len(shape) == 2 and shape[0] == 2 and (shape[1] or 0) > 1
+    if several and dtype is not None and tf.as_dtype(dtype).is_floating:
+        if not view.several_scores_ok():
+            raise ValueError(
+                "Argument `targets` is a callable that returns several scores per example "
+                f"(shape {shape} for 2 rows). That needs attribution='gradient' or "
+                "'input_x_gradient' at a layer (`explain_at`/`attribute_at`): each score gets "
+                "its own gradient from one forward pass. Return one score per example, e.g. "
+                "`lambda s: s[:, 3]`."
+            )
+        return int(shape[1])
     if shape not in ((2,), (2, 1)) or dtype is None or not tf.as_dtype(dtype).is_floating:
         raise ValueError(
             "Argument `targets` is a callable that must map scores [n, ...] to n float "
@@ -148,3 +163,4 @@ def probe_target(
             f"shape {shape} and dtype {getattr(dtype, 'name', dtype)}; e.g. use "
             "`lambda s: s[:, 3]` or `lambda s: tf.reduce_sum(s * w, axis=1)`."
         )
+    return 1

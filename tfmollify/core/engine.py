@@ -159,8 +159,12 @@ class CoreSpec:
 
 
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
+    """The target scores ``[m]``, or ``[m, K]`` for a callable target with ``K > 1`` scores
+    per row (each attributed on its own, sharing the forward pass)."""
     if target_fn is not None:
-        return tf.reshape(target_fn(scores), [-1])
+        out = target_fn(scores)
+        width = out.shape[-1] if out.shape.rank == 2 else None
+        return out if width is not None and width > 1 else tf.reshape(out, [-1])
     scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
     return tf.gather(scores, targets, axis=1, batch_dims=1)
 
@@ -348,7 +352,12 @@ class _Core:
             with tape:
                 score = self.score(xs, rows, blk, weights, hooks)
             h = box[0]
-            g = tape.gradient(score, h, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            zero = tf.UnconnectedGradients.ZERO
+            if score.shape.rank == 2:  # K scores per row: K gradients, one forward pass
+                g = tape.batch_jacobian(score, h, unconnected_gradients=zero)
+                h = h[:, None]  # [m, 1, ...] against the gradients [m, K, ...]
+            else:
+                g = tape.gradient(score, h, unconnected_gradients=zero)
             h, g = tf.cast(h, self.dtype), tf.cast(g, self.dtype)
             return attribution.from_gradient(self.spec.attribution, h, g)
         # a method over the layer's output: its value here, then the scores as a function of it

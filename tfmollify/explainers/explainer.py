@@ -300,6 +300,10 @@ class Explainer:
             targets: Class index per example (an int for all, or ``[B]``), or a callable
                 mapping the model's scores ``[n, ...]`` to ``[n]`` target scores (a TensorFlow
                 function, traced into the graph). May be omitted for a model with one output.
+                With ``attribution="gradient"`` or ``"input_x_gradient"`` at a layer, the
+                callable may return ``[n, K]``: ``K`` scores per example, each attributed on
+                its own from one shared forward pass (the result gets an axis ``K`` after the
+                batch; the same noise for all ``K``).
             return_stderr: Also return the Monte Carlo standard error of every element.
             seeds: Optional per-example seeds ``[B]`` (any 64-bit ints; ``-1`` and
                 ``2**64 - 1`` are the same seed): the input noise of example ``b`` depends only

@@ -46,10 +46,13 @@ import tensorflow as tf
 from tfmollify.adapter import layers as layers_lib
 from tfmollify.core import aggregation, sampling
 
-__all__ = ["SCORES", "GenerationExplanation", "explain_generation"]
+__all__ = ["GENERATED_PER_PASS", "SCORES", "GenerationExplanation", "explain_generation"]
 
 #: What is explained for each generated token.
 SCORES = ("log_prob", "logit")
+#: With a gradient-based method, this many generated tokens of an example share one forward
+#: pass of the noisy copies (one gradient each); bounds the gradients held at once.
+GENERATED_PER_PASS = 8
 #: A model whose scores move by more than this fraction of the largest attribution when a later
 #: position's embedding changes is not causal (checked on every result).
 CAUSAL_LEAK = 1e-3
@@ -233,16 +236,22 @@ def explain_generation(
     full_mask = np.concatenate([mask, gen_mask], axis=1)
     logits = _logits(lm, full_ids, full_mask, takes_mask)
     probs = _probabilities(logits, full_ids, prompt_len, gen_mask)
-    rows = _Rows(full_ids, full_mask, prompt_len, gen_mask, whole)
-    derived = _derived(explainer, takes_mask, score)
     seed = explainer.seed
     if seed is None:
         seed = int(np.random.default_rng().integers(2**62))
-    seeds = sampling.example_seeds(seed, ids.shape[0])[rows.example]
-    result = derived.explain_full(rows.inputs(takes_mask), 0, seeds=seeds)
+    example_seeds = sampling.example_seeds(seed, ids.shape[0])  # one noise per example
     how = explainer.reduce or "norm"
-    return rows.assemble(
-        result, how, probs, _token_strings(tokenizer, full_ids, full_mask),
+    units = []
+    for rows in _Rows.plan(full_ids, full_mask, prompt_len, gen_mask,
+                           _shares_forward(explainer), whole):
+        derived = _derived(explainer, takes_mask, score, rows.width)
+        result = derived.explain_full(rows.inputs(takes_mask), _all_scores if rows.width else 0,
+                                      seeds=example_seeds[rows.example])
+        units += rows.units(result, how)
+    parts = _Rows.assemble(units, (*full_ids.shape, gen_mask.shape[1]), prompt_len, whole)
+    return GenerationExplanation(
+        full_ids, full_mask, prompt_len, gen_mask, parts[0], parts[1], probs,
+        _token_strings(tokenizer, full_ids, full_mask), parts[2], parts[3],
         {"mode": str(explainer.mode), "kernel": explainer.kernel.name,
          "num_samples": explainer.num_samples,
          "num_weight_samples": explainer.num_weight_samples,
@@ -260,11 +269,12 @@ def _scorer_class() -> type:
     class GenerationScores(keras.Model):
         """The scores of chosen generated tokens: ``{"token_ids", ["padding_mask"],
         "score_at"} -> [n, 1]``, where ``score_at [n, T]`` holds at position ``t`` the token
-        whose score at ``t`` (given positions ``< t``) is summed in, or -1."""
+        whose score at ``t`` (given positions ``< t``) is summed in, or -1; with ``width``
+        ``K``: ``[n, K]``, each scored token's score on its own (the first ``K`` of a row)."""
 
-        def __init__(self, lm: Any, takes_mask: bool, score: str) -> None:
+        def __init__(self, lm: Any, takes_mask: bool, score: str, width: int | None) -> None:
             super().__init__(name=f"{lm.name}_generation_scores")
-            self.lm, self.takes_mask, self.score = lm, takes_mask, score
+            self.lm, self.takes_mask, self.score, self.width = lm, takes_mask, score, width
             self.built = True  # every variable is the language model's
 
         def call(self, inputs: dict, training: bool = False) -> tf.Tensor:
@@ -278,19 +288,35 @@ def _scorer_class() -> type:
             picked = tf.gather(scored, tf.gather_nd(at, where), batch_dims=1)
             if self.score == "log_prob":
                 picked -= tf.reduce_logsumexp(scored, axis=-1)
-            total = tf.math.unsorted_segment_sum(picked, where[:, 0], tf.shape(ids)[0])
-            return total[:, None]
+            n = tf.shape(ids)[0]
+            if self.width is None:  # one score per row: the sum of its scored tokens
+                return tf.math.unsorted_segment_sum(picked, where[:, 0], n)[:, None]
+            # one score per scored token, in the order of their positions: [n, width]
+            rank = tf.gather_nd(tf.cumsum(tf.cast(at >= 0, tf.int64), axis=1) - 1, where)
+            return tf.scatter_nd(tf.stack([where[:, 0], rank], axis=1), picked,
+                                 tf.stack([tf.cast(n, tf.int64), self.width]))
 
     return GenerationScores
 
 
-def _derived(explainer: Any, takes_mask: bool, score: str) -> Any:
+def _all_scores(scores: tf.Tensor) -> tf.Tensor:
+    """The callable target of a shared forward pass: every score of the row."""
+    return scores
+
+
+def _shares_forward(explainer: Any) -> bool:
+    """Whether the tokens of an example can share one forward pass (one gradient each)."""
+    return isinstance(explainer.attribution, str) and explainer.attribution in (
+        "gradient", "input_x_gradient")
+
+
+def _derived(explainer: Any, takes_mask: bool, score: str, width: int | None) -> Any:
     """The explainer of the scores: the user's settings on a scoring model around the same
     language model (cached per explainer: its compiled functions are reused)."""
     from tfmollify.explainers.explainer import Explainer
 
     cache = _DERIVED.setdefault(explainer, {})
-    key = (takes_mask, score)
+    key = (takes_mask, score, width)
     if key in cache:
         return cache[key]
     lm = explainer.model
@@ -316,7 +342,7 @@ def _derived(explainer: Any, takes_mask: bool, score: str) -> Any:
             "build it with explain_at= one of "
             f"{layers_lib.embedding_paths(lm) or ['<the embedding layer>']}."
         )
-    scorer = _scorer_class()(lm, takes_mask, score)
+    scorer = _scorer_class()(lm, takes_mask, score, width)
     cache[key] = Explainer(scorer, **config)
     return cache[key]
 
@@ -510,72 +536,94 @@ def _token_strings(tokenizer: Any, ids: np.ndarray, mask: np.ndarray) -> Any:
 
 # -- rows of the explanation call -------------------------------------------------------------
 class _Rows:
-    """One row per (example, real generated token), and with ``whole`` one per example."""
+    """The rows of one explanation call: each is an example and the generated tokens it scores
+    (``columns``; ``(-1,)``: the continuation's sum), one score per column with ``width``,
+    else one score per row."""
 
-    def __init__(self, ids, mask, p: int, gen_mask, whole: bool) -> None:
+    def __init__(self, ids, mask, p: int, gen_mask, rows: list[tuple[int, tuple]],
+                 width: int | None) -> None:
         self.ids, self.mask, self.p, self.gen_mask = ids, mask, p, gen_mask
+        self.example = np.array([i for i, _ in rows], np.int64)
+        self.columns = [cols for _, cols in rows]
+        self.width = width
+
+    @classmethod
+    def plan(cls, ids, mask, p, gen_mask, shared: bool, whole: bool) -> list[_Rows]:
+        """The calls: the tokens of an example ``GENERATED_PER_PASS`` to a row when the forward
+        pass is shared (a gradient-based method), else one row per token; then the sums."""
         b, g = gen_mask.shape
-        pairs = [(i, j) for i in range(b) for j in range(g) if gen_mask[i, j]]
-        self.example = np.array([i for i, _ in pairs] + (list(range(b)) if whole else []))
-        self.column = np.array([j for _, j in pairs] + ([-1] * b if whole else []))
+        real = [list(np.flatnonzero(gen_mask[i])) for i in range(b)]
+        calls = []
+        if shared:
+            k = min(GENERATED_PER_PASS, g)
+            rows = [(i, tuple(cols[s:s + k])) for i, cols in enumerate(real)
+                    for s in range(0, len(cols), k)]
+            calls.append(cls(ids, mask, p, gen_mask, rows, k if k > 1 else None))
+        else:
+            rows = [(i, (j,)) for i, cols in enumerate(real) for j in cols]
+            calls.append(cls(ids, mask, p, gen_mask, rows, None))
+        if whole:
+            calls.append(cls(ids, mask, p, gen_mask, [(i, (-1,)) for i in range(b)], None))
+        return calls
 
     def inputs(self, takes_mask: bool) -> dict[str, np.ndarray]:
         n, t = len(self.example), self.ids.shape[1]
         at = -np.ones((n, t), np.int32)
-        for r, (i, j) in enumerate(zip(self.example, self.column, strict=True)):
-            cols = [j] if j >= 0 else np.flatnonzero(self.gen_mask[i])
-            for c in cols:
+        for r, (i, cols) in enumerate(zip(self.example, self.columns, strict=True)):
+            scored = np.flatnonzero(self.gen_mask[i]) if cols == (-1,) else cols
+            for c in scored:
                 at[r, self.p + c] = self.ids[i, self.p + c]
         out = {"token_ids": self.ids[self.example].astype(np.int32), "score_at": at}
         if takes_mask:
             out["padding_mask"] = self.mask[self.example].astype(np.int32)
         return out
 
-    def assemble(self, result: Any, how: str, probs, tokens, settings) -> GenerationExplanation:
+    def units(self, result: Any, how: str) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        """``(example, column, values [T], stderr [T])`` of every scored token (column -1:
+        the sum), reduced per position, causality checked, zero at padding."""
         values = np.asarray(result.attributions, np.float64)
-        if values.ndim != 3 or values.shape[1] != self.ids.shape[1]:
+        errors = np.asarray(result.stderr, np.float64)
+        if values.ndim == 3:  # one score per row
+            values, errors = values[:, None], errors[:, None]
+        t = self.ids.shape[1]
+        if values.ndim != 4 or values.shape[2] != t:
             raise ValueError(
                 "explain_generation needs the explainer's attribution at the token embedding, "
-                f"one vector per position [T, D]; it gave shape {values.shape[1:]} per row."
+                f"one vector per position [T, D]; it gave shape {values.shape[2:]} per score."
             )
-        errors = np.asarray(result.stderr, np.float64)
-        reduced = aggregation.reduce_last(values, how)
+        reduced = aggregation.reduce_last(values, how)  # [n, K, T]
         spread = np.sqrt(np.square(errors).sum(axis=-1))
-        self._check_causal(reduced)
-        reduced = np.where(self.mask[self.example], reduced, 0.0)
-        spread = np.where(self.mask[self.example], spread, 0.0)
-        b, t = self.ids.shape
-        g = self.gen_mask.shape[1]
-        attributions, stderr = np.zeros((b, t, g)), np.zeros((b, t, g))
-        whole = whole_err = None
-        if (self.column < 0).any():
-            whole, whole_err = np.zeros((b, t)), np.zeros((b, t))
-        for r, (i, j) in enumerate(zip(self.example, self.column, strict=True)):
-            if j >= 0:
-                attributions[i, :, j], stderr[i, :, j] = reduced[r], spread[r]
-            else:
-                whole[i], whole_err[i] = reduced[r], spread[r]
-        as32 = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
-        return GenerationExplanation(
-            self.ids, self.mask, self.p, self.gen_mask, as32(attributions), as32(stderr),
-            probs, tokens, as32(whole), as32(whole_err), settings,
-        )
+        out = []
+        for r, (i, cols) in enumerate(zip(self.example, self.columns, strict=True)):
+            for q, j in enumerate(cols):
+                v = np.where(self.mask[i], reduced[r, q], 0.0)
+                e = np.where(self.mask[i], spread[r, q], 0.0)
+                out.append((int(i), int(j), v, e))
+        return out
 
-    def _check_causal(self, reduced: np.ndarray) -> None:
-        """Nothing may be attributed to a token's own position or later ones; float rounding
-        there is set to zero, more raises."""
-        top = float(np.abs(reduced).max()) if reduced.size else 0.0
-        for r, j in enumerate(self.column):
+    @staticmethod
+    def assemble(units: list, shape: tuple[int, int, int], p: int, whole: bool) -> tuple:
+        """``(attributions, stderr, whole, whole_stderr)`` from the units, after the causality
+        check: nothing may be attributed to a token's own position or later ones (float
+        rounding there is set to zero, more raises)."""
+        top = max((float(np.abs(v).max()) for _, _, v, _ in units), default=0.0)
+        b, t, g = shape
+        attributions, stderr = np.zeros((b, t, g), np.float32), np.zeros((b, t, g), np.float32)
+        sums = (np.zeros((b, t), np.float32), np.zeros((b, t), np.float32)) if whole else None
+        for i, j, v, e in units:
             if j < 0:
+                sums[0][i], sums[1][i] = v, e
                 continue
-            later = reduced[r, self.p + j:]
-            if top > 0 and float(np.abs(later).max()) > CAUSAL_LEAK * top:
+            if top > 0 and float(np.abs(v[p + j:]).max()) > CAUSAL_LEAK * top:
                 raise ValueError(
                     "The model is not causal: the score of a generated token depends on its own "
                     "position or later ones (bidirectional attention, or no causal mask). "
                     "explain_generation explains causal language models."
                 )
-            later[...] = 0.0
+            v, e = v.copy(), e.copy()
+            v[p + j:], e[p + j:] = 0.0, 0.0
+            attributions[i, :, j], stderr[i, :, j] = v, e
+        return attributions, stderr, *(sums or (None, None))
 
 
 # -- the HTML view -----------------------------------------------------------------------------
