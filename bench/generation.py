@@ -10,7 +10,8 @@ Methods, all in ONE process and timed INTERLEAVED (within each repeat every meth
 the starting method rotating from repeat to repeat, so machine noise hits them alike):
 
 * ``explain_generation``: ``tfm.explain_generation(e, prompt, continuation_ids=cont)``; one
-  call explains all G tokens (G x N = 128 noisy rows of length P + G = 40).
+  call explains all G tokens: N = 16 noisy rows of length P + G = 40 in one forward pass, one
+  gradient per generated token (``GENERATED_PER_PASS`` = 8 tokens share a pass).
 * ``fwd_bwd``: one forward and backward pass of the same model, plain TensorFlow, ONE row of
   length P + G: a ``tf.function`` computing the gradient of one generated token's log-prob
   with respect to the token embedding output ``h`` (the model is cut after
@@ -38,11 +39,12 @@ the ratio of the medians and the median (and IQR) of the per-repeat paired ratio
 ``--profile`` (on by default; ``--no-profile`` skips it): where explain_generation's time goes.
 ``--repeats`` more calls with its steps wrapped in timers (module and class attributes of
 tfmollify, put back afterwards; nothing in the library is changed): the prompt and the
-probabilities (an eager call of the language model), and the ``explain_full`` call of its
-derived explainer on its G rows of N draws, split into ``prepare`` (with the eager forward pass
-that reads the embedding output for eq. 30's scale) and ``run`` (the compiled core). Alternated
-with ``rows_floor``: the same G x N = 128 noisy rows, hand-written, in ONE forward and
-backward pass (the least work of explain_generation's layout; not a part of the call).
+probabilities (a compiled call of the language model), and the ``explain_full`` call of its
+derived explainer, split into ``prepare`` (with the pass that reads the embedding output for
+eq. 30's scale, stopped at the embedding) and ``run`` (the compiled core). Alternated with
+``rows_floor``: G x N = 128 noisy rows, hand-written, in ONE forward and backward pass (the
+least work of the one-row-per-token layout that base methods other than the gradient's take;
+not a part of the call).
 
 Runs on CPU or GPU unchanged (no device pinning). About 1-2 minutes on 2 CPU cores at
 ``--repeats 5``.
@@ -191,7 +193,7 @@ def _profile_points() -> list[tuple[Any, str, str, str | None]]:
 
     return [
         (generation, "_prompt", "prompt", None),
-        (generation, "_logits", "logits (eager lm call)", None),
+        (generation, "_logits", "logits (compiled lm call)", None),
         (generation, "_probabilities", "probabilities", None),
         (generation, "_derived", "derived explainer (cached)", None),
         (generation._Rows, "inputs", "rows", None),
@@ -422,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(timings, ratios, targets, profile, device, repeats, cut_err, agree) -> None:
     """The Markdown report on stdout."""
     what = {
-        "explain_generation": f"all G={G} tokens, G x N = {G * N} rows of length {P + G}",
+        "explain_generation": f"all G={G} tokens: N={N} rows of length {P + G}, one forward, "
+                              f"{G} gradients",
         "fwd_bwd": f"one row of length {P + G}: d log p(token) / d h (tf.function; "
                    f"per call, timed over {FWD_BWD_CALLS})",
         "single_target": f"e.explain(..., targets=s[:, -1, 7]): N = {N} rows",

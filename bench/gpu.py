@@ -5,7 +5,7 @@ Steps, in order of importance, each in its own worker process with its own time 
 (seconds; ``--budget STEP=S``); a step checks the clock between sub-measurements and stops early,
 and a step still running at its budget is stopped (its process group killed) with what it had
 measured already on disk. The run moves on to the next step; the whole run is capped by
-``--total`` (default 470 s: under 8 minutes).
+``--total`` (default 530 s: under 9 minutes).
 
 1. ``env``: device, driver, TensorFlow, CUDA/cuDNN build, visible GPUs; without a GPU the run
    stops with exit status 2 (not with ``--smoke``).
@@ -17,6 +17,8 @@ measured already on disk. The run moves on to the next step; the whole run is ca
 4. ``tests``: noise bit for bit and explain() to rounding on GPU vs CPU, then a fast pytest
    subset (engine vs reference, batch-size invariance, export equality) on the GPU.
 5. ``memory``: peak GPU memory of SmoothGrad with ``batch_size`` set, N = 50/200/1000.
+6. ``generation``: ``bench/generation.py`` (``explain_generation`` on a 2-layer GPT-2 against
+   one forward and backward pass and one single-target explanation, side by side).
 
 Outputs under ``--out`` (default ``bench/results/gpu/``, with ``--smoke``
 ``bench/results/gpu-smoke/``): ``<step>.json`` and ``<step>.log`` per step, ``bench/`` (the
@@ -47,12 +49,14 @@ from typing import Any
 import gpu_steps
 from gpu_steps import BENCH_DIR, REPO_ROOT, jsonable, kill_group
 
-STEP_ORDER = ("env", "fg_vgg16", "bench", "tests", "memory")
+STEP_ORDER = ("env", "fg_vgg16", "bench", "tests", "memory", "generation")
 BUDGETS = {  # seconds per step
-    "full": {"env": 30, "fg_vgg16": 170, "bench": 100, "tests": 100, "memory": 50},
-    "smoke": {"env": 25, "fg_vgg16": 60, "bench": 80, "tests": 80, "memory": 45},
+    "full": {"env": 30, "fg_vgg16": 170, "bench": 100, "tests": 100, "memory": 50,
+             "generation": 60},
+    "smoke": {"env": 25, "fg_vgg16": 60, "bench": 80, "tests": 80, "memory": 45,
+              "generation": 45},
 }
-TOTAL = {"full": 470.0, "smoke": 285.0}  # the whole run
+TOTAL = {"full": 530.0, "smoke": 330.0}  # the whole run
 MARGIN = 4.0  # a worker's own deadline is this much before its hard stop
 # steps whose worker shares the GPU with subprocesses (bench.py, pytest and its fresh loaders)
 ALLOW_GROWTH = ("bench", "tests")
@@ -268,6 +272,13 @@ def headline(step: str, data: dict[str, Any], smoke: bool) -> str:
         return (f"{devices}: noise equal {sum(r['passed'] for r in noise)}/{len(noise)}, "
                 f"explain within tolerance {sum(r['passed'] for r in expl)}/{len(expl)}; "
                 f"pytest: {pytest_text}")
+    if step == "generation":
+        row = rows[0] if rows else {}
+        targets = row.get("targets") or {}
+        said = ", ".join(f"{k} {fmt(v.get('ratio'))}x (limit {fmt(v.get('limit'))}): "
+                         f"{'pass' if v.get('passed') else 'FAIL'}" for k, v in targets.items())
+        return (f"explain_generation {fmt(row.get('seconds_per_generated_token'))} s per "
+                f"token; {said or _why(row) or 'not run'}")
     if step == "memory":
         cfg = data.get("config", {})
         sg = [r for r in rows if r.get("method") == "tfmollify_sg" and r.get("first_peak_mb")]

@@ -972,12 +972,41 @@ def step_memory(ctx: Context, rec: Record) -> int:
     return 0
 
 
+def step_generation(ctx: Context, rec: Record) -> int:
+    """``explain_generation`` on a 2-layer GPT-2 against one forward and backward pass and one
+    single-target explanation, side by side (``bench/generation.py --json``)."""
+    folder = ctx.out / "generation"
+    if folder.is_dir():  # this run's files only
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    row: dict[str, Any] = {"name": "generation"}
+    rec.add(row)
+    out_json = folder / "generation.json"
+    cmd = [sys.executable, str(BENCH_DIR / "generation.py"), "--repeats",
+           "3" if ctx.smoke else "7", "--no-profile", "--json", str(out_json)]
+    log(f"  {' '.join(cmd[1:])}")
+    res = run_subprocess(cmd, ctx.remaining() - 3.0, folder / "generation.md",
+                         folder / "generation.log")
+    row.update(res)
+    if res["timed_out"]:
+        row["error"] = f"stopped at the step budget after {res['wall_s']:.0f} s"
+    elif res["rc"] != 0:
+        row["error"] = f"exit {res['rc']}: {(folder / 'generation.log').read_text()[-400:]}"
+    if out_json.exists():
+        payload = json.loads(out_json.read_text())
+        row["targets"] = payload.get("targets")
+        row["seconds_per_generated_token"] = payload.get("seconds_per_generated_token")
+    rec.save()
+    return 0 if res["rc"] == 0 else 1
+
+
 STEPS: dict[str, Callable[[Context, Record], int]] = {
     "env": step_env,
     "fg_vgg16": step_fg_vgg16,
     "bench": step_bench,
     "tests": step_tests,
     "memory": step_memory,
+    "generation": step_generation,
 }
 
 

@@ -431,3 +431,21 @@ def test_several_scores_per_example_share_one_forward_pass():
     dense = keras.Sequential([keras.Input((3,)), L.Dense(2)])
     with pytest.raises(ValueError, match="several scores per example"):
         tfm.SmoothGrad(dense, num_samples=2)(x, lambda s: s)
+
+
+def test_keras_hub_generate_where_it_decodes_greedily():
+    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
+    keras.utils.set_random_seed(0)
+    bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
+                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
+    greedy = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+    greedy.compile(sampler="greedy")  # KerasHub's generate then decodes greedily, with a cache
+    default = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)  # top-k: the loop
+    results = [
+        tfm.explain_generation(tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=2,
+                                              seed=0), [[5, 6, 7], [8, 9, 10]], max_new_tokens=4)
+        for lm in (greedy, default)
+    ]
+    np.testing.assert_array_equal(results[0].token_ids, results[1].token_ids)
+    np.testing.assert_allclose(results[0].attributions, results[1].attributions, rtol=1e-5,
+                               atol=1e-7)

@@ -474,6 +474,9 @@ def _generate(lm: Any, ids: np.ndarray, mask: np.ndarray, max_new: Any, end: Any
             "Argument `max_new_tokens` must be a positive int when no `continuation_ids` "
             f"are given. Received: max_new_tokens={max_new!r}"
         )
+    own = _keras_hub_greedy(lm, ids, mask, int(max_new), end)
+    if own is not None:
+        return own
     b, p = ids.shape
     buf = np.concatenate([ids, np.zeros((b, max_new), np.int64)], axis=1)
     buf_mask = np.concatenate([mask, np.zeros((b, max_new), bool)], axis=1)
@@ -489,6 +492,36 @@ def _generate(lm: Any, ids: np.ndarray, mask: np.ndarray, max_new: Any, end: Any
             break
     g = int(buf_mask[:, p:].sum(axis=1).max())
     return buf[:, p:p + g], buf_mask[:, p:p + g]
+
+
+def _keras_hub_greedy(lm: Any, ids: np.ndarray, mask: np.ndarray, max_new: int,
+                      end: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """KerasHub's own ``generate`` (with its cache), where it decodes greedily: a ``CausalLM``
+    whose sampler is greedy, prompts of one length (KerasHub pads on the right, so prompts of
+    other lengths would see other positions than the explanation's left padding). None
+    elsewhere: the plain loop decodes."""
+    sampler = getattr(lm, "sampler", None)
+    if type(sampler).__name__ != "GreedySampler" or not callable(getattr(lm, "generate", None)):
+        return None
+    if getattr(lm, "preprocessor", None) is not None or not mask.all():
+        return None
+    b, p = ids.shape
+    token_ids = np.concatenate([ids, np.zeros((b, max_new), np.int64)], axis=1)
+    padding = np.concatenate([np.ones((b, p), bool), np.zeros((b, max_new), bool)], axis=1)
+    try:
+        out = lm.generate({"token_ids": token_ids.astype(np.int32), "padding_mask": padding},
+                          stop_token_ids=None if end is None else (int(end),))
+    except Exception:  # any trouble: the plain loop
+        return None
+    gen = np.asarray(out["token_ids"])[:, p:p + max_new].astype(np.int64)
+    gen_mask = np.asarray(out["padding_mask"])[:, p:p + max_new].astype(bool)
+    if end is not None:  # KerasHub stops after the end token but may mask it: keep it
+        hit = np.argmax(gen == end, axis=1)
+        has = (gen == end).any(axis=1)
+        for i in np.flatnonzero(has):
+            gen_mask[i, :hit[i] + 1] = True
+            gen_mask[i, hit[i] + 1:] = False
+    return np.where(gen_mask, gen, 0), gen_mask
 
 
 def _model_inputs_graph(ids: tf.Tensor, mask: tf.Tensor, takes_mask: bool) -> Any:
