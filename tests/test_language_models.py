@@ -449,3 +449,23 @@ def test_keras_hub_generate_where_it_decodes_greedily():
     np.testing.assert_array_equal(results[0].token_ids, results[1].token_ids)
     np.testing.assert_allclose(results[0].attributions, results[1].attributions, rtol=1e-5,
                                atol=1e-7)
+
+
+def test_explain_dataset_of_token_ids_and_of_dict_inputs_at_a_layer():
+    _, nested = _flat_and_nested(4)
+    e = tfm.SmoothGrad(nested, explain_at="encoder/emb", seed=0, reduce="norm", num_samples=4)
+    ids, targets = _ids(5), np.array([0, 1, 0, 1, 0])
+    ds = tf.data.Dataset.from_tensor_slices((ids, targets)).batch(2)
+    np.testing.assert_allclose(tfm.explain_dataset(e, ds, progress=False), e(ids, targets),
+                               rtol=1e-5, atol=1e-7)
+    keras.utils.set_random_seed(0)
+    tok, seg = keras.Input((T,), dtype="int32", name="tok"), keras.Input((T,), dtype="int32",
+                                                                           name="seg")
+    summed = L.Add(name="embedded")([L.Embedding(V, D)(tok), L.Embedding(2, D)(seg)])
+    pair = keras.Model({"tok": tok, "seg": seg}, L.Dense(2)(L.GlobalAveragePooling1D()(summed)))
+    e2 = tfm.SmoothGrad(pair, noise_at="embedded", attribute_at="embedded", seed=0,
+                        reduce="sum", attribution="input_x_gradient", num_samples=4)
+    both = {"tok": ids, "seg": np.zeros_like(ids)}
+    ds2 = tf.data.Dataset.from_tensor_slices((both, targets)).batch(2)
+    np.testing.assert_allclose(tfm.explain_dataset(e2, ds2, progress=False), e2(both, targets),
+                               rtol=1e-5, atol=1e-7)

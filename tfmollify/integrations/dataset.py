@@ -264,7 +264,9 @@ def _run(
             "non-empty (inputs, targets) batch."
         )
     bar.total = offset
-    return np.concatenate(finite), job.packing if example is not None else None
+    # several inputs attributed each: rows back into the inputs' structure (not the one array
+    # of a layer's attributions, nor token ids alone)
+    return np.concatenate(finite), job.packing if job.structured else None
 
 
 _END = object()
