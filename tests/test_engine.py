@@ -687,7 +687,7 @@ def test_integer_model_input_is_rejected_up_front():
     "target, exc, match",
     [
         (lambda s: tf.reduce_sum(s), ValueError, r"returned shape \(\)"),
-        (lambda s: s, ValueError, r"returned shape \(2, 3\)"),
+        (lambda s: s, ValueError, r"several scores per example \(shape \(2, 3\)"),
         (lambda s: tf.argmax(s, axis=1), ValueError, "dtype int64"),
         (lambda s: np.asarray(s)[:, 0], TypeError, "TensorFlow ops"),
         (lambda s: s[:, 7], TypeError, "failed on the model's scores"),

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from crosscheck import require
 
 import tfmollify as tfm
-from crosscheck import require
 
 L = keras.layers
 T, V, D = 6, 20, 4
@@ -100,7 +100,7 @@ def test_ids_without_a_layer_name_the_embeddings():
 
 def test_attribution_at_layer_with_sg_noise_on_ids_is_refused():
     _, nested = _flat_and_nested()
-    with pytest.raises(ValueError, match="ids take no noise.*'encoder/emb'"):
+    with pytest.raises(ValueError, match=r"ids take no noise.*'encoder/emb'"):
         tfm.SmoothGrad(nested, attribute_at="encoder/emb", num_samples=2)(_ids(), 0)
 
 
@@ -150,7 +150,7 @@ def test_a_tied_embedding_puts_noise_on_its_lookup_call():
     # the reverse call named explicitly: its output is the logits
     at_logits = tfm.SmoothGrad(lm, explain_at="tok:1", **kw)(ids, lambda s: s[:, -1, 3])
     assert at_logits.shape == (3, T, V)
-    with pytest.raises(ValueError, match="called 2 time.*'tok:2' names no call"):
+    with pytest.raises(ValueError, match=r"called 2 time.*'tok:2' names no call"):
         tfm.SmoothGrad(lm, explain_at="tok:2", **kw)(ids, lambda s: s[:, -1, 3])
 
 
@@ -159,7 +159,7 @@ def test_a_shared_float_layer_is_still_refused_in_plain_text():
     x = keras.Input((3,))
     shared = L.Dense(3, name="twice")
     model = keras.Model(x, L.Dense(2)(shared(shared(x))))
-    with pytest.raises(ValueError, match="called more than once.*'twice:k'") as info:
+    with pytest.raises(ValueError, match=r"called more than once.*'twice:k'") as info:
         tfm.SmoothGrad(model, noise_at="twice", attribute_at="twice", num_samples=2)(
             np.ones((1, 3), np.float32), 0)
     assert "\x1b" not in str(info.value)
@@ -318,7 +318,7 @@ def test_a_cancelled_sum_is_refused_in_explain_and_explain_generation():
                                        hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
     lm = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=4, seed=0, reduce="sum")
-    with pytest.raises(ValueError, match="float rounding.*LayerNorm.*reduce='norm'"):
+    with pytest.raises(ValueError, match=r"float rounding.*LayerNorm.*reduce='norm'"):
         tfm.explain_generation(e, [[5, 6, 7]], continuation_ids=[[1]])
     ids = {"token_ids": np.array([[5, 6, 7]]), "padding_mask": np.ones((1, 3), np.int32)}
     with pytest.raises(ValueError, match="float rounding"):
@@ -414,7 +414,7 @@ def test_token_ids_alone_export_and_match_explain(tmp_path):
 
 
 def test_several_scores_per_example_share_one_forward_pass():
-    flat, nested = _flat_and_nested(3)
+    _, nested = _flat_and_nested(3)
     ids = _ids()
     for method in ("gradient", "input_x_gradient"):
         e = tfm.SmoothGrad(nested, explain_at="encoder/emb", num_samples=4, seed=0,
@@ -469,3 +469,14 @@ def test_explain_dataset_of_token_ids_and_of_dict_inputs_at_a_layer():
     ds2 = tf.data.Dataset.from_tensor_slices((both, targets)).batch(2)
     np.testing.assert_allclose(tfm.explain_dataset(e2, ds2, progress=False), e2(both, targets),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_explain_generation_refuses_another_call_of_the_embedding():
+    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
+    keras.utils.set_random_seed(0)
+    bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
+                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
+    lm = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+    e = tfm.SmoothGrad(lm, explain_at="token_embedding:1", num_samples=2, seed=0)
+    with pytest.raises(ValueError, match="names call 1 of layer 'token_embedding'"):
+        tfm.explain_generation(e, [[5, 6, 7]], continuation_ids=[[1]])

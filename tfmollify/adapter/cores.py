@@ -186,9 +186,14 @@ class Cores:
                     noise_shape=noise_shape, output_shape=out_shape,
                 )
                 # the concrete function: traced now, once, and called without dispatch
-                fn = engine.build(
-                    self.view, core, target_fn, on_trace=self._count_trace
-                ).get_concrete_function()
+                try:
+                    fn = engine.build(
+                        self.view, core, target_fn, on_trace=self._count_trace
+                    ).get_concrete_function()
+                except ValueError as exc:
+                    if "called more than once" in str(exc):  # our words, without Keras' dump
+                        raise ValueError(clean_message(exc)) from None
+                    raise
                 self._functions[key] = fn
         return fn
 

@@ -11,10 +11,12 @@ embedding of every position, averaged over the noise first, then reduced per tok
 explainer's ``reduce`` (``"norm"`` when it has none). The result is a frozen
 :class:`GenerationExplanation`: a matrix ``[B, P + G, G]`` of context tokens x generated tokens.
 
-How it runs: every pair (example, generated token) is one row of one explanation call of the
-same compiled function, scoring its own token; the ``G`` rows of an example share its seed, so
-they see the same noise (common random numbers) and a row of the matrix is comparable across
-generated tokens. ``batch_size`` bounds memory as everywhere else.
+How it runs: the noise of an example is drawn once from its seed and shared by all its generated
+tokens (common random numbers), so a row of the matrix is comparable across generated tokens.
+With ``attribution="gradient"`` or ``"input_x_gradient"`` one forward pass of the noisy copies
+serves up to :data:`GENERATED_PER_PASS` generated tokens, one gradient each; other base methods
+take one row per (example, generated token) in one call of the same compiled function.
+``batch_size`` bounds memory as everywhere else.
 
 Example:
 
@@ -222,16 +224,8 @@ def explain_generation(
     takes_mask = _takes_padding_mask(lm)
     ids, mask = _prompt(prompt, takes_mask)
     prompt_len = ids.shape[1]
-    if continuation_ids is None:
-        gen = _generate(lm, ids, mask, max_new_tokens, end_token_id, takes_mask)
-    else:
-        gen = _sequences(continuation_ids, "continuation_ids", right=True)
-        if gen[0].shape[0] != ids.shape[0]:
-            raise ValueError(
-                f"Argument `continuation_ids` has {gen[0].shape[0]} rows; the prompt has "
-                f"{ids.shape[0]} examples. Pass one continuation per prompt."
-            )
-    gen_ids, gen_mask = _stop_at_end(*gen, end_token_id)
+    gen_ids, gen_mask = _continuation(lm, ids, mask, continuation_ids, max_new_tokens,
+                                      end_token_id, takes_mask)
     full_ids = np.concatenate([ids, gen_ids], axis=1)
     full_mask = np.concatenate([mask, gen_mask], axis=1)
     logits = _logits(lm, full_ids, full_mask, takes_mask)
@@ -252,14 +246,20 @@ def explain_generation(
     return GenerationExplanation(
         full_ids, full_mask, prompt_len, gen_mask, parts[0], parts[1], probs,
         _token_strings(tokenizer, full_ids, full_mask), parts[2], parts[3],
-        {"mode": str(explainer.mode), "kernel": explainer.kernel.name,
-         "num_samples": explainer.num_samples,
-         "num_weight_samples": explainer.num_weight_samples,
-         "aggregation": explainer.aggregation,
-         "attribution": explainer.attribution if isinstance(explainer.attribution, str)
-         else getattr(explainer.attribution, "__name__", "custom"),
-         "reduce": how, "score": score, "seed": explainer.seed},
+        _settings(explainer, how, score),
     )
+
+
+def _settings(explainer: Any, how: str, score: str) -> dict[str, Any]:
+    """What produced a result (JSON-friendly)."""
+    method = explainer.attribution
+    return {"mode": str(explainer.mode), "kernel": explainer.kernel.name,
+            "num_samples": explainer.num_samples,
+            "num_weight_samples": explainer.num_weight_samples,
+            "aggregation": explainer.aggregation,
+            "attribution": method if isinstance(method, str)
+            else getattr(method, "__name__", "custom"),
+            "reduce": how, "score": score, "seed": explainer.seed}
 
 
 # -- the scores ------------------------------------------------------------------------------
@@ -349,14 +349,37 @@ def _derived(explainer: Any, takes_mask: bool, score: str, width: int | None) ->
 
 def _layer_place(lm: Any, at: Any, name: str) -> Any:
     """A place setting of the user's explainer as one that holds inside the scoring model:
-    the layer object (``"name:k"`` kept as written)."""
+    the layer object (``"name:0"`` kept as written; another call of a layer is refused: the
+    attribution goes to the embedding's lookup, one vector per position)."""
     bare, call = layers_lib.parse_call(at)
+    if call:
+        raise ValueError(
+            f"Argument `explainer`: {name}={at!r} names call {call} of layer {bare!r}; "
+            "explain_generation attributes to the token embedding's lookup (its first call, "
+            f"the one that takes the token ids). Use {name}={bare!r}."
+        )
     if call is not None:
         return at
     return bare if not isinstance(bare, str) else layers_lib.find_layer(lm, bare, name)
 
 
 # -- inputs ----------------------------------------------------------------------------------
+def _continuation(lm: Any, ids: np.ndarray, mask: np.ndarray, given: Any, max_new: Any,
+                  end: Any, takes_mask: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The continuation ``(ids [B, G], real [B, G])``: given (teacher forcing) or generated
+    greedily, cut after each example's end token."""
+    if given is None:
+        gen = _generate(lm, ids, mask, max_new, end, takes_mask)
+    else:
+        gen = _sequences(given, "continuation_ids", right=True)
+        if gen[0].shape[0] != ids.shape[0]:
+            raise ValueError(
+                f"Argument `continuation_ids` has {gen[0].shape[0]} rows; the prompt has "
+                f"{ids.shape[0]} examples. Pass one continuation per prompt."
+            )
+    return _stop_at_end(*gen, end)
+
+
 def _takes_padding_mask(lm: Any) -> bool:
     structure = getattr(lm, "input", None) if hasattr(lm, "inputs") else None
     try:
