@@ -242,12 +242,18 @@ def test_one_row_matches_an_independent_smoothgrad():
     assert np.all(got[5 + j:] == 0)
 
 
-def test_causality_and_padding_on_a_batch_of_different_lengths():
+def _tiny_gpt2(max_len=16):
+    """A one-layer KerasHub GPT-2 causal LM from a config (random weights, no download)."""
     keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
     keras.utils.set_random_seed(0)
     bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
-                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
-    lm = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+                                       hidden_dim=8, intermediate_dim=16,
+                                       max_sequence_length=max_len)
+    return keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+
+
+def test_causality_and_padding_on_a_batch_of_different_lengths():
+    lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=4, seed=0)
     r = tfm.explain_generation(e, [[5, 6, 7], [8]], continuation_ids=[[1, 2], [3]])
     assert r.prompt_length == 3 and r.attributions.shape == (2, 5, 2)
@@ -312,11 +318,7 @@ def test_noisegrad_with_weight_layers_leaves_the_model_unchanged():
 
 
 def test_a_cancelled_sum_is_refused_in_explain_and_explain_generation():
-    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
-    keras.utils.set_random_seed(0)
-    bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
-                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
-    lm = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+    lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=4, seed=0, reduce="sum")
     with pytest.raises(ValueError, match=r"float rounding.*LayerNorm.*reduce='norm'"):
         tfm.explain_generation(e, [[5, 6, 7]], continuation_ids=[[1]])
@@ -434,13 +436,11 @@ def test_several_scores_per_example_share_one_forward_pass():
 
 
 def test_keras_hub_generate_where_it_decodes_greedily():
-    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
-    keras.utils.set_random_seed(0)
-    bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
-                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
-    greedy = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+    greedy = _tiny_gpt2(32)
     greedy.compile(sampler="greedy")  # KerasHub's generate then decodes greedily, with a cache
-    default = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)  # top-k: the loop
+    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
+    default = keras_hub.models.GPT2CausalLM(backbone=greedy.backbone,  # top-k: the plain loop
+                                            preprocessor=None)
     results = [
         tfm.explain_generation(tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=2,
                                               seed=0), [[5, 6, 7], [8, 9, 10]], max_new_tokens=4)
@@ -472,11 +472,7 @@ def test_explain_dataset_of_token_ids_and_of_dict_inputs_at_a_layer():
 
 
 def test_explain_generation_refuses_another_call_of_the_embedding():
-    keras_hub = require("keras_hub", "KerasHub GPT-2 from a config")
-    keras.utils.set_random_seed(0)
-    bb = keras_hub.models.GPT2Backbone(vocabulary_size=60, num_layers=1, num_heads=2,
-                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
-    lm = keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
+    lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding:1", num_samples=2, seed=0)
     with pytest.raises(ValueError, match="names call 1 of layer 'token_embedding'"):
         tfm.explain_generation(e, [[5, 6, 7]], continuation_ids=[[1]])
