@@ -60,9 +60,11 @@ def http(url: str, body: bytes | None = None, content_type: str = "application/j
 class Server:
     """``tfmollify serve`` in a subprocess, its output in a log file."""
 
-    def __init__(self, export_dir: str, name: str, log: Path, kserve_args: bool = False) -> None:
+    def __init__(self, export_dir: str, name: str, log: Path, kserve_args: bool = False,
+                 extra: tuple[str, ...] = (), env: dict | None = None) -> None:
         self.export_dir, self.name, self.log_path = export_dir, name, log
         self.kserve_args = kserve_args  # the arguments KServe appends to an explainer container
+        self.extra, self.env = extra, env
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -83,8 +85,9 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmollify.interface.cli", "serve", "--export",
                 self.export_dir,
-                 "--host", "127.0.0.1", *args],
-                stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+                 "--host", "127.0.0.1", *args, *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, env={**ENV, **(self.env or {})},
+                cwd=ROOT,
             )
 
     def log(self) -> str:
@@ -259,8 +262,8 @@ def test_both_body_formats_and_verbs_equal_explain_full(servers, exports):
     one = {k: v[3:4] for k, v in req.items()}
     status, alone = http(server.url + ":explain", rows(one))
     assert status == 200 and alone["predictions"] == answers[0]["predictions"][3:4]
-    status, empty = http(server.url + ":explain", b'{"instances": []}')
-    assert (status, empty) == (200, {"predictions": []})
+    status, empty = http(server.url + ":explain", b'{"instances": []}')  # as in both formats
+    assert status == 400 and "no examples" in empty["error"]
 
 
 @pytest.mark.slow
@@ -465,3 +468,82 @@ def test_the_serve_verb_parses_its_own_and_kserves_arguments(capsys):
         "serve", "--export", "/mnt/models", "--host", "0.0.0.0", "--model_name", "digits",
         "--predictor_host", "digits-predictor.ns", "--http_port", "8080", "--workers", "2"])
     assert (args.name, args.host, args.port) == ("digits", "0.0.0.0", 8080)
+
+
+def _call(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with OPENER.open(req, timeout=REQUEST_S) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.mark.slow
+def test_limits_tokens_and_readiness_of_a_live_server(tmp_path, exports):
+    admin = tmp_path / "admin"
+    admin.write_text("adm1n\n")
+    server = Server(exports["flat"][1], "guarded", tmp_path / "log.txt",
+                    extra=("--max-body-mb", "0.01", "--max-batch", "2", "--read-timeout-s", "2",
+                           "--admin-token-file", str(admin)),
+                    env={"TFMOLLIFY_TOKEN": "inf"})
+    server.start()
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while server.port is None and time.monotonic() < deadline:
+            server.port = server.printed_port()
+            time.sleep(0.2)
+        assert server.port is not None, server.log()
+        base = f"http://127.0.0.1:{server.port}"
+        assert _call(server.url)[0] == 200  # probes need no token
+        good = rows(flat_request(2, 0))
+        assert _call(server.url + ":explain", good)[0] == 401
+        status, answer = _call(server.url + ":explain", good, "inf")
+        assert status == 200 and len(answer["predictions"]) == 2
+        status, answer = _call(server.url + ":explain", rows(flat_request(3, 0)), "inf")
+        assert status == 413 and "--max-batch" in answer["error"]
+        status, answer = _call(server.url + ":explain", b" " * 20_000, "inf")
+        assert status == 413 and "--max-body-mb" in answer["error"]
+        status, answer = _call(server.url + ":explain", b"[" * 5000 + b"]" * 5000, "inf")
+        assert status == 400 and "nested too deeply" in answer["error"]
+        unload = f"{base}/v2/repository/models/guarded/unload"
+        assert _call(unload, b"", "inf")[0] == 401
+        assert _call(unload, b"", "adm1n")[0] == 200
+        assert _call(f"{base}/v2/health/ready")[0] == 503 and _call(server.url)[0] == 503
+        log = server.log()
+        assert "413 /v1/models/guarded:explain" in log and "Traceback" not in log
+        assert "adm1n" not in log
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_long_request_exits_within_the_grace_period(tmp_path):
+    """A request that computes far longer than ``--grace-s``: SIGTERM stops the server within
+    grace + 5 s (Kubernetes' default grace period is 30 s), with status 0."""
+    require("kserve", KSERVE)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation="tanh"),
+                              keras.layers.Dense(512, activation="tanh"), keras.layers.Dense(2)])
+    slow = tfm.SmoothGrad(model, num_samples=400_000, seed=0, batch_size=2000)  # ~ a minute
+    slow.export(str(tmp_path / "slow"), max_batch_size=4, warmup=False)
+    server = Server(str(tmp_path / "slow"), "slow", tmp_path / "log.txt",
+                    extra=("--grace-s", "1"))
+    server.start()
+    try:
+        server.wait_ready()
+        body = rows({"inputs": np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32),
+                     "targets": np.ones(4, np.int32), "seeds": np.arange(4)})
+        pending = futures.ThreadPoolExecutor(1).submit(_call, server.url + ":explain", body)
+        time.sleep(2.0)  # the request is computing
+        assert not pending.done()
+        server.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        server.proc.wait(timeout=30)
+        took = time.monotonic() - started
+        assert server.proc.returncode == 0 and took < 1 + 5, (took, server.log())
+        assert "still computing after the grace period" in server.log()
+    finally:
+        server.kill()

@@ -34,6 +34,8 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
+import logging
+import math
 import re
 import signal
 import socket
@@ -44,9 +46,13 @@ import numpy as np
 
 from tfmollify.adapter import request as request_lib
 from tfmollify.explainers.export import SIGNATURE_KEY
+from tfmollify.integrations import guard as guard_lib
 from tfmollify.integrations import loader
 
-__all__ = ["KSERVE_INSTALL", "Export", "RequestError", "load_kserve", "model_class", "serve"]
+__all__ = [
+    "DEFAULT_MAX_BATCH", "KSERVE_INSTALL", "NO_EXAMPLES", "Export", "RequestError",
+    "TooManyExamples", "load_kserve", "model_class", "serve", "warm_up",
+]
 
 KSERVE_INSTALL = 'pip install "tfmollify[kserve]"'
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -54,6 +60,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class RequestError(ValueError):
     """A request the export cannot answer (answered with HTTP status 400)."""
+
+
+class TooManyExamples(RequestError):
+    """A request with more examples than the server's ``max_batch`` (answered with 413)."""
+
+#: ``--max-batch`` by default
+DEFAULT_MAX_BATCH = 256
+#: The server's answer (400) to a request without examples, in either body format
+NO_EXAMPLES = ("The request has no examples. Send one example or more (\"instances\" with one "
+               "object per example, or \"inputs\" with one row per example).")
 
 
 def load_kserve() -> Any:
@@ -132,8 +148,9 @@ class Export:
     tfmollify.integrations.serve.RequestError: Argument `inputs` contains NaN or Inf values...
     """
 
-    def __init__(self, export_dir: Any) -> None:
+    def __init__(self, export_dir: Any, *, max_batch: int | None = None) -> None:
         loaded = loader.load(export_dir)
+        self.max_batch = max_batch
         self.path = loaded.path
         self._loaded = loaded.saved  # keeps the variables alive
         self._fn = loaded.fn
@@ -161,6 +178,11 @@ class Export:
         if isinstance(body, bytes | bytearray | memoryview | str):
             try:
                 body = json.loads(bytes(body) if not isinstance(body, str) else body)
+            except RecursionError:
+                raise RequestError(
+                    "The request body is nested too deeply to be a request. Send "
+                    "{\"instances\": [...]} (row format) or {\"inputs\": {...}} (columnar)."
+                ) from None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise RequestError(
                     f"The request body is not JSON ({exc}). Send {{\"instances\": [...]}} (row "
@@ -188,7 +210,10 @@ class Export:
             columns, batch = self._columns_from_rows(body["instances"])
         else:
             columns, batch = self._check_names(body["inputs"], "\"inputs\""), None
+        if batch is None and any(isinstance(v, list) and not v for v in columns.values()):
+            batch = 0  # an empty column: no examples, as an empty "instances" list
         arrays = {k: self._array(k, columns[k], batch) for k in self.inputs}
+        self._check_batch(arrays, batch)
         if self.rules is not None and batch != 0:  # explain()'s checks, order and messages
             _as_request_error(self.rules.check, arrays, self._batch(arrays))
             arrays = {k: self._typed(k, a) for k, a in arrays.items()}
@@ -199,6 +224,17 @@ class Export:
                 f"example). Received: {', '.join(f'`{k}` {n}' for k, n in sizes.items())}."
             )
         return arrays
+
+    def _check_batch(self, arrays: dict[str, np.ndarray], batch: int | None) -> None:
+        """The server's rule on examples per request (the same in both body formats): at
+        most ``max_batch``. An empty request decodes to empty arrays in both formats."""
+        n = batch if batch is not None else max(
+            (len(a) if a.ndim else 1 for a in arrays.values()), default=0)
+        if self.max_batch is not None and n > self.max_batch:
+            raise TooManyExamples(
+                f"The request has {n} examples, over the server's limit of {self.max_batch} "
+                "per request (--max-batch). Split it into smaller requests."
+            )
 
     def _ruled(self, name: str) -> bool:
         """Whether the request rules check input ``name`` (then decoding only parses it)."""
@@ -431,15 +467,20 @@ def _build_model_class(kserve: Any) -> type:
     class ExplainerModel(kserve.Model):
         """A tfmollify export served by KServe (V1 protocol: ``:explain`` and ``:predict``)."""
 
-        def __init__(self, name: str, export_dir: Any, *, max_threads: int = 4) -> None:
+        def __init__(self, name: str, export_dir: Any, *, max_threads: int = 4,
+                     max_batch: int | None = None) -> None:
             super().__init__(name)
             self.export_dir = export_dir
             self.max_threads = max_threads
+            self.max_batch = max_batch
             self.export: Export | None = None
             self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
         def load(self) -> bool:
-            self.export = Export(self.export_dir)
+            self.ready = False
+            export = Export(self.export_dir, max_batch=self.max_batch)
+            warm_up(export)  # before ready: the first client request is not the slow one
+            self.export = export
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.max_threads, thread_name_prefix=f"tfmollify-{self.name}"
             )
@@ -451,10 +492,14 @@ def _build_model_class(kserve: Any) -> type:
                 raise InvalidInput(f"model {self.name!r} is not loaded")
             loop = asyncio.get_running_loop()  # JSON parsing off the event loop too
             try:
-                return _Decoded(await loop.run_in_executor(self._pool, self.export.decode,
-                                                           payload))
+                arrays = await loop.run_in_executor(self._pool, self.export.decode, payload)
+            except TooManyExamples:
+                raise
             except RequestError as exc:
                 raise InvalidInput(str(exc)) from None
+            if not len(next(iter(arrays.values()))):
+                raise InvalidInput(NO_EXAMPLES)
+            return _Decoded(arrays)
 
         async def _answer(self, payload: Any) -> dict:
             if not isinstance(payload, _Decoded):  # a caller that skipped preprocess
@@ -486,6 +531,45 @@ def _build_model_class(kserve: Any) -> type:
     return ExplainerModel
 
 
+def warm_up(export: Export) -> None:
+    """Runs the export's signature once on a synthetic request of one example (uniform
+    ``[0, 1)`` floats, within ``input_range`` when the export has one; zero integers, target 0),
+    so that the graph's first-call work is done before the server says it is ready."""
+    rng = np.random.default_rng(0)
+    low, high = (0.0, 1.0)
+    if export.rules is not None and export.rules.input_range is not None:
+        low, high = export.rules.input_range
+    arrays = {}
+    for name, spec in export.inputs.items():
+        shape = [1, *[d or 1 for d in spec.shape[1:]]]
+        dtype = np.dtype(spec.dtype.as_numpy_dtype)
+        if name in ("targets", "seeds") or dtype.kind in "iu":
+            arrays[name] = np.zeros(shape, dtype)
+        else:
+            arrays[name] = rng.uniform(low, high, shape).astype(dtype)
+    try:
+        export.run(arrays)
+    except RequestError:  # a model that rejects synthetic inputs: the first request warms it
+        pass
+
+
+def _handlers(app: Any) -> None:
+    """The server's answers to bad requests: 400 (413 for too many examples) with
+    ``{"error": ...}``, logged at WARNING in one line (KServe logs each with a traceback)."""
+    from fastapi.responses import JSONResponse
+    from kserve.errors import InvalidInput
+
+    log = logging.getLogger("tfmollify.serve")
+
+    async def bad_request(request: Any, exc: Exception) -> Any:
+        status = 413 if isinstance(exc, TooManyExamples) else 400
+        log.warning("%d %s: %s", status, request.url.path, str(exc).splitlines()[0][:300])
+        return JSONResponse(status_code=status, content={"error": str(exc)})
+
+    app.add_exception_handler(InvalidInput, bad_request)
+    app.add_exception_handler(TooManyExamples, bad_request)
+
+
 def _raw_body_dataplane(kserve: Any) -> type:
     """A data plane that hands V1 JSON bodies to ``preprocess`` as they came (bytes): KServe's
     own decoding (orjson) refuses the ``NaN``/``Infinity`` that TF Serving reads, with a message
@@ -513,6 +597,12 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     max_threads: int = 4,
+    max_body_mb: float = 32.0,
+    max_batch: int | None = None,
+    read_timeout_s: float = 30.0,
+    grace_s: float = 20.0,
+    admin_token_file: Any = None,
+    token_file: Any = None,
 ) -> None:
     """Serves an exported explainer over HTTP with KServe until SIGTERM or SIGINT.
 
@@ -521,7 +611,17 @@ def serve(
     ``GET /v1/models/<name>`` answers ready once the export is loaded;
     ``POST /v1/models/<name>:explain`` and ``:predict`` answer requests in either TF Serving
     body format (see the module docstring). SIGTERM (or SIGINT) stops accepting connections,
-    lets requests in flight finish (up to 30 s) and returns.
+    lets requests in flight finish (up to ``grace_s``) and returns.
+
+    In front of the model a :class:`~tfmollify.integrations.guard.Guard` enforces the limits
+    before any work: a body over ``max_body_mb`` gets 413 (from ``Content-Length``, or as soon
+    as a streamed body passes it), a request with more than ``max_batch`` examples gets 413, a
+    body not received within ``read_timeout_s`` gets 408. The model-repository endpoints
+    (load/unload) answer 404 unless an admin token is set (``TFMOLLIFY_ADMIN_TOKEN`` or
+    ``admin_token_file``), then 401 without it; an inference token (``TFMOLLIFY_TOKEN`` or
+    ``token_file``) makes every inference request need ``Authorization: Bearer <token>``.
+    Health, readiness and metadata stay open; readiness answers 503 until the export is loaded
+    and warmed up (one synthetic request), and after an unload.
 
     Args:
         export_dir: The directory given to ``explainer.export`` (its highest version is served)
@@ -531,6 +631,14 @@ def serve(
             ``0.0.0.0`` in a container.
         port: The TCP port (``0``: any free port; the URL printed on stdout names it).
         max_threads: Requests computed at once.
+        max_body_mb: The largest request body, in MB (2**20 bytes).
+        max_batch: The most examples per request (None: :data:`DEFAULT_MAX_BATCH`, 256).
+        read_timeout_s: Seconds to receive a whole request body.
+        grace_s: Seconds that requests in flight get to finish after SIGTERM.
+        admin_token_file: A file whose first line is the admin token (else the environment's
+            ``TFMOLLIFY_ADMIN_TOKEN``; neither: the control plane is off).
+        token_file: A file whose first line is the inference token (else ``TFMOLLIFY_TOKEN``;
+            neither: inference needs no token).
 
     Raises:
         ImportError: If KServe is not installed (naming the ``kserve`` extra).
@@ -559,11 +667,15 @@ def serve(
     if not isinstance(host, str) or not host:
         raise ValueError(f"Argument `host` must be an address, e.g. '127.0.0.1'. Received: "
                          f"host={host!r}")
+    limits = _limits(max_body_mb, read_timeout_s, grace_s, admin_token_file, token_file)
+    max_batch = _max_batch(max_batch)
     kserve = load_kserve()
+    import uvicorn
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
+    from uvicorn.importer import import_from_string
 
-    model = model_class()(name, export_dir, max_threads=max_threads)
+    model = model_class()(name, export_dir, max_threads=max_threads, max_batch=max_batch)
     model.load()  # a bad export fails here, before the port is taken
     sock = _bind(host, port)
     stopped: list[int] = []
@@ -576,17 +688,21 @@ def serve(
         bound = sock.getsockname()[:2]
         rest = RESTServer(
             FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
-            bound[1], workers=1, grace_period=server.grace_period,
+            bound[1], workers=1, grace_period=max(1, math.ceil(grace_s)),
             event_loop=server.event_loop, timeout_keep_alive=server.timeout_keep_alive,
         )
+        rest.create_application()  # KServe's app, its endpoints and handlers
+        app = import_from_string(FASTAPI_APP_IMPORT_STRING)
+        _handlers(app)
+        rest.config.app = guard_lib.Guard(app, limits, ready=lambda: _ready(server, model))
         # uvicorn stops gracefully on SIGTERM/SIGINT and raises the signal again once done;
         # these handlers take that second one, so the process ends normally (status 0)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda s, _frame: stopped.append(s))
         url = f"http://{_url_host(bound[0])}:{bound[1]}/v1/models/{name}"
-        print(f"tfmollify: serving {model.export.path} at {url} (:explain, :predict)",
-              flush=True)
-        rest.run(sockets=[sock])
+        print(f"tfmollify: serving {model.export.path} at {url} (:explain, :predict; "
+              f"{_said(limits, max_batch)})", flush=True)
+        uvicorn.Server(rest.config).run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -594,6 +710,45 @@ def serve(
         model.stop()
     if stopped:
         print(f"tfmollify: stopped ({signal.Signals(stopped[0]).name})", flush=True)
+
+
+def _limits(max_body_mb: Any, read_timeout_s: Any, grace_s: Any, admin_token_file: Any,
+            token_file: Any) -> guard_lib.Limits:
+    """The guard's limits, checked; the tokens read from their files or the environment."""
+    for arg, value in (("max_body_mb", max_body_mb), ("read_timeout_s", read_timeout_s),
+                       ("grace_s", grace_s)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value > 0):
+            raise ValueError(f"Argument `{arg}` must be a positive number. Received: "
+                             f"{arg}={value!r}")
+    return guard_lib.Limits(
+        max_body_bytes=int(max_body_mb * 2**20), read_timeout_s=float(read_timeout_s),
+        admin_token=guard_lib.read_token(guard_lib.ADMIN_TOKEN_ENV, admin_token_file),
+        token=guard_lib.read_token(guard_lib.TOKEN_ENV, token_file),
+    )
+
+
+def _max_batch(max_batch: Any) -> int:
+    """``max_batch`` checked (None: :data:`DEFAULT_MAX_BATCH`)."""
+    if max_batch is None:
+        return DEFAULT_MAX_BATCH
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"Argument `max_batch` must be an int >= 1. Received: "
+                         f"max_batch={max_batch!r}")
+    return max_batch
+
+
+def _ready(server: Any, model: Any) -> bool:
+    """The truth for readiness probes: the model is registered, loaded and warmed up."""
+    registered = server.registered_models.get_model(model.name) if hasattr(
+        server.registered_models, "get_model") else model
+    return bool(registered is not None and getattr(registered, "ready", False))
+
+
+def _said(limits: guard_lib.Limits, max_batch: int) -> str:
+    return (f"bodies up to {limits.max_body_bytes / 2**20:g} MB and {max_batch} examples; "
+            f"control plane {'behind the admin token' if limits.admin_token else 'off'}; "
+            f"inference {'behind a token' if limits.token else 'open'}")
 
 
 def _bind(host: str, port: int) -> socket.socket:

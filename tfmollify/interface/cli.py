@@ -494,12 +494,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         serve_lib.load_kserve()
-        serve_lib.serve(args.export, name=args.name, host=args.host, port=args.port)
+        serve_lib.serve(
+            args.export, name=args.name, host=args.host, port=args.port,
+            max_body_mb=args.max_body_mb, max_batch=args.max_batch,
+            read_timeout_s=args.read_timeout_s, grace_s=args.grace_s,
+            admin_token_file=args.admin_token_file, token_file=args.token_file,
+        )
+        _exit_if_work_remains()
     except ImportError as exc:
         raise CLIError(str(exc)) from None
     except (ValueError, TypeError, OSError) as exc:  # a bad export, name or port
         raise CLIError(str(exc)) from None
     return 0
+
+
+def _exit_if_work_remains() -> None:
+    """After the server stopped (SIGTERM, ``--grace-s`` spent): a request still computing
+    would keep the process alive until it ends (Python joins the pool's threads at exit), past
+    Kubernetes' grace period; the process ends now instead, its output flushed."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + 1.0  # idle workers leave at once (the pool is shut down)
+    for t in threading.enumerate():
+        if t.name.startswith("tfmollify-"):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    busy = [t for t in threading.enumerate() if t.name.startswith("tfmollify-") and t.is_alive()]
+    if busy:
+        print(f"tfmollify: {len(busy)} request(s) still computing after the grace period: "
+              "stopped", flush=True)
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
@@ -657,6 +682,21 @@ def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--port", "--http_port", type=int, default=8080,
                    help="TCP port (default: %(default)s)")
+    p.add_argument("--max-body-mb", type=float, default=32.0,
+                   help="largest request body in MB; over it: 413 (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="most examples per request; over it: 413 (default: 256)")
+    p.add_argument("--read-timeout-s", type=float, default=30.0,
+                   help="seconds to receive a request body; after them: 408 "
+                   "(default: %(default)s)")
+    p.add_argument("--grace-s", type=float, default=20.0,
+                   help="seconds for requests in flight after SIGTERM (default: %(default)s)")
+    p.add_argument("--admin-token-file", default=None,
+                   help="file with the admin token that turns on the model-repository "
+                   "endpoints (else $TFMOLLIFY_ADMIN_TOKEN; neither: they answer 404)")
+    p.add_argument("--token-file", default=None,
+                   help="file with a bearer token every inference request needs (else "
+                   "$TFMOLLIFY_TOKEN; neither: none)")
     # KServe appends these to a custom explainer container's args: accepted; the export holds
     # the model (no calls to the predictor) and one process serves
     p.add_argument("--predictor_host", help=argparse.SUPPRESS)
