@@ -440,8 +440,8 @@ def test_the_kserve_model_also_takes_bodies_kserve_decoded(exports):
     assert model.load() and model.ready
     req = flat_request(3, seed=9)
 
-    async def answer(body):
-        return await model.predict(await model.preprocess(body))
+    async def answer(body):  # the answer comes encoded (JSON bytes, made off the event loop)
+        return json.loads(await model.predict(await model.preprocess(body)))
 
     try:
         got = asyncio.run(answer(json.loads(rows(req))))
@@ -545,5 +545,43 @@ def test_sigterm_with_a_long_request_exits_within_the_grace_period(tmp_path):
         took = time.monotonic() - started
         assert server.proc.returncode == 0 and took < 1 + 5, (took, server.log())
         assert "still computing after the grace period" in server.log()
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_a_deadline_gets_504_and_a_disconnect_stops_the_work(tmp_path):
+    """Work runs on slices of 8 examples (about a second each here): past its X-Timeout-S a
+    request gets 504 after the slice in progress; a client that leaves stops its work at the
+    next slice."""
+    require("kserve", KSERVE)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation="tanh"),
+                              keras.layers.Dense(512, activation="tanh"), keras.layers.Dense(2)])
+    tfm.SmoothGrad(model, num_samples=15_000, seed=0, batch_size=2000).export(
+        str(tmp_path / "medium"), max_batch_size=4, warmup=False)
+    server = Server(str(tmp_path / "medium"), "medium", tmp_path / "log.txt")
+    server.start()
+    try:
+        server.wait_ready()
+        body = rows({"inputs": np.random.default_rng(0).normal(size=(24, 64)).astype(np.float32),
+                     "targets": np.ones(24, np.int32), "seeds": np.arange(24)})
+        req = urllib.request.Request(server.url + ":explain", data=body, method="POST")
+        req.add_header("X-Timeout-S", "0.3")
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            OPENER.open(req, timeout=REQUEST_S)
+        answer = json.loads(info.value.read())
+        assert info.value.code == 504 and "after 8 of 24 examples" in answer["error"]
+        assert time.monotonic() - started < 20
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            raw.sendall(b"POST /v1/models/medium:explain HTTP/1.1\r\nHost: x\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.3)  # the first slice is computing; the client leaves
+        deadline = time.monotonic() + 30
+        while "the client disconnected" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "of 24 examples: the client disconnected" in server.log()
+        assert "after 24 of 24" not in server.log()
     finally:
         server.kill()

@@ -160,3 +160,64 @@ def test_more_examples_than_max_batch_are_refused_in_both_formats(export):
         export.decode(json.dumps({"inputs": columns}).encode())
     assert isinstance(TooManyExamples("x"), RequestError)
     np.testing.assert_equal(export.max_batch, 2)
+
+
+class FakeCall:
+    """Says stop once ``after`` slices have been asked about."""
+
+    def __init__(self, reason, after):
+        self.reason, self.after, self.asked = reason, after, 0
+
+    def stop_reason(self):
+        self.asked += 1
+        return self.reason if self.asked > self.after else None
+
+
+def test_slices_give_the_one_call_answer_and_stop_between_slices(export):
+    from tfmollify.integrations.serve import Stopped, run_in_slices
+
+    whole = Export(export.path)  # no max_batch
+    rng = np.random.default_rng(0)
+    arrays = {"inputs": rng.normal(size=(11, 3)).astype(np.float32),
+              "targets": np.ones(11, np.int32), "seeds": np.arange(11, dtype=np.int64)}
+    one = whole.run(arrays)
+    sliced = run_in_slices(whole, arrays, None, size=4)
+    for name in one:
+        np.testing.assert_array_equal(sliced[name], one[name])
+    for reason, status in (("deadline", 504), ("disconnected", 499)):
+        with pytest.raises(Stopped, match="after 8 of 11 examples") as info:
+            run_in_slices(whole, arrays, FakeCall(reason, 2), size=4)
+        assert info.value.status == status
+
+
+def test_the_guard_gives_the_work_its_call_and_deadline():
+    from tfmollify.integrations import guard as g
+
+    seen = []
+
+    async def app(scope, receive, send):
+        call = g.current()
+        seen.append((call.deadline is not None, call.stop_reason()))
+        await receive()  # the body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = Guard(app, Limits(timeout_s=60.0), ready=lambda: True)
+    assert call(guard, headers=[("X-Timeout-S", "0.5")])[0] == 200
+    assert call(guard, headers=[("X-Timeout-S", "-1")])[0] == 400
+    assert call(guard, headers=[("X-Timeout-S", "soon")])[0] == 400
+    assert seen == [(True, None)]
+    assert g.current() is None  # outside a request
+
+
+def test_a_call_knows_its_client_left_and_its_deadline_passed():
+    import time
+
+    from tfmollify.integrations.guard import Call
+
+    c = Call(time.monotonic() + 60)
+    assert c.stop_reason() is None
+    c.gone.set()
+    assert c.stop_reason() == "disconnected"
+    assert Call(time.monotonic() - 1).stop_reason() == "deadline"
+    assert Call(None).stop_reason() is None

@@ -12,6 +12,9 @@ serve.serve` puts it there). Before a request reaches the model it:
 - **bounds the body**: over ``max_body_bytes`` answers 413 at once from ``Content-Length``, or
   as soon as a streamed body passes the limit (the rest is not read); a body not finished within
   ``read_timeout_s`` answers 408;
+- **lets the work stop early**: each request gets a :class:`Call` (:func:`current`) that says
+  when its client has gone or its deadline (``timeout_s``, lowered by the header
+  ``X-Timeout-S``) has passed; the server checks it between slices of examples;
 - **tells the truth about readiness**: ``/v2/health/ready``, ``/v2/models/<name>/ready`` and
   ``GET /v1/models/<name>`` answer 503 while the model is not ready (warming up, unloaded).
 
@@ -41,16 +44,20 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hmac
 import json
 import logging
+import math
 import os
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["ADMIN_TOKEN_ENV", "TOKEN_ENV", "Guard", "Limits", "read_token"]
+__all__ = ["ADMIN_TOKEN_ENV", "TOKEN_ENV", "Call", "Guard", "Limits", "current", "read_token"]
 
 #: The environment variables the tokens come from (or ``--admin-token-file``/``--token-file``).
 ADMIN_TOKEN_ENV = "TFMOLLIFY_ADMIN_TOKEN"
@@ -75,17 +82,20 @@ class Limits:
         admin_token: Turns the model-repository endpoints on, behind this bearer token (None:
             they answer 404).
         token: A bearer token every inference request must carry (None: none needed).
+        timeout_s: Each request's deadline in seconds (None: none); a request may lower its
+            own with the header ``X-Timeout-S``.
     """
 
     max_body_bytes: int = 32 * 2**20
     read_timeout_s: float = 30.0
     admin_token: str | None = None
     token: str | None = None
+    timeout_s: float | None = None
 
     def __repr__(self) -> str:  # never print a token
         return (f"Limits(max_body_bytes={self.max_body_bytes}, read_timeout_s="
                 f"{self.read_timeout_s}, admin_token={'set' if self.admin_token else None}, "
-                f"token={'set' if self.token else None})")
+                f"token={'set' if self.token else None}, timeout_s={self.timeout_s})")
 
 
 def read_token(env: str, path: Any = None) -> str | None:
@@ -109,6 +119,34 @@ def read_token(env: str, path: Any = None) -> str | None:
     return os.environ.get(env) or None
 
 
+class Call:
+    """One request in flight, as the work sees it: whether its client left, and its deadline.
+
+    The work checks :meth:`stop_reason` between slices of examples (from a worker thread).
+    """
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline  # time.monotonic() seconds, or None
+        self.gone = threading.Event()
+
+    def stop_reason(self) -> str | None:
+        """``"disconnected"``, ``"deadline"`` or None (go on)."""
+        if self.gone.is_set():
+            return "disconnected"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "deadline"
+        return None
+
+
+_CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("tfmollify_call",
+                                                                      default=None)
+
+
+def current() -> Call | None:
+    """The :class:`Call` of the request being answered (None outside a guarded request)."""
+    return _CURRENT.get()
+
+
 class Guard:
     """The ASGI middleware (see the module docstring).
 
@@ -129,12 +167,37 @@ class Guard:
         refusal = self._refusal(path, method, headers)
         if refusal is not None:
             return await _answer(send, *refusal, path)
-        if method in ("POST", "PUT", "PATCH"):
-            body = await self._body(headers, receive)
-            if isinstance(body, tuple):
-                return await _answer(send, *body, path)
-            receive = _replay(body, receive)
-        return await self.app(scope, receive, send)
+        if method not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        deadline = self._deadline(headers)
+        if isinstance(deadline, tuple):
+            return await _answer(send, *deadline, path)
+        body = await self._body(headers, receive)
+        if isinstance(body, tuple):
+            return await _answer(send, *body, path)
+        call = Call(deadline)
+        watcher = asyncio.ensure_future(_watch(receive, call))
+        token = _CURRENT.set(call)
+        try:
+            await self.app(scope, _replay(body, watcher), send)
+        finally:
+            _CURRENT.reset(token)
+            watcher.cancel()
+
+    def _deadline(self, headers: dict) -> float | tuple[int, str] | None:
+        """The request's deadline (monotonic seconds): the server's ``timeout_s``, lowered by
+        the header ``X-Timeout-S``; ``(400, message)`` for a header that is not a number."""
+        timeout = self.limits.timeout_s
+        given = headers.get(b"x-timeout-s")
+        if given is not None:
+            try:
+                asked = float(given)
+            except ValueError:
+                asked = float("nan")
+            if not (math.isfinite(asked) and asked > 0):
+                return 400, "The X-Timeout-S header must be a positive number of seconds."
+            timeout = asked if timeout is None else min(timeout, asked)
+        return None if timeout is None else time.monotonic() + timeout
 
     def _refusal(self, path: str, method: str, headers: dict) -> tuple[int, str] | None:
         """``(status, message)`` for a request refused before its body is read, else None."""
@@ -194,9 +257,17 @@ def _too_large(limit: int, size: int | None) -> str:
             f"({limit / 2**20:g} MB, --max-body-mb). Send fewer examples per request.")
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the body read already, then the client's own messages (a
-    disconnect)."""
+async def _watch(receive: Receive, call: Call) -> dict[str, Any]:
+    """Waits for the client's next message after the body (a disconnect) and marks the call."""
+    message = await receive()
+    if message.get("type") == "http.disconnect":
+        call.gone.set()
+    return message
+
+
+def _replay(body: bytes, watcher: asyncio.Future) -> Receive:
+    """A ``receive`` that gives the body read already, then what the watcher saw (the only
+    reader of the client's messages after the body)."""
     sent = False
 
     async def again() -> dict[str, Any]:
@@ -204,7 +275,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return await asyncio.shield(watcher)
 
     return again
 

@@ -50,8 +50,20 @@ from tfmollify.integrations import guard as guard_lib
 from tfmollify.integrations import loader
 
 __all__ = [
-    "DEFAULT_MAX_BATCH", "KSERVE_INSTALL", "NO_EXAMPLES", "Export", "RequestError",
-    "TooManyExamples", "load_kserve", "model_class", "serve", "warm_up",
+    "DEFAULT_MAX_BATCH",
+    "KSERVE_INSTALL",
+    "NO_EXAMPLES",
+    "SLICE_EXAMPLES",
+    "Export",
+    "RequestError",
+    "Stopped",
+    "TooManyExamples",
+    "encode_json",
+    "load_kserve",
+    "model_class",
+    "run_in_slices",
+    "serve",
+    "warm_up",
 ]
 
 KSERVE_INSTALL = 'pip install "tfmollify[kserve]"'
@@ -501,13 +513,13 @@ def _build_model_class(kserve: Any) -> type:
                 raise InvalidInput(NO_EXAMPLES)
             return _Decoded(arrays)
 
-        async def _answer(self, payload: Any) -> dict:
+        async def _answer(self, payload: Any) -> bytes:
             if not isinstance(payload, _Decoded):  # a caller that skipped preprocess
                 payload = await self.preprocess(payload)
-            export = self.export
+            export, call = self.export, guard_lib.current()
 
-            def work() -> dict:
-                return export.encode(export.run(payload.arrays))
+            def work() -> bytes:  # the answer encoded here, off the event loop
+                return encode_json(export, run_in_slices(export, payload.arrays, call))
 
             loop = asyncio.get_running_loop()
             try:
@@ -515,12 +527,14 @@ def _build_model_class(kserve: Any) -> type:
             except RequestError as exc:
                 raise InvalidInput(str(exc)) from None
 
-        async def explain(self, payload: Any, headers: Any = None) -> dict:
+        async def explain(self, payload: Any, headers: Any = None) -> bytes:
             return await self._answer(payload)
 
         async def predict(
             self, payload: Any, headers: Any = None, response_headers: Any = None
-        ) -> dict:
+        ) -> bytes:
+            if response_headers is not None:
+                response_headers["content-type"] = "application/json"
             return await self._answer(payload)
 
         def stop(self) -> None:
@@ -529,6 +543,53 @@ def _build_model_class(kserve: Any) -> type:
             super().stop()
 
     return ExplainerModel
+
+
+#: The most examples the server computes in one call of the signature: between slices it checks
+#: whether the client is still there and the deadline has not passed
+SLICE_EXAMPLES = 8
+
+
+class Stopped(RuntimeError):
+    """A request's work stopped between slices: its client left (499) or its deadline passed
+    (504)."""
+
+    def __init__(self, reason: str, done: int, total: int) -> None:
+        self.reason, self.status = reason, 504 if reason == "deadline" else 499
+        what = ("its deadline passed (--timeout-s, or the X-Timeout-S header)"
+                if reason == "deadline" else "the client disconnected")
+        super().__init__(f"The request was stopped after {done} of {total} examples: {what}.")
+
+
+def run_in_slices(export: Export, arrays: dict[str, np.ndarray], call: Any = None,
+                  size: int = SLICE_EXAMPLES) -> dict[str, np.ndarray]:
+    """:meth:`Export.run` on slices of at most ``size`` examples, checking ``call`` (a
+    :class:`tfmollify.integrations.guard.Call`, or None) before each. Each example's noise
+    depends only on its seed, so the answer equals one call on all of them.
+
+    Raises:
+        Stopped: When the call says stop (a disconnect, or the deadline).
+        RequestError: As :meth:`Export.run`.
+    """
+    total = len(next(iter(arrays.values())))
+    parts = []
+    for start in range(0, max(total, 1), size):
+        reason = None if call is None else call.stop_reason()
+        if reason is not None:
+            raise Stopped(reason, start, total)
+        parts.append(export.run({k: v[start:start + size] for k, v in arrays.items()}))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def encode_json(export: Export, outputs: dict[str, np.ndarray]) -> bytes:
+    """:meth:`Export.encode`'s answer as JSON bytes (orjson, NumPy in bulk: float32 values in
+    their shortest form, which parse back to the same float32)."""
+    import orjson
+
+    names = export.outputs
+    batch = len(outputs[names[0]]) if names else 0
+    rows = [{k: outputs[k][b] for k in names} for b in range(batch)]
+    return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def warm_up(export: Export) -> None:
@@ -566,8 +627,13 @@ def _handlers(app: Any) -> None:
         log.warning("%d %s: %s", status, request.url.path, str(exc).splitlines()[0][:300])
         return JSONResponse(status_code=status, content={"error": str(exc)})
 
+    async def stopped(request: Any, exc: Stopped) -> Any:
+        log.warning("%d %s: %s", exc.status, request.url.path, exc)
+        return JSONResponse(status_code=exc.status, content={"error": str(exc)})
+
     app.add_exception_handler(InvalidInput, bad_request)
     app.add_exception_handler(TooManyExamples, bad_request)
+    app.add_exception_handler(Stopped, stopped)
 
 
 def _raw_body_dataplane(kserve: Any) -> type:
@@ -601,6 +667,7 @@ def serve(
     max_batch: int | None = None,
     read_timeout_s: float = 30.0,
     grace_s: float = 20.0,
+    timeout_s: float | None = 120.0,
     admin_token_file: Any = None,
     token_file: Any = None,
 ) -> None:
@@ -621,7 +688,9 @@ def serve(
     ``admin_token_file``), then 401 without it; an inference token (``TFMOLLIFY_TOKEN`` or
     ``token_file``) makes every inference request need ``Authorization: Bearer <token>``.
     Health, readiness and metadata stay open; readiness answers 503 until the export is loaded
-    and warmed up (one synthetic request), and after an unload.
+    and warmed up (one synthetic request), and after an unload. The work runs on slices of
+    :data:`SLICE_EXAMPLES` examples: a client that disconnects stops its work at the next
+    slice, and a request past ``timeout_s`` gets 504.
 
     Args:
         export_dir: The directory given to ``explainer.export`` (its highest version is served)
@@ -635,6 +704,9 @@ def serve(
         max_batch: The most examples per request (None: :data:`DEFAULT_MAX_BATCH`, 256).
         read_timeout_s: Seconds to receive a whole request body.
         grace_s: Seconds that requests in flight get to finish after SIGTERM.
+        timeout_s: Each request's deadline (None: none); a request may lower its own with the
+            header ``X-Timeout-S``. Past it, the work stops at the next slice of
+            :data:`SLICE_EXAMPLES` examples and the answer is 504.
         admin_token_file: A file whose first line is the admin token (else the environment's
             ``TFMOLLIFY_ADMIN_TOKEN``; neither: the control plane is off).
         token_file: A file whose first line is the inference token (else ``TFMOLLIFY_TOKEN``;
@@ -667,7 +739,8 @@ def serve(
     if not isinstance(host, str) or not host:
         raise ValueError(f"Argument `host` must be an address, e.g. '127.0.0.1'. Received: "
                          f"host={host!r}")
-    limits = _limits(max_body_mb, read_timeout_s, grace_s, admin_token_file, token_file)
+    limits = _limits(max_body_mb, read_timeout_s, grace_s, admin_token_file, token_file,
+                     timeout_s)
     max_batch = _max_batch(max_batch)
     kserve = load_kserve()
     import uvicorn
@@ -713,10 +786,11 @@ def serve(
 
 
 def _limits(max_body_mb: Any, read_timeout_s: Any, grace_s: Any, admin_token_file: Any,
-            token_file: Any) -> guard_lib.Limits:
+            token_file: Any, timeout_s: Any = None) -> guard_lib.Limits:
     """The guard's limits, checked; the tokens read from their files or the environment."""
-    for arg, value in (("max_body_mb", max_body_mb), ("read_timeout_s", read_timeout_s),
-                       ("grace_s", grace_s)):
+    checked = [("max_body_mb", max_body_mb), ("read_timeout_s", read_timeout_s),
+               ("grace_s", grace_s)] + ([] if timeout_s is None else [("timeout_s", timeout_s)])
+    for arg, value in checked:
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
                 math.isfinite(value) and value > 0):
             raise ValueError(f"Argument `{arg}` must be a positive number. Received: "
@@ -725,6 +799,7 @@ def _limits(max_body_mb: Any, read_timeout_s: Any, grace_s: Any, admin_token_fil
         max_body_bytes=int(max_body_mb * 2**20), read_timeout_s=float(read_timeout_s),
         admin_token=guard_lib.read_token(guard_lib.ADMIN_TOKEN_ENV, admin_token_file),
         token=guard_lib.read_token(guard_lib.TOKEN_ENV, token_file),
+        timeout_s=None if timeout_s is None else float(timeout_s),
     )
 
 

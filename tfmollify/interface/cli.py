@@ -498,6 +498,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             args.export, name=args.name, host=args.host, port=args.port,
             max_body_mb=args.max_body_mb, max_batch=args.max_batch,
             read_timeout_s=args.read_timeout_s, grace_s=args.grace_s,
+            timeout_s=args.timeout_s,
             admin_token_file=args.admin_token_file, token_file=args.token_file,
         )
         _exit_if_work_remains()
@@ -689,6 +690,9 @@ def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--read-timeout-s", type=float, default=30.0,
                    help="seconds to receive a request body; after them: 408 "
                    "(default: %(default)s)")
+    p.add_argument("--timeout-s", type=float, default=120.0,
+                   help="each request's deadline; past it: 504 (a request may lower it with "
+                   "the X-Timeout-S header; default: %(default)s)")
     p.add_argument("--grace-s", type=float, default=20.0,
                    help="seconds for requests in flight after SIGTERM (default: %(default)s)")
     p.add_argument("--admin-token-file", default=None,
