@@ -585,3 +585,75 @@ def test_a_deadline_gets_504_and_a_disconnect_stops_the_work(tmp_path):
         assert "after 24 of 24" not in server.log()
     finally:
         server.kill()
+
+
+_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
+_NP = {v: k for k, v in _V2.items()}
+
+
+def v2_json(req: dict[str, np.ndarray]) -> bytes:
+    """The Open Inference Protocol's JSON body."""
+    return json.dumps({"inputs": [
+        {"name": k, "shape": list(v.shape), "datatype": _V2[v.dtype], "data": v.ravel().tolist()}
+        for k, v in req.items()]}).encode()
+
+
+def v2_binary(req: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """The binary tensor data extension: a JSON header, then the tensors' bytes (as Triton's and
+    KServe's clients send them); ``(body, header length)``."""
+    header = json.dumps({"inputs": [
+        {"name": k, "shape": list(v.shape), "datatype": _V2[v.dtype],
+         "parameters": {"binary_data_size": v.nbytes}} for k, v in req.items()],
+        "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(np.ascontiguousarray(v).tobytes() for v in req.values()), len(header)
+
+
+def v2_call(url: str, body: bytes, header_length: int | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST")
+    req.add_header("Content-Type", "application/json" if header_length is None
+                   else "application/octet-stream")
+    if header_length is not None:
+        req.add_header("Inference-Header-Content-Length", str(header_length))
+    try:
+        with OPENER.open(req, timeout=REQUEST_S) as r:
+            raw, size = r.read(), r.headers.get("inference-header-content-length")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    if size is None:
+        answer = json.loads(raw)
+        return 200, {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
+                     for o in answer["outputs"]}
+    head, offset, out = json.loads(raw[:int(size)]), int(size), {}
+    for o in head["outputs"]:
+        n = o["parameters"]["binary_data_size"]
+        out[o["name"]] = np.frombuffer(raw[offset:offset + n], _NP[o["datatype"]]).reshape(
+            o["shape"])
+        offset += n
+    return 200, out
+
+
+@pytest.mark.slow
+def test_the_open_inference_protocol_in_json_and_binary(servers, exports):
+    for key, make in (("flat", flat_request), ("multi", multi_request)):
+        server, explainer = servers[key][2].running(), exports[key][0]
+        base = server.url.replace("/v1/", "/v2/")
+        req = make(3, seed=4)
+        status, json_answer = v2_call(base + "/infer", v2_json(req))
+        assert status == 200
+        assert_equals_explain_full(json_answer, explainer, req)
+        status, binary_answer = v2_call(base + "/infer", *v2_binary(req))
+        assert status == 200
+        for name, value in json_answer.items():  # the same float32 values, bit for bit
+            np.testing.assert_array_equal(binary_answer[name].astype(value.dtype), value)
+        status, meta = http(base)
+        assert status == 200 and {t["name"] for t in meta["inputs"]} == set(req)
+        assert {t["name"] for t in meta["outputs"]} == set(json_answer)
+    # a bad request: the same status and message as the V1 columnar body
+    server = servers["flat"][2].running()
+    bad = {k: v for k, v in flat_request(2, seed=1).items() if k != "targets"}
+    v1 = http(server.url + ":explain", json.dumps({"inputs": {
+        k: v.tolist() for k, v in bad.items()}}).encode())
+    v2 = v2_call(server.url.replace("/v1/", "/v2/") + "/infer", v2_json(bad))
+    v2b = v2_call(server.url.replace("/v1/", "/v2/") + "/infer", *v2_binary(bad))
+    assert v1[0] == v2[0] == v2b[0] == 400
+    assert v1[1]["error"] == v2[1]["error"] == v2b[1]["error"]

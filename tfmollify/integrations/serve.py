@@ -63,6 +63,7 @@ __all__ = [
     "model_class",
     "run_in_slices",
     "serve",
+    "v2_response",
     "warm_up",
 ]
 
@@ -117,9 +118,11 @@ def load_kserve() -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Decoded:
-    """A decoded request: one NumPy array per signature input (same batch size)."""
+    """A decoded request: one NumPy array per signature input (same batch size), and for the
+    Open Inference Protocol (V2) its request (the answer follows its format)."""
 
     arrays: dict[str, np.ndarray]
+    v2: Any = None
 
 
 class Export:
@@ -360,6 +363,13 @@ class Export:
             raise RequestError(f"`{name}` holds NaN or Inf. Send finite numbers.")
         return out
 
+    def output_specs(self) -> dict[str, Any]:
+        """``{name: tf.TensorSpec}`` of the signature's outputs."""
+        import tensorflow as tf
+
+        outs = self._fn.structured_outputs
+        return {k: tf.TensorSpec(outs[k].shape, outs[k].dtype, k) for k in self.outputs}
+
     # -- running and encoding ------------------------------------------------------------------
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The signature on decoded inputs (thread-safe: calls share nothing).
@@ -475,6 +485,7 @@ def model_class() -> type:
 def _build_model_class(kserve: Any) -> type:
     """Define the ``ExplainerModel`` subclass of ``kserve.Model`` (see :func:`model_class`)."""
     from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferRequest
 
     class ExplainerModel(kserve.Model):
         """A tfmollify export served by KServe (V1 protocol: ``:explain`` and ``:predict``)."""
@@ -503,6 +514,9 @@ def _build_model_class(kserve: Any) -> type:
             if self.export is None:
                 raise InvalidInput(f"model {self.name!r} is not loaded")
             loop = asyncio.get_running_loop()  # JSON parsing off the event loop too
+            v2 = payload if isinstance(payload, InferRequest) else None
+            if v2 is not None:  # V2: KServe decoded JSON or binary tensors; the same rules
+                payload = {"inputs": _v2_columns(v2)}
             try:
                 arrays = await loop.run_in_executor(self._pool, self.export.decode, payload)
             except TooManyExamples:
@@ -511,15 +525,18 @@ def _build_model_class(kserve: Any) -> type:
                 raise InvalidInput(str(exc)) from None
             if not len(next(iter(arrays.values()))):
                 raise InvalidInput(NO_EXAMPLES)
-            return _Decoded(arrays)
+            return _Decoded(arrays, v2)
 
-        async def _answer(self, payload: Any) -> bytes:
+        async def _answer(self, payload: Any) -> Any:
             if not isinstance(payload, _Decoded):  # a caller that skipped preprocess
                 payload = await self.preprocess(payload)
-            export, call = self.export, guard_lib.current()
+            export, call, name = self.export, guard_lib.current(), self.name
 
-            def work() -> bytes:  # the answer encoded here, off the event loop
-                return encode_json(export, run_in_slices(export, payload.arrays, call))
+            def work() -> Any:  # the answer encoded here, off the event loop
+                outputs = run_in_slices(export, payload.arrays, call)
+                if payload.v2 is not None:
+                    return v2_response(name, payload.v2, outputs)
+                return encode_json(export, outputs)
 
             loop = asyncio.get_running_loop()
             try:
@@ -532,10 +549,19 @@ def _build_model_class(kserve: Any) -> type:
 
         async def predict(
             self, payload: Any, headers: Any = None, response_headers: Any = None
-        ) -> bytes:
-            if response_headers is not None:
+        ) -> Any:
+            answer = await self._answer(payload)
+            if response_headers is not None and isinstance(answer, bytes):
                 response_headers["content-type"] = "application/json"
-            return await self._answer(payload)
+            return answer
+
+        def get_input_types(self) -> list[dict]:
+            """The V2 metadata of the signature's inputs (``GET /v2/models/<name>``)."""
+            return [_tensor_metadata(k, s) for k, s in self.export.inputs.items()]
+
+        def get_output_types(self) -> list[dict]:
+            """The V2 metadata of the signature's outputs."""
+            return [_tensor_metadata(k, s) for k, s in self.export.output_specs().items()]
 
         def stop(self) -> None:
             if self._pool is not None:
@@ -543,6 +569,49 @@ def _build_model_class(kserve: Any) -> type:
             super().stop()
 
     return ExplainerModel
+
+
+_V2_TYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int32": "INT32",
+             "int64": "INT64", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
+             "bool": "BOOL"}
+
+
+def _tensor_metadata(name: str, spec: Any) -> dict:
+    """The Open Inference Protocol's description of one tensor (-1: any size)."""
+    return {"name": name, "datatype": _V2_TYPES.get(spec.dtype.name, spec.dtype.name.upper()),
+            "shape": [-1 if d is None else int(d) for d in spec.shape]}
+
+
+def _v2_columns(request: Any) -> dict[str, Any]:
+    """A V2 request's tensors by name (as NumPy arrays), for :meth:`Export.decode`."""
+    from kserve.errors import InvalidInput
+
+    columns = {}
+    for tensor in request.inputs:
+        try:
+            columns[tensor.name] = tensor.as_numpy()
+        except Exception as exc:  # KServe's own message about the tensor's data
+            raise InvalidInput(f"Input `{tensor.name}`: {exc}") from None
+    return columns
+
+
+def v2_response(name: str, request: Any, outputs: dict[str, np.ndarray]) -> Any:
+    """The Open Inference Protocol's answer: one output tensor per signature output, binary
+    where the request asked for it (``binary_data_output``, or an output's ``binary_data``)."""
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    binary = bool(request.use_binary_outputs)
+    asked = {o.name: o for o in (request.request_outputs or [])}
+    tensors = []
+    for key in sorted(outputs):
+        value = np.ascontiguousarray(outputs[key])
+        out = InferOutput(key, list(value.shape), _V2_TYPES.get(value.dtype.name, "FP32"))
+        wanted = asked.get(key)
+        own = None if wanted is None else wanted.binary_data
+        out.set_data_from_numpy(value, binary_data=binary if own is None else bool(own))
+        tensors.append(out)
+    return InferResponse(response_id=request.id or "", model_name=name, infer_outputs=tensors,
+                         use_binary_outputs=binary)
 
 
 #: The most examples the server computes in one call of the signature: between slices it checks
