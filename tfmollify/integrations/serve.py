@@ -192,7 +192,7 @@ class Export:
         """
         if isinstance(body, bytes | bytearray | memoryview | str):
             try:
-                body = json.loads(bytes(body) if not isinstance(body, str) else body)
+                body = _loads(body)
             except RecursionError:
                 raise RequestError(
                     "The request body is nested too deeply to be a request. Send "
@@ -425,6 +425,21 @@ class Export:
             RequestError: As :meth:`decode` and :meth:`run`.
         """
         return self.encode(self.run(self.decode(body)))
+
+
+def _loads(body: Any) -> Any:
+    """JSON text to Python: orjson where installed (KServe brings it; several times faster),
+    else, and for what orjson refuses (TF Serving's ``NaN``/``Infinity``), the standard
+    library."""
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _as_request_error(rule: Any, *args: Any) -> Any:
