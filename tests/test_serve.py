@@ -657,3 +657,36 @@ def test_the_open_inference_protocol_in_json_and_binary(servers, exports):
     v2b = v2_call(server.url.replace("/v1/", "/v2/") + "/infer", *v2_binary(bad))
     assert v1[0] == v2[0] == v2b[0] == 400
     assert v1[1]["error"] == v2[1]["error"] == v2b[1]["error"]
+
+
+@pytest.mark.slow
+def test_memory_at_the_body_limit_stays_within_the_documented_bound(tmp_path):
+    """One request at --max-body-mb (a tiny model, so the body is what costs): the server's peak
+    memory grows by at most 8 x the body (docs/guides/kserve.md: read, decoded, the arrays,
+    the answer)."""
+    require("kserve", KSERVE)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8), keras.layers.Dense(2)])
+    tfm.SmoothGrad(model, num_samples=4, seed=0, batch_size=256).export(str(tmp_path / "m"))
+    server = Server(str(tmp_path / "m"), "m", tmp_path / "log.txt",
+                    extra=("--max-body-mb", "16", "--max-batch", "100000"))
+    server.start()
+    try:
+        server.wait_ready()
+
+        def vm(key):
+            with open(f"/proc/{server.proc.pid}/status") as f:
+                return next(int(x.split()[1]) * 1024 for x in f if x.startswith(key))
+
+        before = vm("VmRSS")
+        row = {"inputs": np.random.default_rng(0).uniform(size=64).astype(np.float32).tolist(),
+               "targets": 1, "seeds": 7}
+        n = int(15.8 * 2**20 / (len(json.dumps(row)) + 2))
+        body = json.dumps({"instances": [row] * n}).encode()
+        assert len(body) <= 16 * 2**20
+        status, answer = http(server.url + ":explain", body)
+        assert status == 200 and len(answer["predictions"]) == n
+        growth = vm("VmHWM") - before
+        assert growth <= 8 * len(body), (growth / len(body), server.log())
+    finally:
+        server.kill()
