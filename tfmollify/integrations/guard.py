@@ -180,7 +180,8 @@ class Guard:
         token = _CURRENT.set(call)
         try:
             await self.app(scope, _replay(body, watcher), send)
-        finally:
+        finally:  # answered, or cancelled (the grace period after SIGTERM ran out): stop
+            call.gone.set()
             _CURRENT.reset(token)
             watcher.cancel()
 
