@@ -21,16 +21,17 @@ Measured:
 * **health under load**: ``GET /v2/health/live`` every 10 ms from another thread while one
   client sends a V1 JSON body of ``--big-mb`` MiB (server ``--max-body-mb 32`` and a
   ``--max-batch`` that admits it); p50/p99/max of the polls during the big request, per phase
-  as the client sees it (upload, waiting for the answer, download) and idle beside it.
-  Target: p99 <= 100 ms.
+  as the client sees it (upload, waiting for the answer, download) and idle beside it, and
+  corrected for coordinated omission (a sequential poller records a long stall once). Target:
+  p99 <= 100 ms. The same polls also while 4 clients send 16-example requests of each format.
 * **first request after start** (the server warms up with one synthetic request before it says
   ready): one V1 JSON request of 16 examples, right after readiness, against the median of the
   one-client V1 JSON requests. Target: <= 2x.
 * **where the time goes**, in this process on the same bodies: the server's decoding (V1:
   ``Export.decode``; V2: the JSON parse and pydantic validation FastAPI does, KServe's
   ``InferRequest``, ``Export.decode``), ``run_in_slices`` and the encoding (V1: ``encode_json``;
-  V2: ``v2_response`` and ``to_rest``, and for JSON the ``jsonable_encoder`` + ``json.dumps``
-  FastAPI does on the event loop), also for the big body.
+  V2: ``v2_response`` and ``to_rest``, and for JSON the ``InferenceResponse`` validation,
+  ``jsonable_encoder`` and rendering FastAPI does on the event loop), also for the big body.
 
 Every answer format is checked once (untimed) against ``Export.run`` on the same arrays.
 Only 127.0.0.1 is used; the server is stopped at the end, also on errors.
@@ -161,7 +162,7 @@ class Server:
     def __init__(self, export_dir: str, log_path: Path, max_batch: int, max_body_mb: float):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self._log = open(log_path, "wb")
         cmd = [sys.executable, "-m", "tfmollify.interface.cli", "serve", "--export", export_dir,
                "--host", HOST, "--port", "0", "--max-body-mb", f"{max_body_mb:g}",
                "--max-batch", str(max_batch), "--grace-s", "2"]
@@ -274,7 +275,7 @@ def load(make_worker: Callable[[int], Callable[[int], bool]], clients: int, requ
     def worker(c: int) -> None:
         try:
             call = make_worker(c)
-        except Exception as exc:  # noqa: BLE001 (reported)
+        except Exception as exc:
             failures.append(f"client {c}: {exc!r}")
             barrier.abort()
             return
@@ -291,7 +292,7 @@ def load(make_worker: Callable[[int], Callable[[int], bool]], clients: int, requ
             t = time.perf_counter()
             try:
                 ok = call(i)
-            except Exception as exc:  # noqa: BLE001 (reported)
+            except Exception as exc:
                 ok = False
                 failures.append(repr(exc))
             done = time.perf_counter()
@@ -350,11 +351,27 @@ def poll_health(port: int, stop: threading.Event, every_s: float,
         client.close()
 
 
+def corrected(polls: list[tuple[float, float]], every_s: float) -> list[float]:
+    """The latencies of polls on a fixed schedule (every ``every_s``), corrected for
+    coordinated omission: a poll that took L stands also for the polls that would have been
+    sent while it waited, with latencies L - every_s, L - 2 every_s, ... (> 0)."""
+    out = []
+    for _, lat in polls:
+        if lat == float("inf"):  # a failed poll
+            out.append(lat)
+            continue
+        k = 0
+        while k == 0 or lat - k * every_s > 0:
+            out.append(lat - k * every_s)
+            k += 1
+    return out
+
+
 def latency_stats(values: list[float]) -> dict[str, float]:
     ms = np.asarray(values) * 1e3
     if not len(ms):
         return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    return {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)),
+    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
 
 
@@ -401,6 +418,9 @@ def health_under_load(port: int, path: str, body: bytes, headers: dict[str, str]
                      "download": marks["done"] - marks["headers"]},
         "idle": latency_stats([lat for _, lat in idle]),
         "during": latency_stats(during(marks["start"], marks["done"])),
+        "during_corrected": latency_stats(corrected(
+            [(t, lat) for t, lat in polls if t <= marks["done"] and t + lat >= marks["start"]],
+            every_s)),
         "upload": latency_stats(during(marks["start"], marks["sent"])),
         "wait": latency_stats(during(marks["sent"], marks["headers"])),
         "download": latency_stats(during(marks["headers"], marks["done"])),
@@ -422,6 +442,7 @@ def timed(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
 def breakdown(export: Any, a: dict[str, np.ndarray], reqs: dict[str, tuple], reps: int,
               ) -> dict[str, dict[str, float]]:
     """Milliseconds of the server's steps on one request of each format, in this process."""
+    import orjson
     from fastapi.encoders import jsonable_encoder
     from kserve.protocol.infer_type import InferRequest
     from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
@@ -449,8 +470,10 @@ def breakdown(export: Any, a: dict[str, np.ndarray], reqs: dict[str, tuple], rep
     steps["run_in_slices"] = t_run
     steps["v2_response"], resp = timed(lambda: v2_response(NAME, infer, outputs), reps)
     steps["to_rest"], (rest, _) = timed(lambda: resp.to_rest(), reps)
-    steps["InferenceResponse + jsonable_encoder + json.dumps"], _ = timed(
-        lambda: json.dumps(jsonable_encoder(InferenceResponse.model_validate(rest))), reps)
+    steps["InferenceResponse.model_validate"], pyd = timed(
+        lambda: InferenceResponse.model_validate(rest), reps)
+    steps["jsonable_encoder"], enc = timed(lambda: jsonable_encoder(pyd), reps)
+    steps["orjson.dumps"], _ = timed(lambda: orjson.dumps(enc), reps)
     out["v2_json"] = steps
 
     _, v2b, headers = reqs["v2_binary"]
@@ -471,11 +494,14 @@ def big_breakdown(export: Any, body: bytes, outputs16: dict[str, np.ndarray], n:
                   ) -> dict[str, float]:
     """Milliseconds of the GIL-holding steps of the big V1 body (its answer: the 16-example
     outputs tiled to ``n`` examples)."""
+    import orjson
+
     from tfmollify.integrations.serve import encode_json
 
     steps = {}
-    steps["json.loads"], obj = timed(lambda: json.loads(body), 1)
-    steps["decode (whole Export.decode)"], _ = timed(lambda: export.decode(body), 1)
+    steps["Export.decode"], _ = timed(lambda: export.decode(body), 2)
+    steps["json.loads (in it)"], obj = timed(lambda: json.loads(body), 2)
+    steps["orjson.loads (not used; for reference)"], _ = timed(lambda: orjson.loads(body), 2)
     rows = obj["instances"]
     steps["np.asarray(inputs)"], _ = timed(
         lambda: np.asarray([r["inputs"] for r in rows]), 1)
@@ -528,12 +554,26 @@ def report(res: dict[str, Any]) -> str:
               f"{h['phases_s']['download']:.2f} s); GET /v2/health/live every "
               f"{h['every_ms']:g} ms.", "",
               "| polls | n | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
-    for key in ("idle", "during", "upload", "wait", "download"):
+    for key in ("idle", "during", "during_corrected", "upload", "wait", "download"):
         s = h[key]
         lines.append(f"| {key} | {s['n']} | {fmt_num(s['p50_ms'])} | {fmt_num(s['p99_ms'])} | "
                      f"{fmt_num(s['max_ms'])} |")
-    lines += ["", "Slowest polls (seconds after the request started: ms): " + ", ".join(
-        f"{p['at_s']:.2f}: {p['ms']:.0f}" for p in h["slowest"]), ""]
+    lines += ["", "during_corrected: the same polls corrected for coordinated omission (a stall "
+              "of L ms also stands for the polls a 10 ms schedule would have sent during it, "
+              "with latencies L-10, L-20, ... ms). Slowest polls (seconds after the request "
+              "started: ms): " + ", ".join(
+                  f"{p['at_s']:.2f}: {p['ms']:.0f}" for p in h["slowest"]), ""]
+    steady = res.get("health_steady", {})
+    if steady:
+        lines += [f"The same polls during steady load ({steady['clients']} clients, "
+                  f"{steady['requests']} requests of {case['examples']} examples each, a run of "
+                  "its own, not one of the timed configurations above):", "",
+                  "| format | n | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for fmt in FORMATS:
+            s = steady[fmt]
+            lines.append(f"| {LABELS[fmt]} | {s['n']} | {fmt_num(s['p50_ms'])} | "
+                         f"{fmt_num(s['p99_ms'])} | {fmt_num(s['max_ms'])} |")
+        lines += [""]
 
     f = res["first_request"]
     lines += ["## First request after start", "",
@@ -552,13 +592,15 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"* {LABELS[key]}: " + "; ".join(
             f"{s} {v:.1f}" for s, v in steps.items()))
     bb = res["big_breakdown"]
-    lines.append("* big V1 body: " + "; ".join(
+    lines.append("* big V1 body (the GIL-holding steps; the server runs them in its pool, "
+                 "but they hold the GIL, so the event loop waits): " + "; ".join(
         f"{s} {v:.0f}" for s, v in bb.items() if s != "answer_mib")
         + f" (answer {bb['answer_mib']:.1f} MiB)")
-    lines += ["", f"Server-side overhead per one-client request (1/throughput - Export.run "
-              f"serial time, ms): " + ", ".join(
-                  f"{LABELS[k]} {v:.0f}" for k, v in res["overhead_ms"].items()),
-              f"; checks against Export.run: {res['checks']}.", ""]
+    lines += ["", "Server-side overhead per one-client request (1/throughput - 1/serial "
+              "Export.run throughput, same run, ms): " + ", ".join(
+                  f"{LABELS[k]} {v:.0f}" for k, v in res["overhead_ms"].items()) + ".", "",
+              "Answers checked against Export.run on the same arrays (max relative error): "
+              + ", ".join(f"{LABELS[k]} {v}" for k, v in res["checks"].items()) + ".", ""]
     return "\n".join(lines)
 
 
@@ -628,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert status == 200, (fmt, status, data[:300])
                 got = attributions(fmt, data, hdrs.get("inference-header-content-length"))
                 err = float(np.abs(got - want[0]).max() / np.abs(want[0]).max())
-                checks[fmt] = f"max rel. error {err:.1e}"
+                checks[fmt] = f"{err:.1e}"
                 assert err < 1e-3, (fmt, err)
 
             def http_worker(fmt: str) -> Callable[[int], Callable[[int], bool]]:
@@ -685,6 +727,18 @@ def main(argv: list[str] | None = None) -> int:
                                   {"Content-Type": "application/json"}, args.poll_ms / 1e3)
             h.update({"examples": n_big, "every_ms": args.poll_ms})
             res["health"] = h
+            steady_health: dict[str, Any] = {"clients": 4, "requests": 8}
+            for fmt in FORMATS:  # health polls while 4 clients send each format
+                polls: list[tuple[float, float]] = []
+                stop = threading.Event()
+                poller = threading.Thread(target=poll_health,
+                                          args=(port, stop, args.poll_ms / 1e3, polls))
+                poller.start()
+                load(http_worker(fmt), 4, 8, args.time_cap)
+                stop.set()
+                poller.join()
+                steady_health[fmt] = latency_stats([lat for _, lat in polls])
+            res["health_steady"] = steady_health
         finally:
             server.stop()
         res["server_exit"] = server.proc.returncode
@@ -716,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
                     "pass": bool(hp99 <= TARGET_HEALTH_MS
                                  and res["health"]["status"] == 200)})
     ratio = res["first_request"]["ratio"]
+    cp99 = res["health"]["during_corrected"]["p99_ms"]
+    targets.append({"name": f"(stricter, not the issue's) health p99 corrected for coordinated "
+                            f"omission <= {TARGET_HEALTH_MS:g} ms",
+                    "measured": f"{cp99:.0f} ms", "pass": bool(cp99 <= TARGET_HEALTH_MS)})
     targets.append({"name": f"first request <= {TARGET_FIRST:g}x steady median",
                     "measured": f"{ratio:.2f}x", "pass": bool(ratio <= TARGET_FIRST)})
     res["targets"] = targets

@@ -644,7 +644,8 @@ def test_the_open_inference_protocol_in_json_and_binary(servers, exports):
         status, binary_answer = v2_call(base + "/infer", *v2_binary(req))
         assert status == 200
         for name, value in json_answer.items():  # the same float32 values, bit for bit
-            np.testing.assert_array_equal(binary_answer[name].astype(value.dtype), value)
+            got = binary_answer[name]
+            np.testing.assert_array_equal(got, value.astype(got.dtype))
         status, meta = http(base)
         assert status == 200 and {t["name"] for t in meta["inputs"]} == set(req)
         assert {t["name"] for t in meta["outputs"]} == set(json_answer)

@@ -179,7 +179,7 @@ class Guard:
         watcher = asyncio.ensure_future(_watch(receive, call))
         token = _CURRENT.set(call)
         try:
-            await self.app(scope, _replay(body, watcher), send)
+            await self.app(scope, _replay(body, watcher), _typed(send))
         finally:  # answered, or cancelled (the grace period after SIGTERM ran out): stop
             call.gone.set()
             _CURRENT.reset(token)
@@ -256,6 +256,25 @@ def _too_large(limit: int, size: int | None) -> str:
     got = f" ({size} bytes)" if size is not None else ""
     return (f"The request body{got} is over the limit of {limit} bytes "
             f"({limit / 2**20:g} MB, --max-body-mb). Send fewer examples per request.")
+
+
+def _typed(send: Send) -> Send:
+    """``send`` that gives an answer without a content type one: ``application/octet-stream``
+    for a binary V2 answer (it has ``Inference-Header-Content-Length``), else
+    ``application/json`` (KServe sends answers encoded ahead as bytes without one)."""
+
+    async def typed(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {k.lower() for k, _ in headers}
+            if b"content-type" not in names:
+                binary = b"inference-header-content-length" in names
+                headers.append((b"content-type", b"application/octet-stream" if binary
+                                else b"application/json"))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return typed
 
 
 async def _watch(receive: Receive, call: Call) -> dict[str, Any]:

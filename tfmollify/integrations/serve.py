@@ -617,6 +617,8 @@ def v2_response(name: str, request: Any, outputs: dict[str, np.ndarray]) -> Any:
 
     binary = bool(request.use_binary_outputs)
     asked = {o.name: o for o in (request.request_outputs or [])}
+    if not binary and not any(o.binary_data for o in asked.values()):
+        return _v2_json(name, request, outputs)
     tensors = []
     for key in sorted(outputs):
         value = np.ascontiguousarray(outputs[key])
@@ -627,6 +629,19 @@ def v2_response(name: str, request: Any, outputs: dict[str, np.ndarray]) -> Any:
         tensors.append(out)
     return InferResponse(response_id=request.id or "", model_name=name, infer_outputs=tensors,
                          use_binary_outputs=binary)
+
+
+def _v2_json(name: str, request: Any, outputs: dict[str, np.ndarray]) -> bytes:
+    """The V2 answer in JSON, encoded here (orjson, NumPy in bulk) rather than by KServe on
+    the event loop; the same fields as KServe's ``InferResponse.to_rest``."""
+    import orjson
+
+    tensors = [{"name": k, "shape": list(outputs[k].shape),
+                "datatype": _V2_TYPES.get(outputs[k].dtype.name, "FP32"), "parameters": None,
+                "data": np.ascontiguousarray(outputs[k]).ravel()} for k in sorted(outputs)]
+    return orjson.dumps({"model_name": name, "model_version": None, "id": request.id or "",
+                         "parameters": None, "outputs": tensors},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 #: The most examples the server computes in one call of the signature: between slices it checks
