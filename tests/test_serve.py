@@ -691,3 +691,37 @@ def test_memory_at_the_body_limit_stays_within_the_documented_bound(tmp_path):
         assert growth <= 8 * len(body), (growth / len(body), server.log())
     finally:
         server.kill()
+
+
+def test_bodies_parsed_in_helper_processes_decode_exactly_as_in_process(exports):
+    """The server parses large bodies in helper processes (its event loop keeps answering):
+    every body, good or bad, gives the same arrays or the same message as in-process."""
+    from tfmollify.integrations.parsing import Parsers
+    from tfmollify.integrations.serve import Export, RequestError
+
+    export = Export(exports["flat"][1])
+    good = flat_request(3, seed=2)
+    bodies = [("rows", rows(good), ""), ("columns", columns(good), ""),
+              ("deep", b"[" * 100_000 + b"]" * 100_000, ""),
+              ("booleans", json.dumps({"instances": [{**json.loads(rows(good))["instances"][0],
+                                                       "inputs": [True] * 6}]}).encode(), ""),
+              *bad_bodies(flat_request(2, seed=7))]
+    parsers = Parsers(2)
+    try:
+        for what, body, _ in bodies:
+            outcomes = []
+            for loads in (None, parsers.loads):
+                try:
+                    outcomes.append(export.decode(body, loads))
+                except RequestError as exc:
+                    outcomes.append(str(exc))
+            here, there = outcomes
+            if isinstance(here, str):
+                assert here == there, what
+            else:
+                assert set(here) == set(there), what
+                for k in here:
+                    assert here[k].dtype == there[k].dtype, (what, k)
+                    np.testing.assert_array_equal(here[k], there[k], err_msg=what)
+    finally:
+        parsers.close()

@@ -47,7 +47,7 @@ import numpy as np
 from tfmollify.adapter import request as request_lib
 from tfmollify.explainers.export import SIGNATURE_KEY
 from tfmollify.integrations import guard as guard_lib
-from tfmollify.integrations import loader
+from tfmollify.integrations import loader, parsing
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -174,12 +174,14 @@ class Export:
         self.rules = loaded.rules
 
     # -- decoding ------------------------------------------------------------------------------
-    def decode(self, body: Any) -> dict[str, np.ndarray]:
+    def decode(self, body: Any, loads: Any = None) -> dict[str, np.ndarray]:
         """The signature's inputs from a request body in either TF Serving format.
 
         Args:
             body: The raw body (bytes or str, JSON; ``NaN`` and ``Infinity`` are read, as TF
                 Serving does, and then rejected by the input check) or the parsed JSON object.
+            loads: What parses a raw body (default: in this process; the server passes
+                :meth:`tfmollify.integrations.parsing.Parsers.loads` for large bodies).
 
         Returns:
             ``{name: array}`` for every signature input, in the signature's dtypes, all with the
@@ -192,7 +194,7 @@ class Export:
         """
         if isinstance(body, bytes | bytearray | memoryview | str):
             try:
-                body = _loads(body)
+                body = (loads or _loads)(body)
             except RecursionError:
                 raise RequestError(
                     "The request body is nested too deeply to be a request. Send "
@@ -513,6 +515,7 @@ def _build_model_class(kserve: Any) -> type:
             self.max_batch = max_batch
             self.export: Export | None = None
             self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+            self._parsers = parsing.Parsers(max_threads)  # large bodies, off the GIL
 
         def load(self) -> bool:
             self.ready = False
@@ -532,8 +535,12 @@ def _build_model_class(kserve: Any) -> type:
             v2 = payload if isinstance(payload, InferRequest) else None
             if v2 is not None:  # V2: KServe decoded JSON or binary tensors; the same rules
                 payload = {"inputs": _v2_columns(v2)}
+            large = isinstance(payload, bytes | bytearray) and (
+                len(payload) >= parsing.PARSE_IN_PROCESS_BELOW)
+            loads = self._parsers.loads if large else None
             try:
-                arrays = await loop.run_in_executor(self._pool, self.export.decode, payload)
+                arrays = await loop.run_in_executor(self._pool, self.export.decode, payload,
+                                                    loads)
             except TooManyExamples:
                 raise
             except RequestError as exc:
@@ -579,6 +586,7 @@ def _build_model_class(kserve: Any) -> type:
             return [_tensor_metadata(k, s) for k, s in self.export.output_specs().items()]
 
         def stop(self) -> None:
+            self._parsers.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             super().stop()
