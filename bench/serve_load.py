@@ -469,11 +469,12 @@ def breakdown(export: Any, a: dict[str, np.ndarray], reqs: dict[str, tuple], rep
         {"inputs": {t.name: t.as_numpy() for t in infer.inputs}}), reps)
     steps["run_in_slices"] = t_run
     steps["v2_response"], resp = timed(lambda: v2_response(NAME, infer, outputs), reps)
-    steps["to_rest"], (rest, _) = timed(lambda: resp.to_rest(), reps)
-    steps["InferenceResponse.model_validate"], pyd = timed(
-        lambda: InferenceResponse.model_validate(rest), reps)
-    steps["jsonable_encoder"], enc = timed(lambda: jsonable_encoder(pyd), reps)
-    steps["orjson.dumps"], _ = timed(lambda: orjson.dumps(enc), reps)
+    if not isinstance(resp, bytes):  # KServe encodes an InferResponse on the event loop
+        steps["to_rest"], (rest, _) = timed(lambda: resp.to_rest(), reps)
+        steps["InferenceResponse.model_validate"], pyd = timed(
+            lambda: InferenceResponse.model_validate(rest), reps)
+        steps["jsonable_encoder"], enc = timed(lambda: jsonable_encoder(pyd), reps)
+        steps["orjson.dumps"], _ = timed(lambda: orjson.dumps(enc), reps)
     out["v2_json"] = steps
 
     _, v2b, headers = reqs["v2_binary"]
