@@ -499,97 +499,123 @@ def model_class() -> type:
     return _MODEL_CLASS
 
 
-def _build_model_class(kserve: Any) -> type:
-    """Define the ``ExplainerModel`` subclass of ``kserve.Model`` (see :func:`model_class`)."""
-    from kserve.errors import InvalidInput
+def _decode(export: Export, payload: Any, parsers: parsing.Parsers) -> _Decoded:
+    """A request's arrays (V1 bodies as bytes or parsed; V2 requests KServe decoded, with the
+    same rules); large bodies parsed in the helper processes.
+
+    Raises:
+        RequestError: A bad request, or one without examples (:data:`NO_EXAMPLES`).
+        TooManyExamples: Over ``max_batch``.
+    """
     from kserve.protocol.infer_type import InferRequest
 
-    class ExplainerModel(kserve.Model):
-        """A tfmollify export served by KServe (V1 protocol: ``:explain`` and ``:predict``)."""
+    v2 = payload if isinstance(payload, InferRequest) else None
+    if v2 is not None:
+        payload = {"inputs": _v2_columns(v2)}
+    large = isinstance(payload, bytes | bytearray) and (
+        len(payload) >= parsing.PARSE_IN_PROCESS_BELOW)
+    arrays = export.decode(payload, parsers.loads if large else None)
+    if not len(next(iter(arrays.values()))):
+        raise RequestError(NO_EXAMPLES)
+    return _Decoded(arrays, v2)
 
-        def __init__(self, name: str, export_dir: Any, *, max_threads: int = 4,
-                     max_batch: int | None = None) -> None:
-            super().__init__(name)
-            self.export_dir = export_dir
-            self.max_threads = max_threads
-            self.max_batch = max_batch
-            self.export: Export | None = None
-            self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-            self._parsers = parsing.Parsers(max_threads)  # large bodies, off the GIL
 
-        def load(self) -> bool:
-            self.ready = False
-            export = Export(self.export_dir, max_batch=self.max_batch)
-            warm_up(export)  # before ready: the first client request is not the slow one
-            self.export = export
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.max_threads, thread_name_prefix=f"tfmollify-{self.name}"
-            )
-            self.ready = True
-            return self.ready
+def _work(export: Export, decoded: _Decoded, call: Any, name: str) -> Any:
+    """A decoded request computed in slices (stopping when ``call`` says) and encoded: V1
+    JSON bytes, or the V2 answer."""
+    outputs = run_in_slices(export, decoded.arrays, call)
+    if decoded.v2 is not None:
+        return v2_response(name, decoded.v2, outputs)
+    return encode_json(export, outputs)
 
-        async def preprocess(self, payload: Any, headers: Any = None) -> Any:
-            if self.export is None:
-                raise InvalidInput(f"model {self.name!r} is not loaded")
-            loop = asyncio.get_running_loop()  # JSON parsing off the event loop too
-            v2 = payload if isinstance(payload, InferRequest) else None
-            if v2 is not None:  # V2: KServe decoded JSON or binary tensors; the same rules
-                payload = {"inputs": _v2_columns(v2)}
-            large = isinstance(payload, bytes | bytearray) and (
-                len(payload) >= parsing.PARSE_IN_PROCESS_BELOW)
-            loads = self._parsers.loads if large else None
-            try:
-                arrays = await loop.run_in_executor(self._pool, self.export.decode, payload,
-                                                    loads)
-            except TooManyExamples:
-                raise
-            except RequestError as exc:
-                raise InvalidInput(str(exc)) from None
-            if not len(next(iter(arrays.values()))):
-                raise InvalidInput(NO_EXAMPLES)
-            return _Decoded(arrays, v2)
 
-        async def _answer(self, payload: Any) -> Any:
-            if not isinstance(payload, _Decoded):  # a caller that skipped preprocess
-                payload = await self.preprocess(payload)
-            export, call, name = self.export, guard_lib.current(), self.name
+def _invalid(message: str) -> Exception:
+    """KServe's ``InvalidInput`` (answered 400 by the server's handler)."""
+    from kserve.errors import InvalidInput
 
-            def work() -> Any:  # the answer encoded here, off the event loop
-                outputs = run_in_slices(export, payload.arrays, call)
-                if payload.v2 is not None:
-                    return v2_response(name, payload.v2, outputs)
-                return encode_json(export, outputs)
+    return InvalidInput(message)
 
-            loop = asyncio.get_running_loop()
-            try:
-                return await loop.run_in_executor(self._pool, work)
-            except RequestError as exc:
-                raise InvalidInput(str(exc)) from None
 
-        async def explain(self, payload: Any, headers: Any = None) -> bytes:
-            return await self._answer(payload)
+class _ExplainerMethods:
+    """What ``ExplainerModel`` adds to ``kserve.Model`` (see :func:`model_class`): a tfmollify
+    export served by KServe (V1 ``:explain``/``:predict`` and V2 ``infer``)."""
 
-        async def predict(
-            self, payload: Any, headers: Any = None, response_headers: Any = None
-        ) -> Any:
-            answer = await self._answer(payload)
-            if response_headers is not None and isinstance(answer, bytes):
-                response_headers["content-type"] = "application/json"
-            return answer
+    def __init__(self, name: str, export_dir: Any, *, max_threads: int = 4,
+                 max_batch: int | None = None) -> None:
+        super().__init__(name)
+        self.export_dir = export_dir
+        self.max_threads = max_threads
+        self.max_batch = max_batch
+        self.export: Export | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._parsers = parsing.Parsers(max_threads)  # large bodies, off the GIL
 
-        def get_input_types(self) -> list[dict]:
-            """The V2 metadata of the signature's inputs (``GET /v2/models/<name>``)."""
-            return [_tensor_metadata(k, s) for k, s in self.export.inputs.items()]
+    def load(self) -> bool:
+        self.ready = False
+        export = Export(self.export_dir, max_batch=self.max_batch)
+        warm_up(export)  # before ready: the first client request is not the slow one
+        self.export = export
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.max_threads, thread_name_prefix=f"tfmollify-{self.name}"
+        )
+        self.ready = True
+        return self.ready
 
-        def get_output_types(self) -> list[dict]:
-            """The V2 metadata of the signature's outputs."""
-            return [_tensor_metadata(k, s) for k, s in self.export.output_specs().items()]
+    async def preprocess(self, payload: Any, headers: Any = None) -> Any:
+        if self.export is None:
+            raise _invalid(f"model {self.name!r} is not loaded")
+        loop = asyncio.get_running_loop()  # JSON parsing off the event loop too
+        try:
+            return await loop.run_in_executor(
+                self._pool, _decode, self.export, payload, self._parsers)
+        except TooManyExamples:
+            raise
+        except RequestError as exc:
+            raise _invalid(str(exc)) from None
 
-        def stop(self) -> None:
-            self._parsers.close()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            super().stop()
+    async def _answer(self, payload: Any) -> Any:
+        if not isinstance(payload, _Decoded):  # a caller that skipped preprocess
+            payload = await self.preprocess(payload)
+        loop = asyncio.get_running_loop()
+        try:  # the answer computed and encoded in the pool, off the event loop
+            return await loop.run_in_executor(
+                self._pool, _work, self.export, payload, guard_lib.current(), self.name)
+        except RequestError as exc:
+            raise _invalid(str(exc)) from None
+
+    async def explain(self, payload: Any, headers: Any = None) -> bytes:
+        return await self._answer(payload)
+
+    async def predict(
+        self, payload: Any, headers: Any = None, response_headers: Any = None
+    ) -> Any:
+        answer = await self._answer(payload)
+        if response_headers is not None and isinstance(answer, bytes):
+            response_headers["content-type"] = "application/json"
+        return answer
+
+    def get_input_types(self) -> list[dict]:
+        """The V2 metadata of the signature's inputs (``GET /v2/models/<name>``)."""
+        return [_tensor_metadata(k, s) for k, s in self.export.inputs.items()]
+
+    def get_output_types(self) -> list[dict]:
+        """The V2 metadata of the signature's outputs."""
+        return [_tensor_metadata(k, s) for k, s in self.export.output_specs().items()]
+
+    def stop(self) -> None:
+        self._parsers.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        super().stop()
+
+
+
+def _build_model_class(kserve: Any) -> type:
+    """Define the ``ExplainerModel`` subclass of ``kserve.Model`` (see :func:`model_class`)."""
+
+    class ExplainerModel(_ExplainerMethods, kserve.Model):
+        """A tfmollify export served by KServe (V1 protocol: ``:explain`` and ``:predict``;
+        V2: ``infer``)."""
 
     return ExplainerModel
 
@@ -832,6 +858,44 @@ def serve(
     >>> from tfmollify.integrations.serve import serve
     >>> serve("serving/explainer", port=8080)  # doctest: +SKIP
     """
+    _check_address(name, host, port, max_threads)
+    limits = _limits(max_body_mb, read_timeout_s, grace_s, admin_token_file, token_file,
+                     timeout_s)
+    max_batch = _max_batch(max_batch)
+    kserve = load_kserve()
+    import uvicorn
+
+    model = model_class()(name, export_dir, max_threads=max_threads, max_batch=max_batch)
+    model.load()  # a bad export fails here, before the port is taken
+    sock = _bind(host, port)
+    stopped: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
+        server.dataplane = _raw_body_dataplane(kserve)(model_registry=server.registered_models)
+        server.register_model(model)
+        model.start()
+        bound = sock.getsockname()[:2]
+        config = _guarded_config(server, model, limits, bound[1], grace_s)
+        # uvicorn stops gracefully on SIGTERM/SIGINT and raises the signal again once done;
+        # these handlers take that second one, so the process ends normally (status 0)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda s, _frame: stopped.append(s))
+        url = f"http://{_url_host(bound[0])}:{bound[1]}/v1/models/{name}"
+        print(f"tfmollify: serving {model.export.path} at {url} (:explain, :predict; "
+              f"{_said(limits, max_batch)})", flush=True)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        model.stop()
+    if stopped:
+        print(f"tfmollify: stopped ({signal.Signals(stopped[0]).name})", flush=True)
+
+
+def _check_address(name: Any, host: Any, port: Any, max_threads: Any) -> None:
+    """``serve``'s name, address and thread count, checked before anything loads."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
             "Argument `name` must be a model name of letters, digits, '_', '.' and '-' "
@@ -846,50 +910,26 @@ def serve(
     if not isinstance(host, str) or not host:
         raise ValueError(f"Argument `host` must be an address, e.g. '127.0.0.1'. Received: "
                          f"host={host!r}")
-    limits = _limits(max_body_mb, read_timeout_s, grace_s, admin_token_file, token_file,
-                     timeout_s)
-    max_batch = _max_batch(max_batch)
-    kserve = load_kserve()
-    import uvicorn
+
+
+def _guarded_config(server: Any, model: Any, limits: guard_lib.Limits, port: int,
+                    grace_s: float) -> Any:
+    """uvicorn's configuration of KServe's REST app (its endpoints, our error handlers) behind
+    the :class:`~tfmollify.integrations.guard.Guard`."""
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
     from uvicorn.importer import import_from_string
 
-    model = model_class()(name, export_dir, max_threads=max_threads, max_batch=max_batch)
-    model.load()  # a bad export fails here, before the port is taken
-    sock = _bind(host, port)
-    stopped: list[int] = []
-    previous: dict[int, Any] = {}
-    try:
-        server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
-        server.dataplane = _raw_body_dataplane(kserve)(model_registry=server.registered_models)
-        server.register_model(model)
-        model.start()
-        bound = sock.getsockname()[:2]
-        rest = RESTServer(
-            FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
-            bound[1], workers=1, grace_period=max(1, math.ceil(grace_s)),
-            event_loop=server.event_loop, timeout_keep_alive=server.timeout_keep_alive,
-        )
-        rest.create_application()  # KServe's app, its endpoints and handlers
-        app = import_from_string(FASTAPI_APP_IMPORT_STRING)
-        _handlers(app)
-        rest.config.app = guard_lib.Guard(app, limits, ready=lambda: _ready(server, model))
-        # uvicorn stops gracefully on SIGTERM/SIGINT and raises the signal again once done;
-        # these handlers take that second one, so the process ends normally (status 0)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda s, _frame: stopped.append(s))
-        url = f"http://{_url_host(bound[0])}:{bound[1]}/v1/models/{name}"
-        print(f"tfmollify: serving {model.export.path} at {url} (:explain, :predict; "
-              f"{_said(limits, max_batch)})", flush=True)
-        uvicorn.Server(rest.config).run(sockets=[sock])
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sock.close()
-        model.stop()
-    if stopped:
-        print(f"tfmollify: stopped ({signal.Signals(stopped[0]).name})", flush=True)
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
+        port, workers=1, grace_period=max(1, math.ceil(grace_s)),
+        event_loop=server.event_loop, timeout_keep_alive=server.timeout_keep_alive,
+    )
+    rest.create_application()  # KServe's app, its endpoints and handlers
+    app = import_from_string(FASTAPI_APP_IMPORT_STRING)
+    _handlers(app)
+    rest.config.app = guard_lib.Guard(app, limits, ready=lambda: _ready(server, model))
+    return rest.config
 
 
 def _limits(max_body_mb: Any, read_timeout_s: Any, grace_s: Any, admin_token_file: Any,
