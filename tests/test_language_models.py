@@ -252,6 +252,7 @@ def _tiny_gpt2(max_len=16):
     return keras_hub.models.GPT2CausalLM(backbone=bb, preprocessor=None)
 
 
+@pytest.mark.slow
 def test_causality_and_padding_on_a_batch_of_different_lengths():
     lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=4, seed=0)
@@ -317,6 +318,7 @@ def test_noisegrad_with_weight_layers_leaves_the_model_unchanged():
     assert all(np.array_equal(x, y) for x, y in zip(before, lm.get_weights(), strict=True))
 
 
+@pytest.mark.slow
 def test_a_cancelled_sum_is_refused_in_explain_and_explain_generation():
     lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding", num_samples=4, seed=0, reduce="sum")
@@ -435,6 +437,7 @@ def test_several_scores_per_example_share_one_forward_pass():
         tfm.SmoothGrad(dense, num_samples=2)(x, lambda s: s)
 
 
+@pytest.mark.slow
 def test_keras_hub_generate_where_it_decodes_greedily():
     greedy = _tiny_gpt2(32)
     greedy.compile(sampler="greedy")  # KerasHub's generate then decodes greedily, with a cache
@@ -471,6 +474,7 @@ def test_explain_dataset_of_token_ids_and_of_dict_inputs_at_a_layer():
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_explain_generation_refuses_another_call_of_the_embedding():
     lm = _tiny_gpt2(16)
     e = tfm.SmoothGrad(lm, explain_at="token_embedding:1", num_samples=2, seed=0)

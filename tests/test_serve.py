@@ -693,6 +693,7 @@ def test_memory_at_the_body_limit_stays_within_the_documented_bound(tmp_path):
         server.kill()
 
 
+@pytest.mark.slow
 def test_bodies_parsed_in_helper_processes_decode_exactly_as_in_process(exports):
     """The server parses large bodies in helper processes (its event loop keeps answering):
     every body, good or bad, gives the same arrays or the same message as in-process."""
