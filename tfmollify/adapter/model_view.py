@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmollify.adapter import keras_compat, layers, probes, weights
+from tfmollify.adapter import keras_compat, layers, probes, request, weights
 from tfmollify.adapter.layers import layer_paths, summarize
 from tfmollify.adapter.spec import Spec
 from tfmollify.core import inputs as inputs_lib
@@ -62,7 +62,7 @@ class _Calls:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         index, self.count = self.count, self.count + 1
         first = args[0] if args else next(iter(kwargs.values()), None)
-        integer = _is_integer(first)
+        integer = request.is_integer(first)
         if self.which is not None:
             hooked = index == self.which
         elif index == 0:
@@ -94,14 +94,6 @@ class _Calls:
                 f"Layer {self.layer.name!r} is called {self.count} time(s) in one pass of the "
                 f"model, so '{self.layer.name}:{self.which}' names no call. Calls count from 0."
             )
-
-
-def _is_integer(value: Any) -> bool:
-    dtype = getattr(value, "dtype", None)
-    try:
-        return dtype is not None and tf.as_dtype(dtype).is_integer
-    except TypeError:
-        return False
 
 
 class ModelView:
@@ -406,15 +398,7 @@ class ModelView:
     def probe(
         self, x: np.ndarray, packing: Any = None, ints: Any = None
     ) -> tuple[int, ...] | None:
-        """Runs the net on one example (and a weight-noise forward pass for NG/FG).
-
-        Returns:
-            The shape of the scores of one example, or None for a model with several outputs.
-
-        Raises:
-            TypeError: For a net whose input is integer (no noise, no gradient there).
-            ValueError: If the model rejects the inputs (its own error, summarised).
-        """
+        """The net run on one example: :func:`tfmollify.adapter.probes.probe`."""
         return probes.probe(self, x, packing, ints)
 
     def probe_target(

@@ -59,7 +59,10 @@ from tfmollify.core import inputs as inputs_lib
 from tfmollify.core import plan as plan_lib
 from tfmollify.explainers.seam import Seam
 
-__all__ = ["SIGNATURE_KEY", "export", "prediction_log", "server_command", "warmup_batch_sizes"]
+__all__ = [
+    "SIGNATURE_KEY", "export", "prediction_log", "server_command", "warmup_batch_sizes",
+    "warmup_request",
+]
 
 SIGNATURE_KEY = "serving_default"
 
@@ -693,6 +696,26 @@ NUM_BATCH_THREADS = 4
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
+def warmup_request(specs: dict[str, Any], batch: int, input_range: Any = None
+                   ) -> dict[str, np.ndarray]:
+    """A synthetic request of ``batch`` examples for the model inputs ``specs``: uniform
+    ``[0, 1)`` floats (not constant, so eq. 30 has a scale; uniform in ``input_range`` when
+    given), zeros for integer inputs (valid token ids), targets 0, seeds ``0..batch-1``. The
+    export's warmup records and the server's warmup (:func:`tfmollify.integrations.serve.
+    warm_up`) both use it."""
+    low, high = (0.0, 1.0) if input_range is None else map(float, input_range)
+    rng = np.random.default_rng(batch)
+    req = {}
+    for name, spec in specs.items():
+        shape = (batch, *[1 if d is None else d for d in spec.shape[1:]])
+        dtype = spec.dtype.as_numpy_dtype
+        req[name] = (rng.uniform(low, high, size=shape).astype(dtype) if spec.dtype.is_floating
+                     else np.zeros(shape, dtype))
+    req["targets"] = np.zeros(batch, np.int32)
+    req["seeds"] = np.arange(batch, dtype=np.int64)
+    return req
+
+
 def warmup_batch_sizes(max_batch_size: int) -> list[int]:
     """The batch sizes of the warmup requests: powers of two below ``max_batch_size``, then
     ``max_batch_size`` itself.
@@ -849,21 +872,8 @@ class _Extras:
         """One request per warmup batch size: uniform [0, 1) floats (not constant, so eq. 30
         has a scale; uniform in ``input_range`` when the explainer has one), zeros for integer
         inputs (valid token ids), targets 0, seeds 0..B-1."""
-        low, high = (0.0, 1.0) if self.input_range is None else map(float, self.input_range)
-        out = []
-        for b in warmup_batch_sizes(self.max_batch_size):
-            rng = np.random.default_rng(b)
-            req = {}
-            for name, spec in specs.items():
-                shape, dtype = (b, *spec.shape[1:]), spec.dtype.as_numpy_dtype
-                req[name] = (
-                    rng.uniform(low, high, size=shape).astype(dtype) if spec.dtype.is_floating
-                    else np.zeros(shape, dtype)
-                )
-            req["targets"] = np.zeros(b, np.int32)
-            req["seeds"] = np.arange(b, dtype=np.int64)
-            out.append(req)
-        return out
+        return [warmup_request(specs, b, self.input_range)
+                for b in warmup_batch_sizes(self.max_batch_size)]
 
     def writer(self, specs: dict[str, tf.TensorSpec], rules: request_lib.Rules) -> Any:
         """A function that writes the files into a version directory (``rules``: the request

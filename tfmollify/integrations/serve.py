@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from tfmollify.adapter import request as request_lib
-from tfmollify.explainers.export import SIGNATURE_KEY
+from tfmollify.explainers.export import SIGNATURE_KEY, warmup_request
 from tfmollify.integrations import guard as guard_lib
 from tfmollify.integrations import loader, parsing
 
@@ -726,23 +726,13 @@ def encode_json(export: Export, outputs: dict[str, np.ndarray]) -> bytes:
 
 
 def warm_up(export: Export) -> None:
-    """Runs the export's signature once on a synthetic request of one example (uniform
-    ``[0, 1)`` floats, within ``input_range`` when the export has one; zero integers, target 0),
-    so that the graph's first-call work is done before the server says it is ready."""
-    rng = np.random.default_rng(0)
-    low, high = (0.0, 1.0)
-    if export.rules is not None and export.rules.input_range is not None:
-        low, high = export.rules.input_range
-    arrays = {}
-    for name, spec in export.inputs.items():
-        shape = [1, *[d or 1 for d in spec.shape[1:]]]
-        dtype = np.dtype(spec.dtype.as_numpy_dtype)
-        if name in ("targets", "seeds") or dtype.kind in "iu":
-            arrays[name] = np.zeros(shape, dtype)
-        else:
-            arrays[name] = rng.uniform(low, high, shape).astype(dtype)
+    """Runs the export's signature once on a synthetic request of one example
+    (:func:`tfmollify.explainers.export.warmup_request`, the export's warmup records' rule), so
+    that the graph's first-call work is done before the server says it is ready."""
+    input_range = None if export.rules is None else export.rules.input_range
+    models = {k: s for k, s in export.inputs.items() if k not in ("targets", "seeds")}
     try:
-        export.run(arrays)
+        export.run(warmup_request(models, 1, input_range))
     except RequestError:  # a model that rejects synthetic inputs: the first request warms it
         pass
 
