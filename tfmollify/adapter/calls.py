@@ -36,12 +36,15 @@ class Explanation:
         finite_samples: Per example, the samples whose attribution was finite (int64 ``[B]``).
         num_samples: Per example, the samples drawn (int64 ``[B]``): ``N`` (sg), ``M`` (ng)
             or ``M x N`` (fg), more with ``tolerance``.
+        weight_draws_per_pass: NG/FG: the weight draws evaluated in one pass of the model
+            (``K > 1``: several draws side by side; 1: one draw per pass, also for SG).
     """
 
     attributions: Any
     stderr: Any
     finite_samples: np.ndarray
     num_samples: np.ndarray
+    weight_draws_per_pass: int = 1
 
     @property
     def nonfinite_count(self) -> np.ndarray:
@@ -66,6 +69,7 @@ class Request:
         wkey, wnoise: The weight-noise key and cached table (``[0, 0]`` when drawn in the
             graph).
         block: Examples per call of ``fn`` (the ``batch_size`` memory bound).
+        draws: Weight draws per pass of ``fn`` (NoiseGrad/FusionGrad; 1 otherwise).
         out_shape: One example's attribution shape (the rows' shape unless the attribution
             is at a layer or a method of the user's returns another shape).
         structured: Whether the results come back in the inputs' structure (several inputs,
@@ -87,6 +91,7 @@ class Request:
     block: int = 1
     out_shape: tuple[int, ...] | None = None
     structured: bool = True
+    draws: int = 1
 
     @property
     def batch(self) -> int:

@@ -162,16 +162,17 @@ class Cores:
     def function(
         self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
         noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
-        *, pipeline: int,
+        *, pipeline: int, draws: int = 1,
     ) -> Callable:
         """The compiled core for rows like ``x`` (traced on the first call for its key).
 
-        ``pipeline``: the runner's weight draws in flight (:attr:`Runner.pipeline`).
+        ``pipeline``: the runner's weight draws in flight (:attr:`Runner.pipeline`);
+        ``draws``: weight draws per pass (:attr:`tfmollify.core.plan.Layout.draws`).
         """
         compute = tf.as_dtype(x.dtype)
         key = (
             x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr,
-            packing,
+            packing, draws,
         )
         with self._lock:
             fn = self._functions.get(key)
@@ -183,7 +184,7 @@ class Cores:
                     pipeline=pipeline,
                     jit_compile=self.spec.jit_compile,
                     parts=None if packing is None else packing.parts(),
-                    noise_shape=noise_shape, output_shape=out_shape,
+                    noise_shape=noise_shape, output_shape=out_shape, draws=draws,
                 )
                 # the concrete function: traced now, once, and called without dispatch
                 try:

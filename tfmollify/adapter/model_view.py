@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmollify.adapter import keras_compat, layers, probes, request, weights
+from tfmollify.adapter import draws, keras_compat, layers, probes, request, weights
 from tfmollify.adapter.layers import layer_paths, summarize
 from tfmollify.adapter.spec import Spec
 from tfmollify.core import inputs as inputs_lib
@@ -94,6 +94,47 @@ class _Calls:
                 f"Layer {self.layer.name!r} is called {self.count} time(s) in one pass of the "
                 f"model, so '{self.layer.name}:{self.which}' names no call. Calls count from 0."
             )
+
+
+@contextlib.contextmanager
+def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor) -> Iterator[None]:
+    """While open, the layers owning the weights of ``per_draw`` (``{id(variable): [k, ...]}``)
+    compute in their per-row-weight forms. A layer whose call an interception already holds
+    (a hook on its output) keeps the hook, over the form."""
+    owners = draws.owners(net, [v for v in net.trainable_variables if id(v) in per_draw])
+    layers_ = list({id(layer): layer for layer in owners.values()}.values())
+    saved = []
+    _INTERCEPT_LOCK.acquire()
+    try:
+        for layer in layers_:
+            form = draws.form_of(layer)
+            named = {v.name: v for v in layer.weights}
+
+            def params(name, named=named):
+                v = named[name]
+                return per_draw[id(v)] if id(v) in per_draw else v.value[None]
+
+            def call(inputs, *args, layer=layer, form=form, params=params, **kwargs):
+                del args, kwargs  # training=False, no mask in inference
+                return form(layer, inputs, params, k, inner)
+
+            own = layer.__dict__.get("call")
+            if isinstance(own, _Calls):  # hooked: the hook stays on top of the form
+                saved.append((layer, own, own.original))
+                own.original = call
+            else:
+                saved.append((layer, own, None))
+                object.__setattr__(layer, "call", call)
+        yield
+    finally:
+        for layer, own, original in reversed(saved):
+            if original is not None:
+                own.original = original
+            elif own is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", own)
+        _INTERCEPT_LOCK.release()
 
 
 class ModelView:
@@ -276,9 +317,16 @@ class ModelView:
         except Exception:  # subclassed models have no symbolic inputs
             return default
 
-    def forward(self, x: Any, weights: list[tf.Tensor] | None = None) -> Any:
+    def forward(
+        self, x: Any, weights: list[tf.Tensor] | None = None, groups: tuple | None = None
+    ) -> Any:
         """The net's output for ``x`` in inference mode, with ``weights`` in place of its
         trainable variables (None: the stored ones).
+
+        ``groups=(k, inner)``: ``k`` weight draws share the pass. The perturbed weights (those
+        of :attr:`weight_selection`) then carry a leading axis of ``k``, the rows are laid out
+        ``[S, k, inner]`` (see :mod:`tfmollify.adapter.draws`) and the layers owning them run
+        in their per-row-weight forms.
 
         ``stateless_call`` passes keyword arguments straight to ``call``, so ``training`` is
         only given to models whose ``call`` accepts it (a subclassed model may not).
@@ -288,8 +336,25 @@ class ModelView:
             return model(x, training=False) if self.is_keras else model(x)
         kwargs = {"training": False} if self._net_takes_training else {}
         nt = [v.value for v in model.non_trainable_variables]
-        out, _ = model.stateless_call(weights, nt, x, **kwargs)
+        if groups is None:
+            out, _ = model.stateless_call(weights, nt, x, **kwargs)
+            return out
+        trainable = model.trainable_variables
+        chosen = range(len(trainable)) if self.weight_selection is None else self.weight_selection
+        per_draw = {id(trainable[i]): weights[i] for i in chosen}
+        base = [v.value if id(v) in per_draw else w for v, w in zip(trainable, weights,
+                                                                     strict=True)]
+        with _per_row(model, per_draw, *groups):
+            out, _ = model.stateless_call(base, nt, x, **kwargs)
         return out
+
+    def draws_supported(self) -> list[str]:
+        """The layers among those whose weights get noise that have no per-row-weight form
+        (:func:`tfmollify.adapter.draws.unsupported`): empty when several weight draws can
+        share a pass."""
+        if not (self.smoothing.weight_noise and self.is_keras):
+            return []
+        return draws.unsupported(self.net, self.selected_variables())
 
     @property
     def intercepts(self) -> bool:

@@ -75,6 +75,7 @@ def explain(
         runner.assemble(req, np.sqrt(var) / c) if with_stderr else None,
         count,
         drawn,
+        req.draws,
     )
 
 

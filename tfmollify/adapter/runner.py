@@ -61,6 +61,7 @@ class Runner:
         self.spec, self.view = spec, view
         self._cores = Cores(spec, view, self.core_spec)
         self._auto: tuple[int | None] | None = None
+        self._max_draws: int | None = None
 
     # -- plans -------------------------------------------------------------------------------
     @property
@@ -102,19 +103,37 @@ class Runner:
             mode=s.smoothing, sampler=s.sampler, num_samples=s.num_samples,
             num_weight_samples=s.num_weight_samples, replicates=s.replicates,
             batch_size=self.batch_size, evaluations_per_sample=s.evaluations_per_sample,
-            batch=batch,
+            batch=batch, max_draws=self.max_draws if batch is not None else 1,
         )
+
+    @property
+    def max_draws(self) -> int:
+        """The most weight draws one pass may hold (before ``batch_size``): 1 for SG, where a
+        layer whose weights get noise has no per-row-weight form
+        (:func:`tfmollify.adapter.draws.unsupported`), or where the setting says so; else as
+        many as fit ``weight_noise_cache_mb`` (``K`` copies of the perturbed weights)."""
+        s = self.spec
+        if not s.smoothing.weight_noise or s.weight_draws_per_pass == 1:
+            return 1
+        if self._max_draws is None:
+            per_draw = self._cores.weight_noise_bytes() // max(1, s.num_weight_samples)
+            fits = int(s.weight_noise_cache_mb * 2**20 // max(1, per_draw))
+            self._max_draws = 1 if self.view.draws_supported() else max(1, fits)
+        cap = s.num_weight_samples if s.weight_draws_per_pass == "auto" else (
+            s.weight_draws_per_pass)
+        return min(self._max_draws, cap)
 
     def core_spec(
         self, input_shape: tuple[int, ...], compute: tf.DType, *, with_stderr: bool,
         cached_weight_noise: bool, pipeline: int, jit_compile: bool, parts: Any = None,
         noise_shape: tuple[int, ...] | None = None, output_shape: tuple[int, ...] | None = None,
+        draws: int = 1,
     ) -> engine.CoreSpec:
         """The engine's static configuration for one input shape and dtype (``noise_shape``,
         ``output_shape``: from :meth:`shapes`)."""
         s = self.spec
         per_call = dict(
-            mode=s.smoothing, layout=self.plan().layout,
+            mode=s.smoothing, layout=dataclasses.replace(self.plan().layout, draws=draws),
             input_shape=tuple(int(d) for d in input_shape), compute_dtype=compute,
             jit_compile=jit_compile, with_stderr=with_stderr,
             cached_weight_noise=cached_weight_noise, pipeline=pipeline, parts=parts,
@@ -181,11 +200,13 @@ class Runner:
     def _function(
         self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
         noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
+        draws: int = 1,
     ) -> Callable:
         """The compiled core for rows like ``x`` (:meth:`Cores.function
         <tfmollify.adapter.cores.Cores.function>`)."""
         return self._cores.function(
-            x, target_fn, with_stderr, packing, noise_shape, out_shape, pipeline=self.pipeline
+            x, target_fn, with_stderr, packing, noise_shape, out_shape, pipeline=self.pipeline,
+            draws=draws,
         )
 
     # -- preparing a call --------------------------------------------------------------------
@@ -246,12 +267,14 @@ class Runner:
             seed = spec.seed if spec.seed is not None else secrets.randbits(63)
         ex_seeds = request_lib.seeds(seeds, seed, x.shape[0], offset)
         compute = tf.as_dtype(x.dtype)
-        fn = self._function(x, target_fn, with_stderr, packing, noise_shape, out_shape)
+        plan = self.plan(x.shape[0])
+        fn = self._function(x, target_fn, with_stderr, packing, noise_shape, out_shape,
+                            plan.layout.draws)
         wkey = self._cores.wkey(seed)
         return Request(
             x, out_dtype, is_tensor, ints, packing, idx, eps, ex_seeds, fn, compute, wkey,
-            self.weight_noise(seed, wkey, compute), self.plan(x.shape[0]).block,
-            out_shape, out_shape is None and view.attribute_layer is None,
+            self.weight_noise(seed, wkey, compute), plan.block,
+            out_shape, out_shape is None and view.attribute_layer is None, plan.layout.draws,
         )
 
     def _rows(self, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.dtype, bool, Any]:
@@ -347,6 +370,7 @@ class Runner:
             self.assemble(req, errors) if with_stderr else None,
             finite,
             total,
+            req.draws,
         )
 
 

@@ -51,6 +51,7 @@ ARGUMENTS: Mapping[str, Any] = types.MappingProxyType(
         "proposal": None,
         "proposal_scale": 1.0,
         "weight_noise_cache_mb": 256.0,
+        "weight_draws_per_pass": "auto",
         "weight_layers": None,
         "perturb_bias": True,
         "explain_at": None,
@@ -206,6 +207,7 @@ class Spec:
     proposal: kernels_lib.Kernel | None
     proposal_scale: float
     weight_noise_cache_mb: float
+    weight_draws_per_pass: int | str
     weight_layers: tuple[Any, ...] | None
     perturb_bias: bool
     explain_at: Any
@@ -275,6 +277,7 @@ class Spec:
             proposal=proposal,
             proposal_scale=check_positive("proposal_scale", a["proposal_scale"]),
             weight_noise_cache_mb=_check_cache_mb(a["weight_noise_cache_mb"]),
+            weight_draws_per_pass=_check_draws(a["weight_draws_per_pass"]),
             weight_layers=_check_weight_layers(a["weight_layers"], a["perturb_bias"],
                                                smoothing),
             perturb_bias=a["perturb_bias"],
@@ -555,6 +558,18 @@ def _check_cache_mb(value: Any) -> float:
             f"Received: weight_noise_cache_mb={value!r}"
         )
     return float(value)
+
+
+def _check_draws(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(
+            "Argument `weight_draws_per_pass` must be 'auto' (as many weight draws per pass as "
+            "fit under batch_size) or an int >= 1 (at most that many; 1: one draw per pass). "
+            f"Received: weight_draws_per_pass={value!r}"
+        )
+    return int(value)
 
 
 def _check_weight_layers(

@@ -58,8 +58,11 @@ class Network(Protocol):
     def intercept(self, hooks: Any) -> contextlib.AbstractContextManager[Any]:
         """While open, the layers named in ``hooks`` call their hook on their output."""
 
-    def forward(self, inputs: Any, weights: Any) -> Any:
-        """The network's scores on ``inputs``, with ``weights`` in place of its own (or None)."""
+    def forward(self, inputs: Any, weights: Any, groups: Any = None) -> Any:
+        """The network's scores on ``inputs``, with ``weights`` in place of its own (or None).
+
+        ``groups=(k, inner)``: ``k`` weight draws share the pass; the perturbed weights carry a
+        leading axis of ``k`` and the rows are laid out ``[S, k, inner]``."""
 
     def activation(self, inputs: Any, layer: Any) -> Any:
         """The output of ``layer`` on ``inputs``."""
@@ -197,13 +200,119 @@ class _Block:
     targets: tf.Tensor  # [Bc] class indices
     eps: tf.Tensor  # [Bc] or [Bc, K] input-noise scales
     keys: tf.Tensor  # [Bc] Philox keys
+    offsets: Any = None  # [K] input-draw offsets of the K row groups (several weight draws)
 
     @property
     def size(self) -> tf.Tensor:
         return tf.shape(self.x)[0]
 
+    def tiled(self, k: int) -> _Block:
+        """The block's rows ``k`` times over, group after group (``k`` weight draws)."""
+        rep = lambda t: tf.tile(t, [k] + [1] * (t.shape.rank - 1))  # noqa: E731
+        return _Block(rep(self.x), rep(self.ints), rep(self.targets), rep(self.eps),
+                      rep(self.keys))
 
-class _Core:
+
+class _WeightDraws:
+    """The compiled core's loops over the weight draws (NoiseGrad, FusionGrad): one draw per
+    pass (:meth:`weight_units`) or ``K`` draws per pass (:meth:`weight_groups`)."""
+
+    def weight_units(self, state, blk: _Block, wkey, wnoise):
+        """NoiseGrad/FusionGrad: the weight draws, one unit per draw or group of draws."""
+        lay, with_stderr = self.lay, self.spec.with_stderr
+
+        def outer(j, st):
+            weights = self.perturbed_weights(j, wkey, wnoise)
+            if lay.n_in == 1:  # NoiseGrad: one sample per weight draw is its own unit
+                return j + 1, self.chunk_loop(st, blk, j, weights, True)
+            unit = self.unit(blk, j * lay.n_in, weights)
+            return j + 1, aggregation.merge_unit(st, unit, with_stderr)
+
+        def one_draw(j, unit):
+            weights = self.perturbed_weights(j, wkey, wnoise)
+            return j + 1, self.chunk_loop(unit, blk, j * lay.n_in, weights, False)
+
+        def outer_group(g, st):
+            """Weight draws ``g * w_unit ..`` (an antithetic pair, a Sobol replicate)."""
+            unit = aggregation.init_state(blk.size, self.out_size, self.dtype)
+            # one draw after the other (an unrolled pair would run both draws' passes at once,
+            # twice the `batch_size` bound); the outer loop already overlaps draws when unbounded
+            _, unit = tf.while_loop(
+                lambda j, u: j < (g + 1) * lay.w_unit, one_draw, (g * lay.w_unit, unit),
+                parallel_iterations=1,
+            )
+            return g + 1, aggregation.merge_unit(st, unit, with_stderr)
+
+        _, state = tf.while_loop(
+            lambda g, st: g < lay.n_w // lay.w_unit,
+            outer if lay.w_unit == 1 else outer_group,
+            (tf.constant(0), state),
+            parallel_iterations=self.spec.pipeline,
+        )
+        return state
+
+    def group_weights(self, j0, wkey, wnoise) -> list:
+        """The trainable weights under draws ``j0 .. j0 + K - 1``: the perturbed ones with a
+        leading axis of ``K`` (a padding draw past the last repeats it; its samples are masked
+        out), each exactly as :meth:`perturbed_weights` gives it for its draw."""
+        k, last = self.draws, self.lay.n_w - 1
+        js = [tf.minimum(j0 + i, last) for i in range(k)]
+        if self.spec.cached_weight_noise:
+            rows = tf.gather(wnoise, tf.stack(js))
+            per = list(zip(*[tf.split(rows[i], self.sizes) for i in range(k)], strict=True))
+        else:
+            draws = [sampling.weight_noise(self.spec.kernel, wkey, j, self.sizes, self.w_dtype,
+                                           self.antithetic, self.sobol_w) for j in js]
+            per = list(zip(*draws, strict=True))
+        out = [v.value for v in self.trainable]
+        for i, parts in zip(self.selected, per, strict=True):
+            val = out[i]
+            shape = self.trainable[i].shape
+            noise = tf.stack([tf.cast(tf.reshape(p, shape), val.dtype) for p in parts])
+            out[i] = val[None] * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
+        return out
+
+    def weight_groups(self, state, blk: _Block, wkey, wnoise):
+        """NoiseGrad/FusionGrad with ``K`` weight draws per pass: the block's rows ``K`` times
+        over, group ``k`` under draw ``j0 + k``; the draws are merged in their order, as
+        :meth:`weight_units` merges them (the same estimator)."""
+        lay, k, with_stderr = self.lay, self.draws, self.spec.with_stderr
+        bc = blk.size
+        tiled = blk.tiled(k)
+
+        def body(g, st):
+            j0 = g * k
+            weights = self.group_weights(j0, wkey, wnoise)
+            inside = tf.cast(j0 + tf.range(k) < lay.n_w, self.dtype)  # padding draws: 0
+            if lay.n_in == 1:  # NoiseGrad: each draw's one sample is its own unit
+                a = self.samples(tiled, 0, 1, weights)
+                a = tf.transpose(tf.reshape(a, [k, bc, self.out_size]), [1, 0, 2])
+                vals, mask = aggregation.clean(a)
+                mask = mask * inside[None, :]
+                st = aggregation.merge_chunk(
+                    st, vals * inside[None, :, None], mask, True, with_stderr,
+                    with_m2=self.agg_name != "smoothgrad",
+                )
+                return g + 1, st
+            grouped = dataclasses.replace(tiled, offsets=(j0 + tf.range(k)) * lay.n_in)
+            units = aggregation.init_state(k * bc, self.out_size, self.dtype)
+            units = self.chunk_loop(units, grouped, 0, weights, False)
+            for i in range(k):  # close each draw's unit, in draw order
+                unit = aggregation.State(*[t[i * bc:(i + 1) * bc] * tf.cast(
+                    inside[i], t.dtype) for t in units])
+                st = aggregation.merge_unit(st, unit, with_stderr)
+            return g + 1, st
+
+        if lay.draw_groups == 1:  # every draw in one pass: no loop
+            return body(tf.constant(0), state)[1]
+        _, state = tf.while_loop(
+            lambda g, st: g < lay.draw_groups, body, (tf.constant(0), state),
+            parallel_iterations=self.spec.pipeline,
+        )
+        return state
+
+
+class _Core(_WeightDraws):
     """The traced computation, one named helper per step (see :func:`build`)."""
 
     def __init__(self, view: Network, spec: CoreSpec, target_fn: Callable | None) -> None:
@@ -251,6 +360,7 @@ class _Core:
                 if not tf.as_dtype(dtype).is_integer
             ]
             assert sum(self.part_sizes) == self.size, (self.part_sizes, self.size)
+        self.draws = lay.draws if spec.mode.weight_noise else 1
         if self.weight_noise:
             self.trainable = view.trainable
             sel = view.weight_selection
@@ -279,6 +389,19 @@ class _Core:
             noise = tf.cast(tf.reshape(part, self.trainable[i].shape), val.dtype)
             out[i] = val * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
         return out
+
+    def block_noise(self, blk: _Block, first, count):
+        """:meth:`noise` for a block; with row groups (several weight draws), group ``k``'s
+        draws start at ``blk.offsets[k] + first``, as they would in their own pass."""
+        if blk.offsets is None:
+            return self.noise(blk.eps, blk.keys, first, count)
+        k = self.draws
+        bc = tf.shape(blk.keys)[0] // k
+        parts = [self.noise(blk.eps[i * bc:(i + 1) * bc], blk.keys[i * bc:(i + 1) * bc],
+                            blk.offsets[i] + first, count) for i in range(k)]
+        t = tf.concat([p[0] for p in parts], axis=0)
+        log_w = None if parts[0][1] is None else tf.concat([p[1] for p in parts], axis=0)
+        return t, log_w
 
     def noise(self, eps, keys, first, count):
         """The scaled noise ``[Bc, count, Dn]`` of flat input-draw indices ``first..`` (``Dn``:
@@ -312,8 +435,9 @@ class _Core:
         the ``n`` rows of ``rows`` (the examples they belong to), as in a method's path."""
         n = tf.shape(rows)[0]
         r = tf.tile(rows, [tf.shape(inp)[0] // n])
+        groups = None if self.draws == 1 or weights is None else (self.draws, n // self.draws)
         with self.view.intercept(hooks):
-            out = self.view.forward(self.unpack(inp, tf.gather(blk.ints, r)), weights)
+            out = self.view.forward(self.unpack(inp, tf.gather(blk.ints, r)), weights, groups)
         return tf.cast(_select(out, tf.gather(blk.targets, r), self.target_fn), self.dtype)
 
     def layer_noise_hook(self, t: tf.Tensor) -> tuple:
@@ -382,10 +506,10 @@ class _Core:
         if not self.input_noise:
             noisy = flat[:, None, :]
         elif self.noise_shape is None:
-            t, log_w = self.noise(blk.eps, blk.keys, first, count)
+            t, log_w = self.block_noise(blk, first, count)
             noisy = flat[:, None, :] + t
         else:  # clean rows; the noise goes on the layer's output
-            t, log_w = self.noise(blk.eps, blk.keys, first, count)
+            t, log_w = self.block_noise(blk, first, count)
             noisy = tf.repeat(flat[:, None, :], count, axis=1)
             layer_noise = tf.reshape(t, [-1, *self.noise_shape])
         xs = tf.reshape(noisy, [-1, *self.shape])
@@ -445,40 +569,6 @@ class _Core:
         )
         return state
 
-    def weight_units(self, state, blk: _Block, wkey, wnoise):
-        """NoiseGrad/FusionGrad: the weight draws, one unit per draw or group of draws."""
-        lay, with_stderr = self.lay, self.spec.with_stderr
-
-        def outer(j, st):
-            weights = self.perturbed_weights(j, wkey, wnoise)
-            if lay.n_in == 1:  # NoiseGrad: one sample per weight draw is its own unit
-                return j + 1, self.chunk_loop(st, blk, j, weights, True)
-            unit = self.unit(blk, j * lay.n_in, weights)
-            return j + 1, aggregation.merge_unit(st, unit, with_stderr)
-
-        def one_draw(j, unit):
-            weights = self.perturbed_weights(j, wkey, wnoise)
-            return j + 1, self.chunk_loop(unit, blk, j * lay.n_in, weights, False)
-
-        def outer_group(g, st):
-            """Weight draws ``g * w_unit ..`` (an antithetic pair, a Sobol replicate)."""
-            unit = aggregation.init_state(blk.size, self.out_size, self.dtype)
-            # one draw after the other (an unrolled pair would run both draws' passes at once,
-            # twice the `batch_size` bound); the outer loop already overlaps draws when unbounded
-            _, unit = tf.while_loop(
-                lambda j, u: j < (g + 1) * lay.w_unit, one_draw, (g * lay.w_unit, unit),
-                parallel_iterations=1,
-            )
-            return g + 1, aggregation.merge_unit(st, unit, with_stderr)
-
-        _, state = tf.while_loop(
-            lambda g, st: g < lay.n_w // lay.w_unit,
-            outer if lay.w_unit == 1 else outer_group,
-            (tf.constant(0), state),
-            parallel_iterations=self.spec.pipeline,
-        )
-        return state
-
     def __call__(self, x, ints, targets, eps, seeds, wkey, wnoise):
         lay, with_stderr = self.lay, self.spec.with_stderr
         blk = _Block(x, ints, targets, tf.cast(eps, self.dtype), sampling.example_keys(seeds))
@@ -489,7 +579,9 @@ class _Core:
             finite = tf.reduce_sum(mask, axis=1)
         else:
             state = aggregation.init_state(blk.size, self.out_size, self.dtype)
-            if self.weight_noise:
+            if self.draws > 1:
+                state = self.weight_groups(state, blk, wkey, wnoise)
+            elif self.weight_noise:
                 state = self.weight_units(state, blk, wkey, wnoise)
             else:
                 state = self.input_units(state, blk)

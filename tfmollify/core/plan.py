@@ -41,6 +41,9 @@ class Layout:
         n_loop: Input draws of one run of the chunk loop (``in_unit`` or ``n_in``).
         chunk: Input draws per pass (equal passes; the last may hold masked padding).
         n_chunks: Passes per run of the chunk loop.
+        draws: Weight draws per pass (NoiseGrad/FusionGrad): ``K`` draws share one pass, the
+            rows of each draw seeing its own weights (1: one draw per pass). The last pass
+            may hold padding draws (masked out), as the last chunk may.
     """
 
     n_in: int
@@ -51,11 +54,17 @@ class Layout:
     n_loop: int
     chunk: int
     n_chunks: int
+    draws: int = 1
 
     @property
     def padded(self) -> bool:
         """Whether the last pass holds padding draws (masked out)."""
         return self.n_chunks * self.chunk > self.n_loop
+
+    @property
+    def draw_groups(self) -> int:
+        """Passes over the weight draws: ``ceil(n_w / draws)``."""
+        return -(-self.n_w // self.draws)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +83,9 @@ class Plan:
 
     @property
     def rows_per_pass(self) -> int:
-        """Model evaluations in flight in one pass (per weight draw)."""
-        return self.block * self.layout.chunk * self.evaluations_per_sample
+        """Model evaluations in flight in one pass (all its weight draws)."""
+        return (self.block * self.layout.chunk * self.evaluations_per_sample
+                * self.layout.draws)
 
 
 def _requested_chunk(
@@ -140,6 +150,7 @@ def make(
     batch_size: int | None,
     evaluations_per_sample: int,
     batch: int | None = None,
+    max_draws: int = 1,
 ) -> Plan:
     """The plan of a call with ``batch`` examples (None: the plan of the compiled core, whose
     ``block`` is then the examples per pass, or 0 for "all of them").
@@ -149,6 +160,11 @@ def make(
             :class:`tfmollify.Explainer` (checked there).
         evaluations_per_sample: Model rows per sample (``ig_steps`` for IG, else 1).
         batch: Examples of the call.
+        max_draws: At most this many weight draws per pass (1: one; the caller says how many
+            the model allows: 1 where a perturbed layer has no per-row-weight form). With a
+            known ``batch``, NoiseGrad and FusionGrad put ``K > 1`` draws in a pass whenever
+            they fit: ``K = min(max_draws, M, batch_size // (block x chunk x evaluations))``,
+            evened out over the passes (:func:`draws_per_pass`).
 
     Returns:
         The :class:`Plan`.
@@ -169,7 +185,30 @@ def make(
         examples = 0 if block is None else block
     else:
         examples = max(1, batch if block is None else min(batch, block))
+        k = draws_per_pass(lay, batch_size, examples * lay.chunk * evaluations_per_sample,
+                           max_draws)
+        lay = dataclasses.replace(lay, draws=k)
     return Plan(block=examples, layout=lay, evaluations_per_sample=evaluations_per_sample)
+
+
+def draws_per_pass(lay: Layout, batch_size: int | None, rows_per_draw: int,
+                   max_draws: int) -> int:
+    """Weight draws per pass: as many as fit under ``batch_size`` (all of them, up to
+    ``max_draws``, without a bound), whole units only (1 where a unit spans several draws:
+    antithetic pairs, Sobol replicates), the same number in every pass.
+
+    Example:
+
+    >>> lay = layout("ng", "iid", 1, 10, 1, 1)
+    >>> draws_per_pass(lay, 32, 1, 10), draws_per_pass(lay, 4, 1, 10), draws_per_pass(lay, 8, 8, 10)
+    (10, 4, 1)
+    """
+    if lay.n_w <= 1 or lay.w_unit != 1 or max_draws <= 1:
+        return 1
+    fit = lay.n_w if batch_size is None else batch_size // max(1, rows_per_draw)
+    k = max(1, min(lay.n_w, max_draws, fit))
+    groups = -(-lay.n_w // k)
+    return -(-lay.n_w // groups)  # equal passes, as few padding draws as possible
 
 
 # -- the block loop ---------------------------------------------------------------------------

@@ -1,0 +1,200 @@
+"""Several weight draws in one pass (#31): the same estimator as one draw per pass.
+
+Every supported layer type, in NG and FG, with ``weight_layers`` subsets, padding draws, base
+methods that copy rows (integrated gradients), noise at a layer, ``tolerance`` rounds and a
+``batch_size`` bound: the batched path (``weight_draws_per_pass="auto"``) agrees with
+``weight_draws_per_pass=1`` within ``rtol=1e-5, atol=1e-5 max|reference|`` (float32 round-off of
+a different summation order), and reports which path ran.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tfmollify as tfm
+from tfmollify.adapter import draws
+from tfmollify.core import plan
+
+L = keras.layers
+
+
+def _model(body, shape, dtype="float32", classes=3):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape, dtype=dtype)
+    h = body(inp)
+    if len(h.shape) > 2:
+        h = L.Flatten()(h)
+    return keras.Model(inp, L.Dense(classes)(h))
+
+
+def _bn(x):
+    layer = L.BatchNormalization()
+    y = layer(x)
+    rng = np.random.default_rng(1)
+    layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+    layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))
+    return y
+
+
+def _mha(x):
+    return L.MultiHeadAttention(num_heads=2, key_dim=3)(x, x)
+
+
+MODELS = {
+    "dense": (lambda x: L.Dense(5, activation="tanh")(x), (4,)),
+    "einsum": (lambda x: L.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c",
+                                       activation="tanh")(x), (4,)),
+    "einsum_seq": (lambda x: L.EinsumDense("abc,cde->abde", output_shape=(3, 2, 3),
+                                           bias_axes="de")(x), (3, 4)),
+    "conv1d_causal": (lambda x: L.Conv1D(4, 3, padding="causal", dilation_rate=2,
+                                         activation="relu")(x), (8, 3)),
+    "conv2d": (lambda x: L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(
+        L.Conv2D(3, 3, dilation_rate=2)(x)), (9, 9, 2)),
+    "conv3d": (lambda x: L.Conv3D(3, 2, activation="relu")(x), (4, 4, 4, 2)),
+    "depthwise": (lambda x: L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu")(x),
+                  (6, 6, 3)),
+    "separable": (lambda x: L.SeparableConv2D(4, 3, depth_multiplier=2, padding="same")(x),
+                  (6, 6, 3)),
+    "layer_norm": (lambda x: L.LayerNormalization()(L.Dense(5)(x)), (4,)),
+    "batch_norm": (lambda x: _bn(L.Conv2D(3, 3)(x)), (6, 6, 2)),
+    "attention": (_mha, (4, 6)),
+}
+
+
+def _pair(model, **kw):
+    base = dict(num_weight_samples=6, seed=3)
+    base.update(kw)
+    one = tfm.Explainer(model, **{**base, "weight_draws_per_pass": 1})
+    many = tfm.Explainer(model, **base)
+    return one, many
+
+
+def assert_same(model, x, targets, expect_draws=None, **kw):
+    one, many = _pair(model, **kw)
+    r1, rk = one.explain_full(x, targets), many.explain_full(x, targets)
+    assert r1.weight_draws_per_pass == 1
+    if expect_draws is not None:
+        assert rk.weight_draws_per_pass == expect_draws
+    else:
+        assert rk.weight_draws_per_pass > 1
+    a1, ak = np.asarray(r1.attributions), np.asarray(rk.attributions)
+    atol = 1e-5 * float(np.abs(a1).max())
+    np.testing.assert_allclose(ak, a1, rtol=1e-5, atol=atol)
+    if r1.stderr is not None:
+        np.testing.assert_allclose(np.asarray(rk.stderr), np.asarray(r1.stderr), rtol=1e-4,
+                                   atol=atol)
+    np.testing.assert_array_equal(rk.finite_samples, r1.finite_samples)
+    return r1, rk
+
+
+#: FusionGrad on these (its input draws add nothing per layer type; NG runs on all of them)
+FG_MODELS = ("attention", "batch_norm", "conv2d", "separable")
+
+
+@pytest.mark.parametrize(("name", "mode"), [(n, "ng") for n in sorted(MODELS)]
+                         + [(n, "fg") for n in FG_MODELS])
+def test_every_supported_layer_gives_the_same_estimate(name, mode):
+    body, shape = MODELS[name]
+    model = _model(body, shape)
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    kw = {"num_samples": 4} if mode == "fg" else {}
+    assert_same(model, x, [0, 2], mode=mode, **kw)
+
+
+def test_embedding_weights_at_the_embedding_layer():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    h = L.Embedding(11, 4, name="emb")(inp)
+    h = L.GlobalAveragePooling1D()(L.Dense(6, activation="tanh")(h))
+    model = keras.Model(inp, L.Dense(3)(h))
+    ids = np.random.default_rng(0).integers(0, 11, size=(3, 5))
+    assert_same(model, ids, [0, 1, 2], mode="ng", attribute_at="emb", reduce="norm")
+    assert_same(model, ids, [0, 1, 2], mode="fg", num_samples=3, explain_at="emb")
+
+
+@pytest.mark.parametrize("mode", ["ng", "fg"])
+def test_weight_layer_subsets_and_bias(mode):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="c"),
+                              L.LayerNormalization(name="ln"), L.Flatten(),
+                              L.Dense(4, name="d1", activation="relu"), L.Dense(3, name="d2")])
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 2)).astype("float32")
+    kw = {"num_samples": 3} if mode == "fg" else {}
+    assert_same(model, x, [0, 1], mode=mode, weight_layers=["c", "d2"], **kw)
+    assert_same(model, x, [0, 1], mode=mode, weight_layers=["ln"], perturb_bias=False, **kw)
+
+
+def test_padding_draws_a_cap_and_methods_that_copy_rows():
+    body, shape = MODELS["conv2d"]
+    model = _model(body, shape)
+    x = np.random.default_rng(2).normal(size=(2, *shape)).astype("float32")
+    # M = 7 under a cap of 3 draws: passes of 3, 3 and 1 (+ 2 padding draws masked out)
+    assert_same(model, x, [1, 0], expect_draws=3, mode="ng", num_weight_samples=7,
+                weight_draws_per_pass=3)
+    assert_same(model, x, [1, 0], mode="ng", attribution="integrated_gradients", ig_steps=4)
+    assert_same(model, x, [1, 0], mode="fg", num_samples=3, aggregation="vargrad",
+                attribution="input_x_gradient")
+
+
+def test_noise_at_a_layer_tolerance_rounds_and_a_batch_size_bound():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), L.Dense(6, activation="tanh", name="h"),
+                              L.Dense(6, activation="tanh"), L.Dense(3)])
+    x = np.random.default_rng(3).normal(size=(5, 5)).astype("float32")
+    assert_same(model, x, [0, 1, 2, 0, 1], mode="fg", num_samples=4, noise_at="h",
+                attribute_at="h")
+    assert_same(model, x, [0, 1, 2, 0, 1], mode="ng", tolerance=0.01, max_samples=12,
+                num_weight_samples=4)
+    # batch_size 12, FG with N = 3: 5 examples fill passes of 4 examples (12 rows), no room
+    # for a second draw; 2 examples leave room for 2 draws (2 x 2 x 3 = 12 rows)
+    assert_same(model, x, [0, 1, 2, 0, 1], expect_draws=1, mode="fg", num_samples=3,
+                batch_size=12)
+    assert_same(model, x[:2], [0, 1], expect_draws=2, mode="fg", num_samples=3, batch_size=12)
+
+
+def test_a_layer_without_a_form_falls_back_to_one_draw_per_pass():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 3)), L.GRU(4, name="gru"), L.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype("float32")
+    assert draws.unsupported(model, model.trainable_variables) == ["gru"]
+    assert_same(model, x, [0, 1], expect_draws=1, mode="ng")
+    # leaving the GRU's weights out of the noise gives the batched path back
+    assert_same(model, x, [0, 1], mode="ng", weight_layers=[model.layers[-1]])
+
+
+def test_antithetic_pairs_and_a_zero_cache_keep_one_draw_per_pass():
+    model = _model(*MODELS["dense"])
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    assert_same(model, x, [0, 1], expect_draws=1, mode="ng", sampler="antithetic")
+    assert_same(model, x, [0, 1], expect_draws=1, mode="ng", weight_noise_cache_mb=0)
+    sg = tfm.Explainer(model, mode="sg", num_samples=4, seed=0).explain_full(x, [0, 1])
+    assert sg.weight_draws_per_pass == 1
+
+
+def test_the_model_is_untouched_and_bad_settings_are_refused():
+    model = _model(*MODELS["conv2d"])
+    before = [w.copy() for w in model.get_weights()]
+    calls = {id(layer): layer.__dict__.get("call") for layer in model.layers}
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 2)).astype("float32")
+    tfm.Explainer(model, mode="fg", num_samples=2, num_weight_samples=4, seed=0).explain(x, [0, 1])
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert {id(layer): layer.__dict__.get("call") for layer in model.layers} == calls
+    for bad in (0, -2, 1.5, "many", True):
+        with pytest.raises(ValueError, match="weight_draws_per_pass"):
+            tfm.Explainer(model, mode="ng", weight_draws_per_pass=bad)
+
+
+def test_the_plan_counts_the_draws_against_batch_size():
+    lay = plan.layout("fg", "iid", 10, 10, 1, 10)
+    assert plan.draws_per_pass(lay, None, 10, 10) == 10
+    assert plan.draws_per_pass(lay, 64, 10, 10) == 5  # 6 fit: 2 passes of 5
+    assert plan.draws_per_pass(lay, 19, 10, 10) == 1
+    p = plan.make(mode="ng", sampler="iid", num_samples=1, num_weight_samples=10,
+                  replicates=1, batch_size=32, evaluations_per_sample=16, batch=1,
+                  max_draws=10)
+    assert p.layout.draws == 2 and p.rows_per_pass == 32
+    anti = plan.layout("ng", "antithetic", 1, 10, 1, 1)
+    assert plan.draws_per_pass(anti, None, 1, 10) == 1

@@ -1,0 +1,316 @@
+"""Several weight draws in one pass: per-row-weight forms of the Keras layers that carry weights.
+
+NoiseGrad and FusionGrad evaluate the model under ``M`` weight draws. With ``K`` draws in one
+pass, the pass holds ``K`` groups of rows, and the rows of group ``k`` see draw ``k``'s weights.
+Each layer whose weights get noise is then called in a *per-row-weight form*: its weights carry
+a leading axis of ``K`` and its rows are split into the ``K`` groups:
+
+* ``Dense``, ``EinsumDense`` (and so ``MultiHeadAttention``'s projections, which are
+  ``EinsumDense`` layers): a batched matmul / einsum over the groups;
+* ``Conv1D/2D/3D``, ``DepthwiseConv2D``, ``SeparableConv2D``: one grouped convolution, the
+  groups side by side on the channel axis;
+* ``Embedding``: a batched gather;
+* ``LayerNormalization``, ``BatchNormalization`` (inference): the normalisation as the layer
+  computes it, then each group's scale and offset.
+
+Rows are laid out ``[S, K, inner]``: ``S`` copies made by a base method (the steps of integrated
+gradients; 1 otherwise), then the ``K`` groups of ``inner`` rows (:func:`to_groups`). A layer of
+another type, or one of these in a configuration without a form (``channels_first``, LoRA,
+quantised, normalisation over another axis than the last), makes the model fall back to one
+draw per pass (:func:`unsupported`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfmollify.adapter import keras_compat
+
+__all__ = ["form_of", "from_groups", "to_groups", "unsupported"]
+
+#: A per-row-weight form: ``form(layer, x, params, k, inner) -> y``. ``params(name)`` gives the
+#: layer's weight ``name`` with a leading axis of ``k`` (the draws) or of 1 (a weight shared by
+#: every draw: not perturbed).
+Form = Callable[[Any, tf.Tensor, Callable[[str], tf.Tensor], int, tf.Tensor], tf.Tensor]
+
+
+def to_groups(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
+    """Rows ``[S * k * inner, ...]`` laid out ``[S, k, inner]`` as ``[k, S * inner, ...]``.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> x = tf.reshape(tf.range(8), [8, 1])  # S = 2 copies of k = 2 groups of 2 rows
+    >>> to_groups(x, 2, tf.constant(2))[:, :, 0].numpy().tolist()
+    [[0, 1, 4, 5], [2, 3, 6, 7]]
+    """
+    rest = tf.shape(x)[1:]
+    s = tf.shape(x)[0] // (k * inner)
+    y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
+    y = tf.transpose(y, [1, 0, 2, *range(3, x.shape.rank + 2)])
+    return tf.reshape(y, tf.concat([tf.stack([k, s * inner]), rest], 0))
+
+
+def from_groups(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
+    """The inverse of :func:`to_groups`: ``[k, S * inner, ...]`` back to ``[S * k * inner, ...]``.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> x = tf.reshape(tf.range(8), [8, 1])
+    >>> bool(tf.reduce_all(from_groups(to_groups(x, 2, tf.constant(2)), 2, tf.constant(2)) == x))
+    True
+    """
+    rest = tf.shape(y)[2:]
+    s = tf.shape(y)[1] // inner
+    z = tf.reshape(y, tf.concat([tf.stack([k, s, inner]), rest], 0))
+    z = tf.transpose(z, [1, 0, 2, *range(3, y.shape.rank + 1)])
+    return tf.reshape(z, tf.concat([tf.stack([s * k * inner]), rest], 0))
+
+
+def _activate(layer: Any, y: tf.Tensor) -> tf.Tensor:
+    act = getattr(layer, "activation", None)
+    return y if act is None else act(y)
+
+
+def _trailing(v: tf.Tensor, rank: int) -> tf.Tensor:
+    """A per-group parameter ``[k, *p]`` shaped to broadcast over grouped rows of ``rank`` axes
+    (the group axis included) whose trailing axes are ``p``'s."""
+    shape = tf.concat([tf.shape(v)[:1], tf.ones([rank - v.shape.rank], tf.int32),
+                       tf.shape(v)[1:]], 0)
+    return tf.reshape(v, shape)
+
+
+def _dense(layer, x, params, k, inner):
+    g = to_groups(x, k, inner)
+    kernel = tf.cast(params("kernel"), g.dtype)  # [k or 1, d, u]
+    flat = tf.reshape(g, [k, -1, tf.shape(g)[-1]])
+    y = tf.matmul(flat, tf.broadcast_to(kernel, tf.concat([[k], tf.shape(kernel)[1:]], 0)))
+    y = tf.reshape(y, tf.concat([tf.shape(g)[:-1], tf.shape(kernel)[-1:]], 0))
+    if layer.use_bias:
+        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+    return _activate(layer, from_groups(y, k, inner))
+
+
+def _einsum(layer, x, params, k, inner):
+    eq = layer.equation
+    free = next(c for c in "ZYXWVUTSRQPONM" if c not in eq)
+    (lhs, rhs), out = eq.split("->")[0].split(","), eq.split("->")[1]
+    g = to_groups(x, k, inner)
+    kernel = tf.cast(params("kernel"), g.dtype)
+    kernel = tf.broadcast_to(kernel, tf.concat([[k], tf.shape(kernel)[1:]], 0))
+    y = tf.einsum(f"{free}{lhs},{free}{rhs}->{free}{out}", g, kernel)
+    if getattr(layer, "bias", None) is not None:
+        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+    return _activate(layer, from_groups(y, k, inner))
+
+
+def _side_by_side(g: tf.Tensor) -> tf.Tensor:
+    """Grouped rows ``[k, R, *sp, C]`` as ``[R, *sp, k * C]`` (the groups on the channels)."""
+    rank = g.shape.rank
+    y = tf.transpose(g, [1, *range(2, rank - 1), 0, rank - 1])
+    return tf.reshape(y, tf.concat([tf.shape(y)[:-2], [-1]], 0))
+
+
+def _apart(y: tf.Tensor, k: int) -> tf.Tensor:
+    """Rows ``[R, *sp, k * F]`` back as grouped rows ``[k, R, *sp, F]``."""
+    rank = y.shape.rank
+    z = tf.reshape(y, tf.concat([tf.shape(y)[:-1], [k, -1]], 0))
+    return tf.transpose(z, [rank - 1, 0, *range(1, rank - 1), rank])
+
+
+def _kernels_side_by_side(w: tf.Tensor, k: int) -> tf.Tensor:
+    """Per-group conv kernels ``[k or 1, *ks, Cin, F]`` as one kernel ``[*ks, Cin, k*F]``."""
+    w = tf.broadcast_to(w, tf.concat([[k], tf.shape(w)[1:]], 0))
+    rank = w.shape.rank
+    w = tf.transpose(w, [*range(1, rank - 1), 0, rank - 1])
+    return tf.reshape(w, tf.concat([tf.shape(w)[:-2], [-1]], 0))
+
+
+def _pad_causal(layer: Any, x: tf.Tensor) -> tf.Tensor:
+    left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+    return tf.pad(x, [[0, 0], [left, 0], [0, 0]])
+
+
+def _convolve(x: tf.Tensor, w: tf.Tensor, strides: Any, padding: str, dilation: Any) -> tf.Tensor:
+    """``tf.nn.convolution``, grouped when ``x`` has a multiple of ``w``'s input channels (Keras'
+    ``ops.conv`` compiles a grouped convolution with XLA on CPU: 50-100x slower here)."""
+    return tf.nn.convolution(x, w, strides=list(strides), padding=padding.upper(),
+                             dilations=list(dilation))
+
+
+def _conv(layer, x, params, k, inner):
+    padding = layer.padding
+    if padding == "causal":
+        x, padding = _pad_causal(layer, x), "valid"
+    g = to_groups(x, k, inner)
+    w = tf.cast(params("kernel"), g.dtype)
+    if layer.rank == 3:  # no grouped Conv3D on CPU: one convolution per draw
+        w = tf.broadcast_to(w, tf.concat([[k], tf.shape(w)[1:]], 0))
+        y = tf.stack([_convolve(g[i], w[i], layer.strides, padding, layer.dilation_rate)
+                      for i in range(k)])
+    else:
+        y = _apart(_convolve(_side_by_side(g), _kernels_side_by_side(w, k), layer.strides,
+                             padding, layer.dilation_rate), k)
+    if layer.use_bias:
+        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+    return _activate(layer, from_groups(y, k, inner))
+
+
+def _depthwise_side_by_side(w: tf.Tensor, k: int) -> tf.Tensor:
+    """Per-group depthwise kernels ``[k or 1, kh, kw, C, m]`` as ``[kh, kw, k*C, m]``."""
+    w = tf.broadcast_to(w, tf.concat([[k], tf.shape(w)[1:]], 0))
+    w = tf.transpose(w, [1, 2, 0, 3, 4])
+    return tf.reshape(w, tf.concat([tf.shape(w)[:2], [-1], tf.shape(w)[-1:]], 0))
+
+
+def _depthwise_rows(layer, g, params, name, k):
+    kernel = _depthwise_side_by_side(tf.cast(params(name), g.dtype), k)
+    return keras.ops.depthwise_conv(
+        _side_by_side(g), kernel, strides=layer.strides, padding=layer.padding,
+        dilation_rate=layer.dilation_rate, data_format="channels_last",
+    )  # [R, *sp, k * C * m], each group's C * m channels side by side
+
+
+def _depthwise(layer, x, params, k, inner):
+    g = to_groups(x, k, inner)
+    y = _apart(_depthwise_rows(layer, g, params, "kernel", k), k)
+    if layer.use_bias:
+        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+    return _activate(layer, from_groups(y, k, inner))
+
+
+def _separable(layer, x, params, k, inner):
+    g = to_groups(x, k, inner)
+    h = _depthwise_rows(layer, g, params, "depthwise_kernel", k)
+    pointwise = _kernels_side_by_side(tf.cast(params("pointwise_kernel"), h.dtype), k)
+    y = _apart(_convolve(h, pointwise, [1, 1], "valid", [1, 1]), k)
+    if layer.use_bias:
+        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+    return _activate(layer, from_groups(y, k, inner))
+
+
+def _embedding(layer, x, params, k, inner):
+    g = tf.cast(to_groups(x, k, inner), tf.int32)
+    table = params("embeddings")
+    table = tf.broadcast_to(table, tf.concat([[k], tf.shape(table)[1:]], 0))
+    flat = tf.reshape(g, [k, -1])
+    y = tf.gather(table, flat, batch_dims=1)  # [k, n, d]
+    y = tf.reshape(y, tf.concat([tf.shape(g), tf.shape(table)[-1:]], 0))
+    return tf.cast(from_groups(y, k, inner), layer.compute_dtype)
+
+
+def _scale_offset(layer, y, params, k, inner):
+    """Each group's ``gamma``/``beta`` on grouped normalised rows, then the rows back."""
+    g = to_groups(y, k, inner)
+    if getattr(layer, "gamma", None) is not None:
+        g = g * _trailing(tf.cast(params("gamma"), g.dtype), g.shape.rank)
+    if getattr(layer, "beta", None) is not None:
+        g = g + _trailing(tf.cast(params("beta"), g.dtype), g.shape.rank)
+    return from_groups(g, k, inner)
+
+
+def _layer_norm(layer, x, params, k, inner):
+    y = keras.ops.layer_normalization(x, None, None, layer.axis, layer.epsilon,
+                                      rms_scaling=layer.rms_scaling)
+    return tf.cast(_scale_offset(layer, y, params, k, inner), layer.compute_dtype)
+
+
+def _batch_norm(layer, x, params, k, inner):
+    dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
+    x = tf.cast(x, dtype)
+    y = keras.ops.batch_normalization(
+        x, tf.cast(params("moving_mean")[0], dtype), tf.cast(params("moving_variance")[0], dtype),
+        axis=layer.axis, epsilon=layer.epsilon,
+    )
+    return tf.cast(_scale_offset(layer, y, params, k, inner), layer.compute_dtype)
+
+
+_FORMS: dict[str, Form] = {
+    "Dense": _dense, "EinsumDense": _einsum, "Conv1D": _conv, "Conv2D": _conv,
+    "Conv3D": _conv, "DepthwiseConv2D": _depthwise, "SeparableConv2D": _separable,
+    "Embedding": _embedding, "LayerNormalization": _layer_norm,
+    "BatchNormalization": _batch_norm,
+}
+
+
+def _last_axis_only(layer: Any) -> bool:
+    axis = layer.axis
+    axes = list(axis) if isinstance(axis, list | tuple) else [axis]
+    rank = len(layer.input.shape) if _has_input(layer) else None
+    return axes == [-1] or (rank is not None and axes == [rank - 1])
+
+
+def _has_input(layer: Any) -> bool:
+    try:
+        return layer.input is not None
+    except Exception:  # a layer never called in a functional graph
+        return False
+
+
+def form_of(layer: Any) -> Form | None:
+    """The per-row-weight form of ``layer``, or None when it has none (its type, or its
+    configuration: ``channels_first``, LoRA, quantised, normalisation over other axes).
+
+    Example:
+
+    >>> import keras
+    >>> form_of(keras.layers.Dense(3)) is not None, form_of(keras.layers.GRU(3)) is None
+    (True, True)
+    """
+    form = _FORMS.get(type(layer).__name__)
+    if form is None or type(layer).__module__.split(".")[0] != "keras":
+        return None
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    if getattr(layer, "groups", 1) != 1:
+        return None
+    if form in (_layer_norm, _batch_norm) and not _last_axis_only(layer):
+        return None
+    if form is _batch_norm and (getattr(layer, "renorm", False)
+                                or getattr(layer, "synchronized", False)):
+        return None
+    return form
+
+
+def owners(net: Any, variables: list[Any]) -> dict[int, Any]:
+    """The innermost layer owning each of ``variables``: ``{id(variable): layer}`` (the layer
+    with the fewest weights among those that hold it; a variable of the model's own has none).
+    """
+    wanted = {id(v) for v in variables}
+    found: dict[int, Any] = {}
+    for layer in keras_compat.sublayers(net, recursive=True):
+        held = layer.trainable_weights
+        for v in held:
+            if id(v) in wanted and (
+                id(v) not in found or len(found[id(v)].trainable_weights) > len(held)
+            ):
+                found[id(v)] = layer
+    return found
+
+
+def unsupported(net: Any, variables: list[Any]) -> list[str]:
+    """Names of the layers owning some of ``variables`` that have no per-row-weight form (an
+    empty list: several draws can share a pass; the net's name for weights of its own).
+
+    Example:
+
+    >>> import keras
+    >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> unsupported(net, net.trainable_variables)
+    []
+    """
+    found = owners(net, variables)
+    names: list[str] = []
+    for v in variables:
+        layer = found.get(id(v))
+        name = getattr(net, "name", "model") if layer is None else layer.name
+        if (layer is None or form_of(layer) is None) and name not in names:
+            names.append(name)
+    return names
