@@ -41,7 +41,10 @@ def test_auto_bounds_each_pass_by_the_estimated_activation_memory(monkeypatch, m
     per_row = tfm.SmoothGrad(model).view.activation_bytes()
     # every layer's output per evaluation: 6 + 6 + 8 + 3 floats (input, recorder, two Dense)
     assert per_row == (6 + 6 + 8 + 3) * 4
-    monkeypatch.setattr(runner_lib, "AUTO_ACTIVATION_BYTES", 40 * per_row)
+    # a pass holds the outputs and their gradients, and the noisy input row and its gradient
+    held = tfm.SmoothGrad(model).view.row_bytes()
+    assert held == 2 * per_row + 2 * 6 * 4
+    monkeypatch.setattr(runner_lib, "AUTO_BUDGET_BYTES", 40 * held)
     kw = dict(num_samples=10, num_weight_samples=2, attribution=attribution, ig_steps=4, seed=1)
     auto = tfm.Explainer(model, mode, **kw)
     # NG/FG overlap two weight draws (as with None): half the budget per pass each

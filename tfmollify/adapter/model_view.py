@@ -296,6 +296,17 @@ class ModelView:
             return None
         return layers.activation_bytes(self.net)
 
+    def row_bytes(self) -> int | None:
+        """What one evaluation holds in a pass, in bytes: every layer's output and its gradient
+        (twice :meth:`activation_bytes`), and the noisy input row and its gradient (None when
+        the layer shapes are unknown)."""
+        act = self.activation_bytes()
+        if act is None:
+            return None
+        shape = self.example_shape()
+        row = 0 if shape is None or None in shape else int(np.prod(shape, dtype=np.int64)) * 4
+        return 2 * act + 2 * row
+
     def example_shape(self) -> tuple[int | None, ...] | None:
         """The shape of one example that the net's one input declares (None for a free
         dimension), or None when unknown: a callable, a subclassed model, several inputs, or

@@ -19,6 +19,7 @@ are defined in :mod:`~tfmollify.adapter.calls` (and importable from here).
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -39,12 +40,16 @@ from tfmollify.core import plan as plan_lib
 
 __all__ = ["MAX_CALLABLES", "Explanation", "NonFiniteError", "Request", "Runner"]
 
-#: ``batch_size="auto"``: evaluations per pass so that the net's estimated activations
-#: (:meth:`ModelView.activation_bytes`) stay within this budget...
-AUTO_ACTIVATION_BYTES = 4 * 2**30
+#: ``batch_size="auto"``: the memory one pass may hold (:meth:`ModelView.row_bytes` per
+#: evaluation: every layer's output and its gradient, the noisy input and its gradient), at most
+#: this ...
+AUTO_BUDGET_BYTES = 2**30
+#: ... and at most this fraction of the host memory available when the explainer is made (a
+#: laptop's 8-16 GB hold it beside the model; on a GPU, whose memory is larger, 1 GiB binds)
+AUTO_MEMORY_FRACTION = 0.25
 #: ... or this many evaluations when the estimate is unknown (29 MiB measured per evaluation of
-#: MobileNetV2 at 224 x 224: 256 of them are about 7.5 GB)
-AUTO_FALLBACK_EVALUATIONS = 256
+#: MobileNetV2 at 224 x 224: 32 of them are about 0.9 GB)
+AUTO_FALLBACK_EVALUATIONS = 32
 #: An automatic bound at least this large binds nothing: one pass, as with batch_size=None
 AUTO_UNBOUNDED = 2**20
 
@@ -67,8 +72,9 @@ class Runner:
     @property
     def batch_size(self) -> int | None:
         """The bound on evaluations per pass: the spec's, or with ``batch_size="auto"`` one
-        from the model's estimated activation memory (:data:`AUTO_ACTIVATION_BYTES`, or
-        :data:`AUTO_FALLBACK_EVALUATIONS` when it is unknown); None: one unbounded pass.
+        from the memory a pass holds per evaluation (:meth:`ModelView.row_bytes`) within
+        :func:`auto_budget`, or :data:`AUTO_FALLBACK_EVALUATIONS` when it is unknown; None: one
+        unbounded pass.
 
         NoiseGrad and FusionGrad under ``"auto"`` overlap two weight draws (as with ``None``:
         both CPU cores busy on small models), so each pass gets half the budget and the
@@ -77,10 +83,10 @@ class Runner:
         if s.batch_size != "auto":
             return s.batch_size
         if self._auto is None:
-            per_row = self.view.activation_bytes()
+            per_row = self.view.row_bytes()
             rows = (
                 AUTO_FALLBACK_EVALUATIONS if not per_row
-                else max(1, AUTO_ACTIVATION_BYTES // per_row)
+                else max(1, auto_budget() // per_row)
             ) // self.pipeline
             smallest = s.evaluations_per_sample * (
                 2 if s.sampler == "antithetic" and s.smoothing.input_noise else 1
@@ -372,6 +378,37 @@ class Runner:
             total,
             req.draws,
         )
+
+
+def available_memory() -> int | None:
+    """The host memory available now, in bytes (``MemAvailable`` of ``/proc/meminfo``, else
+    the free physical pages; None when neither is known)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def auto_budget() -> int:
+    """The bytes one pass may hold under ``batch_size="auto"``: the smaller of
+    :data:`AUTO_BUDGET_BYTES` and :data:`AUTO_MEMORY_FRACTION` of :func:`available_memory`.
+
+    Example:
+
+    >>> 0 < auto_budget() <= AUTO_BUDGET_BYTES
+    True
+    """
+    avail = available_memory()
+    if not avail:
+        return AUTO_BUDGET_BYTES
+    return max(1, int(min(AUTO_BUDGET_BYTES, AUTO_MEMORY_FRACTION * avail)))
 
 
 def _integer_model(view: ModelView) -> bool:

@@ -82,10 +82,11 @@ class Explainer:
             counts as one evaluation for ``batch_size``. With several inputs ``x`` is the
             packed float rows ``[n, D]``.
         batch_size: At most this many model evaluations in flight (bounds memory).
-            ``"auto"`` (the default) bounds them by the model's estimated activation memory:
-            the outputs of all its layers per evaluation, at most 4 GiB of them in one pass
-            (about 1.5 GB measured for MobileNetV2 at 224 x 224), or 256 evaluations when the
-            model's shapes are unknown; a small model gets one pass. ``None`` evaluates all
+            ``"auto"`` (the default) bounds them by the memory a pass holds: per evaluation,
+            the outputs of all the model's layers and their gradients, and the noisy input row
+            and its gradient, at most 1 GiB (and at most a quarter of the host memory
+            available) in one pass, or 32 evaluations when the model's shapes are unknown; a
+            small model gets one pass. ``None`` evaluates all
             input draws of all examples of a call in one pass (per weight draw, two weight
             draws overlapping): fastest, but memory grows with ``B x N``.
         seed: An int makes results reproducible: the noise is the same for any ``batch_size``
