@@ -5,7 +5,7 @@ Steps, in order of importance, each in its own worker process with its own time 
 (seconds; ``--budget STEP=S``); a step checks the clock between sub-measurements and stops early,
 and a step still running at its budget is stopped (its process group killed) with what it had
 measured already on disk. The run moves on to the next step; the whole run is capped by
-``--total`` (default 530 s: under 9 minutes).
+``--total`` (default 570 s: under 10 minutes).
 
 1. ``env``: device, driver, TensorFlow, CUDA/cuDNN build, visible GPUs; without a GPU the run
    stops with exit status 2 (not with ``--smoke``).
@@ -19,6 +19,8 @@ measured already on disk. The run moves on to the next step; the whole run is ca
 5. ``memory``: peak GPU memory of SmoothGrad with ``batch_size`` set, N = 50/200/1000.
 6. ``generation``: ``bench/generation.py`` (``explain_generation`` on a 2-layer GPT-2 against
    one forward and backward pass and one single-target explanation, side by side).
+7. ``weight_draws``: ``bench/weight_draws.py`` (NoiseGrad/FusionGrad with several weight draws
+   per pass against one draw per pass and ``M`` single gradient passes, side by side).
 
 Outputs under ``--out`` (default ``bench/results/gpu/``, with ``--smoke``
 ``bench/results/gpu-smoke/``): ``<step>.json`` and ``<step>.log`` per step, ``bench/`` (the
@@ -49,14 +51,14 @@ from typing import Any
 import gpu_steps
 from gpu_steps import BENCH_DIR, REPO_ROOT, jsonable, kill_group
 
-STEP_ORDER = ("env", "fg_vgg16", "bench", "tests", "memory", "generation")
+STEP_ORDER = ("env", "fg_vgg16", "bench", "tests", "memory", "generation", "weight_draws")
 BUDGETS = {  # seconds per step
     "full": {"env": 30, "fg_vgg16": 170, "bench": 100, "tests": 100, "memory": 50,
-             "generation": 60},
+             "generation": 60, "weight_draws": 40},
     "smoke": {"env": 25, "fg_vgg16": 60, "bench": 80, "tests": 80, "memory": 45,
-              "generation": 45},
+              "generation": 45, "weight_draws": 35},
 }
-TOTAL = {"full": 530.0, "smoke": 330.0}  # the whole run
+TOTAL = {"full": 570.0, "smoke": 365.0}  # the whole run
 MARGIN = 4.0  # a worker's own deadline is this much before its hard stop
 # steps whose worker shares the GPU with subprocesses (bench.py, pytest and its fresh loaders)
 ALLOW_GROWTH = ("bench", "tests")
@@ -279,6 +281,11 @@ def headline(step: str, data: dict[str, Any], smoke: bool) -> str:
                          f"{'pass' if v.get('passed') else 'FAIL'}" for k, v in targets.items())
         return (f"explain_generation {fmt(row.get('seconds_per_generated_token'))} s per "
                 f"token; {said or _why(row) or 'not run'}")
+    if step == "weight_draws":
+        said = "; ".join(f"{r.get('case')}: K={r.get('draws_per_pass')} "
+                         f"{fmt(r.get('one_draw_ratio'))}x -> {fmt(r.get('batched_ratio'))}x"
+                         for r in rows if r.get("case"))
+        return said or _why(rows[0] if rows else {}) or "not run"
     if step == "memory":
         cfg = data.get("config", {})
         sg = [r for r in rows if r.get("method") == "tfmollify_sg" and r.get("first_peak_mb")]
@@ -372,6 +379,11 @@ def details(step: str, data: dict[str, Any]) -> str:
                                _why(r) + (" failures: " + " ".join(r["failures"])
                                           if r.get("failures") else "")]]))
         return "\n\n".join(out)
+    if step == "weight_draws":
+        said = "; ".join(f"{r.get('case')}: K={r.get('draws_per_pass')} "
+                         f"{fmt(r.get('one_draw_ratio'))}x -> {fmt(r.get('batched_ratio'))}x"
+                         for r in rows if r.get("case"))
+        return said or _why(rows[0] if rows else {}) or "not run"
     if step == "memory":
         cfg = data.get("config", {})
         head = (f"{cfg.get('model')}, B = {cfg.get('B')}, memory by {cfg.get('how')} (MiB; "

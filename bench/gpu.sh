@@ -5,7 +5,7 @@
 #
 # Usage: bash bench/gpu.sh [--smoke] [--skip STEP,...] [--only STEP,...] [--out DIR]
 #                          [--budget STEP=S ...] [--total S]
-# Steps: env, fg_vgg16, bench, tests, memory, generation. Output: bench/results/gpu/ (--smoke: gpu-smoke/).
+# Steps: env, fg_vgg16, bench, tests, memory, generation, weight_draws. Output: bench/results/gpu/ (--smoke: gpu-smoke/).
 #
 # The interpreter, first that works:
 #   0. $PYTHON, if set (and only it: fails if it lacks TensorFlow, or a GPU without --smoke);

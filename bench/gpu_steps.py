@@ -1000,6 +1000,33 @@ def step_generation(ctx: Context, rec: Record) -> int:
     return 0 if res["rc"] == 0 else 1
 
 
+def step_weight_draws(ctx: Context, rec: Record) -> int:
+    """NoiseGrad/FusionGrad with several weight draws per pass against one draw per pass and
+    ``M`` single compiled gradient passes, side by side (``bench/weight_draws.py --json``)."""
+    folder = ctx.out / "weight_draws"
+    if folder.is_dir():  # this run's files only
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    out_json = folder / "weight_draws.json"
+    cases = "lenet_ng_B1,lenet_fg_B1" if ctx.smoke else (
+        "lenet_ng_B1,lenet_fg_B1,lenet_ng_B8,lenet_fg_B8,resnet50_64_ng_B1")
+    cmd = [sys.executable, str(BENCH_DIR / "weight_draws.py"), "--cases", cases, "--repeats",
+           "5" if ctx.smoke else "9", "--json", str(out_json)]
+    log(f"  {' '.join(cmd[1:])}")
+    res = run_subprocess(cmd, ctx.remaining() - 3.0, folder / "weight_draws.md",
+                         folder / "weight_draws.log")
+    rows = json.loads(out_json.read_text()).get("rows", []) if out_json.exists() else []
+    for row in rows or [{"name": "weight_draws"}]:
+        row.update(res)
+        if res["timed_out"]:
+            row["error"] = f"stopped at the step budget after {res['wall_s']:.0f} s"
+        elif res["rc"] != 0:
+            row["error"] = f"exit {res['rc']}: {(folder / 'weight_draws.log').read_text()[-400:]}"
+        rec.add(row)
+    rec.save()
+    return 0 if res["rc"] == 0 else 1
+
+
 STEPS: dict[str, Callable[[Context, Record], int]] = {
     "env": step_env,
     "fg_vgg16": step_fg_vgg16,
@@ -1007,6 +1034,7 @@ STEPS: dict[str, Callable[[Context, Record], int]] = {
     "tests": step_tests,
     "memory": step_memory,
     "generation": step_generation,
+    "weight_draws": step_weight_draws,
 }
 
 

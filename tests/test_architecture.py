@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "tfmollify"
 
 #: The roles, from the bottom (the core) to the top (the interface). A module may import its own
 #: layer and the layers below it, never one above.
-LAYERS = ("core", "adapter", "explainers", "evaluation", "integrations", "interface")
+LAYERS = ("core", "adapter", "explainers", "evaluation", "testing", "integrations", "interface")
 
 
 def modules() -> dict[str, ast.Module]:

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import tfmollify as tfm
-from tfmollify.adapter import keras_compat
+from tfmollify.testing.guarantees import assert_model_unchanged, model_fingerprint
 
 X = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
 
@@ -27,25 +27,10 @@ def dense(name: str = "m") -> keras.Model:
                              keras.layers.Dense(3)], name=name)
 
 
-def fingerprint(model: keras.Model) -> dict:
-    """What must not change: weights, built, layers, trainable flags, public attributes."""
-    layers = [model, *keras_compat.sublayers(model, recursive=True)]
-    return {
-        "weights": [keras.ops.convert_to_numpy(w) for w in model.weights],
-        "layers": [(type(layer).__name__, layer.name, layer.built, layer.trainable)
-                   for layer in layers],
-        "public": {k: repr(v) for k, v in vars(model).items()
-                   if not k.startswith("_") and isinstance(v, str | int | float | bool | tuple)},
-    }
-
-
-def assert_unchanged(model: keras.Model, before: dict) -> None:
-    after = fingerprint(model)
-    assert after["layers"] == before["layers"]
-    assert after["public"] == before["public"]
-    assert len(after["weights"]) == len(before["weights"])
-    for a, b in zip(after["weights"], before["weights"], strict=True):
-        np.testing.assert_array_equal(a, b)
+# what must not change (weights, built, layers, trainable flags, public attributes), and the
+# check that it did not: tfmollify.testing's public helpers
+fingerprint = model_fingerprint
+assert_unchanged = assert_model_unchanged
 
 
 def refused(exc_type, fn, *words: str) -> str:

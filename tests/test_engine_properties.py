@@ -2,9 +2,10 @@
 
 Every property pins a guarantee of README.md ("Guarantees") for settings drawn at random: mode,
 kernel, sampler (with valid draw counts and replicates), aggregation, base attribution, N, M,
-batch size (None, or at least what the settings need), batch and seeds. Only the public API is
-used. The conftest's "tfmollify" profile (derandomized, no deadline) applies; each test keeps a
-small ``max_examples``.
+batch size (None, "auto", or at least what the settings need), batch and seeds, drawn by
+:func:`tfmollify.testing.strategies.explainer_settings` (tested by use here). Only the public API
+is used. The conftest's "tfmollify" profile (derandomized, no deadline) applies; each test keeps
+a small ``max_examples``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from recording import PassLog, RecordRows
 
 import tfmollify as tfm
+from tfmollify.testing.strategies import explainer_settings
 
 # 15 examples per property in CI (profile "tfmollify", 40 examples); 10x with "thorough",
 # 3 with "quick" (./scripts/test --quick)
@@ -29,12 +31,6 @@ SCALE = settings().max_examples / 40
 def examples(n: int) -> int:
     """``n`` examples under the CI profile, scaled with the loaded profile (at least 1)."""
     return max(1, round(n * SCALE))
-
-KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
-MODES = ("sg", "ng", "fg")
-SAMPLERS = ("iid", "antithetic", "sobol")
-AGGREGATIONS = ("smoothgrad", "smoothgrad_sq", "vargrad")
-ATTRIBUTIONS = ("gradient", "input_x_gradient", "integrated_gradients")
 
 # Poisson (Cauchy) weight noise warns that NG/FG do not converge; the properties still hold
 pytestmark = pytest.mark.filterwarnings("ignore:kernel='poisson' has no mean:UserWarning")
@@ -81,43 +77,20 @@ X = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
 
 
 # -- strategies -----------------------------------------------------------------------------------
-@st.composite
-def configs(draw, modes=MODES, samplers=SAMPLERS, aggregations=AGGREGATIONS,
-            attributions=ATTRIBUTIONS, batched=None):
-    """Valid explainer settings: ``(kwargs, B)``. ``batched``: True always sets a batch size,
-    False never, None either."""
-    mode = draw(st.sampled_from(modes))
-    sampler = draw(st.sampled_from(samplers))
-    attribution = draw(st.sampled_from(attributions))
-    kw = dict(
-        mode=mode,
-        kernel=draw(st.sampled_from(KERNELS)),
-        sampler=sampler,
-        aggregation=draw(st.sampled_from(aggregations)),
-        attribution=attribution,
-        epsilon=draw(st.sampled_from([None, 0.2, 0.8])),
-        weight_epsilon=draw(st.sampled_from([0.1, 0.3])),
-        seed=draw(st.integers(0, 2**31 - 1)),
-    )
-    if sampler == "antithetic":
-        n, m = draw(st.integers(1, 3)) * 2, draw(st.integers(1, 2)) * 2
-    elif sampler == "sobol":
-        n, m = draw(st.sampled_from([2, 4, 6, 8])), draw(st.sampled_from([2, 4, 6]))
-        count = n if mode == "sg" else m
-        kw["replicates"] = draw(st.sampled_from([d for d in range(2, count + 1) if count % d == 0]))
-    else:
-        n, m = draw(st.integers(1, 6)), draw(st.integers(1, 4))
-    kw.update(num_samples=n, num_weight_samples=m)
-    per = 1
-    if attribution == "integrated_gradients":
-        kw["ig_steps"] = per = draw(st.integers(2, 3))
-    least = per * (2 if sampler == "antithetic" and mode != "ng" else 1)
-    sized = st.integers(least, least + 12)
-    if batched is None:
-        kw["batch_size"] = draw(st.none() | sized)
-    else:
-        kw["batch_size"] = draw(sized) if batched else None
-    return kw, draw(st.integers(1, 4))
+#: The built-in kernels (not every registered one: other tests of a worker register their own,
+#: and the derandomized draws should not depend on which tests ran before)
+KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
+
+
+def configs(batched=None, **choices):
+    """Valid explainer settings and a batch size ``(kwargs, B)``, the settings from
+    :func:`tfmollify.testing.strategies.explainer_settings` (mode, kernel, sampler with valid
+    counts and replicates, aggregation, attribution, epsilon, weight_epsilon, seed, batch size:
+    ``batched`` True always sets one, False never, None either). ``choices`` narrow its modes,
+    samplers, aggregations or attributions."""
+    settings_ = explainer_settings(kernels=KERNELS, max_num_samples=8, max_num_weight_samples=6,
+                                   batched=batched, **choices)
+    return st.tuples(settings_, st.integers(1, 4))
 
 
 def explainer(model, kw, **over):

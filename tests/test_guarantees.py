@@ -257,9 +257,13 @@ def test_in_flight_recorder_sees_concurrent_passes():
     """The control of the test above: the recorder does see passes that overlap. Without a
     memory bound (`batch_size=None`) NoiseGrad overlaps two weight draws by design (the
     Explainer's `batch_size` doc), so the peak is twice the rows of one pass."""
-    e = tfm.NoiseGrad(REC_MODEL, num_weight_samples=6, seed=0)
+    e = tfm.NoiseGrad(REC_MODEL, num_weight_samples=6, seed=0, weight_draws_per_pass=1)
     rows, peak = run_recorded(e, 4, sleep=0.01)
     assert max(rows) == 4 and peak == 8, (rows, peak)
+    # with several weight draws per pass (the default), the 6 draws share one pass of 24 rows
+    rows, peak = run_recorded(tfm.NoiseGrad(REC_MODEL, num_weight_samples=6, seed=0), 4,
+                              sleep=0.01)
+    assert rows == [24] and peak == 24, (rows, peak)
 
 
 def test_explain_dataset_keeps_the_batch_size_bound():

@@ -198,3 +198,15 @@ def test_the_plan_counts_the_draws_against_batch_size():
     assert p.layout.draws == 2 and p.rows_per_pass == 32
     anti = plan.layout("ng", "antithetic", 1, 10, 1, 1)
     assert plan.draws_per_pass(anti, None, 1, 10) == 1
+
+
+def test_float64_and_mixed_precision_convolutions_take_one_convolution_per_draw():
+    """TensorFlow's CPU kernels have no gradient of a grouped convolution in float16 or
+    float64: those run one convolution per draw, and still agree."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 2), dtype="float64"),
+                              L.Conv2D(3, 3, dtype="float64"),
+                              L.SeparableConv2D(2, 2, dtype="float64"),
+                              L.Flatten(dtype="float64"), L.Dense(2, dtype="float64")])
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2))
+    assert_same(model, x, [0, 1], mode="ng")

@@ -27,6 +27,8 @@ The package is layered; each layer is a public subpackage and imports only the l
 - :mod:`tfmollify.explainers`: what a user calls in-process (``Explainer``, its results, its
   export, the progress it shows);
 - :mod:`tfmollify.evaluation`: metrics, pictures and the paper's experiments;
+- :mod:`tfmollify.testing`: checks users run on their own models and kernels (honest Monte
+  Carlo assertions, kernel and guarantee checks, MPRT, Hypothesis strategies);
 - :mod:`tfmollify.integrations`: datasets, Ray, the Keras callback, the HTTP server;
 - :mod:`tfmollify.interface`: the command line and the demo.
 

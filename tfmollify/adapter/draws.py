@@ -143,19 +143,29 @@ def _convolve(x: tf.Tensor, w: tf.Tensor, strides: Any, padding: str, dilation: 
                              dilations=list(dilation))
 
 
+#: Dtypes whose grouped convolution has a gradient on every device (TensorFlow 2.21's CPU
+#: kernels have none for float16 and float64, nor a grouped Conv3D at all)
+_GROUPED_DTYPES = (tf.float32, tf.bfloat16)
+
+
+def _grouped_conv(g: tf.Tensor, w: tf.Tensor, k: int, strides: Any, padding: str,
+                  dilation: Any, rank: int) -> tf.Tensor:
+    """Grouped rows ``[k, R, *sp, C]`` convolved with per-group kernels ``[k or 1, ...]``:
+    one grouped convolution, or one convolution per group where that has no gradient."""
+    if rank == 3 or g.dtype not in _GROUPED_DTYPES:
+        w = tf.broadcast_to(w, tf.concat([[k], tf.shape(w)[1:]], 0))
+        return tf.stack([_convolve(g[i], w[i], strides, padding, dilation) for i in range(k)])
+    return _apart(_convolve(_side_by_side(g), _kernels_side_by_side(w, k), strides, padding,
+                            dilation), k)
+
+
 def _conv(layer, x, params, k, inner):
     padding = layer.padding
     if padding == "causal":
         x, padding = _pad_causal(layer, x), "valid"
     g = to_groups(x, k, inner)
-    w = tf.cast(params("kernel"), g.dtype)
-    if layer.rank == 3:  # no grouped Conv3D on CPU: one convolution per draw
-        w = tf.broadcast_to(w, tf.concat([[k], tf.shape(w)[1:]], 0))
-        y = tf.stack([_convolve(g[i], w[i], layer.strides, padding, layer.dilation_rate)
-                      for i in range(k)])
-    else:
-        y = _apart(_convolve(_side_by_side(g), _kernels_side_by_side(w, k), layer.strides,
-                             padding, layer.dilation_rate), k)
+    y = _grouped_conv(g, tf.cast(params("kernel"), g.dtype), k, layer.strides, padding,
+                      layer.dilation_rate, layer.rank)
     if layer.use_bias:
         y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
     return _activate(layer, from_groups(y, k, inner))
@@ -186,9 +196,9 @@ def _depthwise(layer, x, params, k, inner):
 
 def _separable(layer, x, params, k, inner):
     g = to_groups(x, k, inner)
-    h = _depthwise_rows(layer, g, params, "depthwise_kernel", k)
-    pointwise = _kernels_side_by_side(tf.cast(params("pointwise_kernel"), h.dtype), k)
-    y = _apart(_convolve(h, pointwise, [1, 1], "valid", [1, 1]), k)
+    h = _apart(_depthwise_rows(layer, g, params, "depthwise_kernel", k), k)
+    y = _grouped_conv(h, tf.cast(params("pointwise_kernel"), h.dtype), k, [1, 1], "valid",
+                      [1, 1], 2)
     if layer.use_bias:
         y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
     return _activate(layer, from_groups(y, k, inner))

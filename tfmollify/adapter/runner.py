@@ -51,7 +51,8 @@ AUTO_MEMORY_FRACTION = 0.25
 #: MobileNetV2 at 224 x 224: 32 of them are about 0.9 GB)
 AUTO_FALLBACK_EVALUATIONS = 32
 #: An automatic bound at least this large binds nothing: one pass, as with batch_size=None
-AUTO_UNBOUNDED = 2**20
+#: (2^18 rows: a model of a few KiB per row, e.g. an MLP on 784 features)
+AUTO_UNBOUNDED = 2**18
 
 
 class Runner:

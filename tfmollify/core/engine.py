@@ -258,17 +258,16 @@ class _WeightDraws:
         k, last = self.draws, self.lay.n_w - 1
         js = [tf.minimum(j0 + i, last) for i in range(k)]
         if self.spec.cached_weight_noise:
-            rows = tf.gather(wnoise, tf.stack(js))
-            per = list(zip(*[tf.split(rows[i], self.sizes) for i in range(k)], strict=True))
-        else:
-            draws = [sampling.weight_noise(self.spec.kernel, wkey, j, self.sizes, self.w_dtype,
-                                           self.antithetic, self.sobol_w) for j in js]
-            per = list(zip(*draws, strict=True))
+            rows = tf.gather(wnoise, tf.stack(js))  # [k, P]: one slice per variable below
+        else:  # a loop over the draws, not k copies of the graph (tracing time)
+            rows = tf.map_fn(lambda j: tf.concat(sampling.weight_noise(
+                self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
+                self.sobol_w), axis=0), tf.stack(js), fn_output_signature=self.w_dtype)
+        parts = tf.split(rows, self.sizes, axis=1)
         out = [v.value for v in self.trainable]
-        for i, parts in zip(self.selected, per, strict=True):
+        for i, part in zip(self.selected, parts, strict=True):
             val = out[i]
-            shape = self.trainable[i].shape
-            noise = tf.stack([tf.cast(tf.reshape(p, shape), val.dtype) for p in parts])
+            noise = tf.cast(tf.reshape(part, [k, *self.trainable[i].shape]), val.dtype)
             out[i] = val[None] * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
         return out
 
@@ -297,14 +296,19 @@ class _WeightDraws:
             grouped = dataclasses.replace(tiled, offsets=(j0 + tf.range(k)) * lay.n_in)
             units = aggregation.init_state(k * bc, self.out_size, self.dtype)
             units = self.chunk_loop(units, grouped, 0, weights, False)
-            for i in range(k):  # close each draw's unit, in draw order
+
+            def close(i, st):  # each draw's unit, in draw order (padding draws: empty)
                 unit = aggregation.State(*[t[i * bc:(i + 1) * bc] * tf.cast(
                     inside[i], t.dtype) for t in units])
-                st = aggregation.merge_unit(st, unit, with_stderr)
+                return i + 1, aggregation.merge_unit(st, unit, with_stderr)
+
+            _, st = tf.while_loop(lambda i, st: i < k, close, (tf.constant(0), st),
+                                  parallel_iterations=1)
             return g + 1, st
 
-        if lay.draw_groups == 1:  # every draw in one pass: no loop
-            return body(tf.constant(0), state)[1]
+        if lay.draw_groups == 1:  # every draw in one pass: no loop (a scope, as in a loop:
+            with tf.name_scope("draws"):  # a layer named "__x" is no valid root scope)
+                return body(tf.constant(0), state)[1]
         _, state = tf.while_loop(
             lambda g, st: g < lay.draw_groups, body, (tf.constant(0), state),
             parallel_iterations=self.spec.pipeline,
@@ -397,11 +401,22 @@ class _Core(_WeightDraws):
             return self.noise(blk.eps, blk.keys, first, count)
         k = self.draws
         bc = tf.shape(blk.keys)[0] // k
-        parts = [self.noise(blk.eps[i * bc:(i + 1) * bc], blk.keys[i * bc:(i + 1) * bc],
-                            blk.offsets[i] + first, count) for i in range(k)]
-        t = tf.concat([p[0] for p in parts], axis=0)
-        log_w = None if parts[0][1] is None else tf.concat([p[1] for p in parts], axis=0)
-        return t, log_w
+        eps = tf.reshape(blk.eps, tf.concat([[k, bc], tf.shape(blk.eps)[1:]], 0))
+        keys = tf.reshape(blk.keys, [k, bc])
+
+        def one(args):  # a loop over the groups, not k copies of the graph (tracing time)
+            e, ky, off = args
+            t, log_w = self.noise(e, ky, off + first, count)
+            return t if log_w is None else (t, log_w)
+
+        if self.proposal is None:
+            t = tf.map_fn(one, (eps, keys, blk.offsets), fn_output_signature=self.dtype)
+            log_w = None
+        else:
+            t, log_w = tf.map_fn(one, (eps, keys, blk.offsets),
+                                 fn_output_signature=(self.dtype, self.dtype))
+            log_w = tf.reshape(log_w, tf.concat([[k * bc], tf.shape(log_w)[2:]], 0))
+        return tf.reshape(t, tf.concat([[k * bc], tf.shape(t)[2:]], 0)), log_w
 
     def noise(self, eps, keys, first, count):
         """The scaled noise ``[Bc, count, Dn]`` of flat input-draw indices ``first..`` (``Dn``:
