@@ -259,6 +259,10 @@ class _WeightDraws:
         js = [tf.minimum(j0 + i, last) for i in range(k)]
         if self.spec.cached_weight_noise:
             rows = tf.gather(wnoise, tf.stack(js))  # [k, P]: one slice per variable below
+        elif self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
+            rows = tf.stack([tf.concat(sampling.weight_noise(
+                self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
+                self.sobol_w), axis=0) for j in js])
         else:  # a loop over the draws, not k copies of the graph (tracing time)
             rows = tf.map_fn(lambda j: tf.concat(sampling.weight_noise(
                 self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
@@ -297,9 +301,11 @@ class _WeightDraws:
             units = aggregation.init_state(k * bc, self.out_size, self.dtype)
             units = self.chunk_loop(units, grouped, 0, weights, False)
 
+            per_draw = [tf.reshape(t, tf.concat([[k, bc], tf.shape(t)[1:]], 0)) for t in units]
+
             def close(i, st):  # each draw's unit, in draw order (padding draws: empty)
-                unit = aggregation.State(*[t[i * bc:(i + 1) * bc] * tf.cast(
-                    inside[i], t.dtype) for t in units])
+                unit = aggregation.State(*[tf.gather(t, i) * tf.cast(inside[i], t.dtype)
+                                           for t in per_draw])
                 return i + 1, aggregation.merge_unit(st, unit, with_stderr)
 
             _, st = tf.while_loop(lambda i, st: i < k, close, (tf.constant(0), st),
@@ -409,6 +415,11 @@ class _Core(_WeightDraws):
             t, log_w = self.noise(e, ky, off + first, count)
             return t if log_w is None else (t, log_w)
 
+        if self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
+            parts = [self.noise(eps[i], keys[i], blk.offsets[i] + first, count)
+                     for i in range(k)]
+            t = tf.concat([p[0] for p in parts], axis=0)
+            return t, None if parts[0][1] is None else tf.concat([p[1] for p in parts], 0)
         if self.proposal is None:
             t = tf.map_fn(one, (eps, keys, blk.offsets), fn_output_signature=self.dtype)
             log_w = None
