@@ -123,3 +123,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def whole_suite_count(request: pytest.FixtureRequest) -> int | None:
     """The number of tests in the whole suite if this run collected it all, else None."""
     return request.config.stash.get(WHOLE_SUITE_COUNT, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A docstring example that registers a kernel leaves the registry as it found it: its
+    kernel's methods read the example's globals, which doctest clears when it ends (a strategy
+    drawing from the registry would later call a kernel that no longer works)."""
+    if not isinstance(item, pytest.DoctestItem):
+        return (yield)
+    from tests.doc_examples import kept_kernel_registry
+
+    with kept_kernel_registry():
+        return (yield)

@@ -98,6 +98,7 @@ def inference_models():
     return build(True, True), build(False, True), build(False, False)
 
 
+@pytest.mark.slow
 def test_layers_run_in_inference_mode_for_sg_ng_and_fg():
     """Guarantee (Safe): "Layers run in inference mode" -- Dropout is the identity and
     BatchNormalization uses its moving statistics, for SmoothGrad, NoiseGrad and FusionGrad."""

@@ -196,6 +196,7 @@ def test_a_regressor_through_explain_export_and_dataset(tmp_path):
     np.testing.assert_allclose(served["attributions"].numpy(), got, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_output_of_a_multi_output_model(tmp_path):
     keras.utils.set_random_seed(1)
     x_in = keras.Input((3,))
@@ -252,6 +253,7 @@ def test_explain_dataset_with_several_inputs(data, tmp_path):
         tfm.explain_dataset(explainer, ds, output=str(tmp_path / "never.npy"), progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_dict", [False, True])
 def test_export_with_several_inputs_takes_one_tensor_per_input(tmp_path, as_dict):
     import subprocess

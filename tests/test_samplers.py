@@ -131,6 +131,7 @@ def test_antithetic_export_and_argument_checks(tmp_path):
         tfm.SmoothGrad(model, sampler="halton")
 
 
+@pytest.mark.slow
 # -- randomized quasi-Monte Carlo (Sobol) ------------------------------------------------------
 def test_sobol_points_are_tensorflows_sequence_digitally_shifted():
     """The XOR construction reproduces tf.math.sobol_sample bit for bit (which lists points 1..);

@@ -93,8 +93,17 @@ def assert_same(model, x, targets, expect_draws=None, **kw):
 FG_MODELS = ("attention", "batch_norm", "conv2d", "separable")
 
 
-@pytest.mark.parametrize(("name", "mode"), [(n, "ng") for n in sorted(MODELS)]
-                         + [(n, "fg") for n in FG_MODELS])
+#: in the quick tier (the other cases run in the whole suite)
+QUICK = {("conv2d", "ng"), ("dense", "ng"), ("attention", "ng"), ("conv2d", "fg")}
+
+
+def _case(name: str, mode: str):
+    marks = () if (name, mode) in QUICK else (pytest.mark.slow,)
+    return pytest.param(name, mode, marks=marks, id=f"{name}-{mode}")
+
+
+@pytest.mark.parametrize(("name", "mode"), [_case(n, "ng") for n in sorted(MODELS)]
+                         + [_case(n, "fg") for n in FG_MODELS])
 def test_every_supported_layer_gives_the_same_estimate(name, mode):
     body, shape = MODELS[name]
     model = _model(body, shape)
@@ -114,6 +123,7 @@ def test_embedding_weights_at_the_embedding_layer():
     assert_same(model, ids, [0, 1, 2], mode="fg", num_samples=3, explain_at="emb")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ng", "fg"])
 def test_weight_layer_subsets_and_bias(mode):
     keras.utils.set_random_seed(0)
@@ -126,6 +136,7 @@ def test_weight_layer_subsets_and_bias(mode):
     assert_same(model, x, [0, 1], mode=mode, weight_layers=["ln"], perturb_bias=False, **kw)
 
 
+@pytest.mark.slow
 def test_padding_draws_a_cap_and_methods_that_copy_rows():
     body, shape = MODELS["conv2d"]
     model = _model(body, shape)
@@ -138,6 +149,7 @@ def test_padding_draws_a_cap_and_methods_that_copy_rows():
                 attribution="input_x_gradient")
 
 
+@pytest.mark.slow
 def test_noise_at_a_layer_tolerance_rounds_and_a_batch_size_bound():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5,)), L.Dense(6, activation="tanh", name="h"),
@@ -154,6 +166,7 @@ def test_noise_at_a_layer_tolerance_rounds_and_a_batch_size_bound():
     assert_same(model, x[:2], [0, 1], expect_draws=2, mode="fg", num_samples=3, batch_size=12)
 
 
+@pytest.mark.slow
 def test_a_layer_without_a_form_falls_back_to_one_draw_per_pass():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4, 3)), L.GRU(4, name="gru"), L.Dense(2)])
@@ -200,6 +213,7 @@ def test_the_plan_counts_the_draws_against_batch_size():
     assert plan.draws_per_pass(anti, None, 1, 10) == 1
 
 
+@pytest.mark.slow
 def test_float64_and_mixed_precision_convolutions_take_one_convolution_per_draw():
     """TensorFlow's CPU kernels have no gradient of a grouped convolution in float16 or
     float64: those run one convolution per draw, and still agree."""
