@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import reference
 import tfmollify as tfm
+from tests import user_kernels
 from tfmollify.core import kernels, sampling
 from tfmollify.testing.kernels import check_kernel
 
@@ -221,22 +222,11 @@ def test_unknown_kernel_lists_valid_names():
         kernels.get(3)
 
 
-class Triangle(kernels.Kernel):
+class Triangle(user_kernels.Triangle):
     """A user kernel: the triangle density on [-1, 1]."""
 
     name = "triangle-test"
-    variance = 1.0 / 6.0
     support = (-1.0, 1.0)
-
-    def _pdf(self, x):
-        return tf.nn.relu(1.0 - tf.abs(x))
-
-    def _cdf(self, x):
-        x = tf.clip_by_value(x, -1.0, 1.0)
-        return tf.where(x < 0, 0.5 * (1 + x) ** 2, 1 - 0.5 * (1 - x) ** 2)
-
-    def _icdf(self, u):
-        return tf.where(u < 0.5, tf.sqrt(2 * u) - 1, 1 - tf.sqrt(2 * (1 - u)))
 
 
 def test_user_kernel_runs_everywhere():

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import reference
 import tfmollify as tfm
+from tests import user_kernels
 from tfmollify.testing import config
 from tfmollify.testing.assertions import assert_mc_close, assert_mollified, bonferroni_threshold
 from tfmollify.testing.guarantees import check_guarantees, model_fingerprint
@@ -164,22 +165,11 @@ def test_assert_mollified_draws_a_seed_and_scales_the_samples(monkeypatch):
 
 
 # -- check_kernel ---------------------------------------------------------------------------------
-class Triangle(tfm.kernels.Kernel):
+class Triangle(user_kernels.Triangle):
     """The triangle density on [-1, 1] (correct)."""
 
     name = "triangle-testing"
-    variance = 1.0 / 6.0
     support = (-1.0, 1.0)
-
-    def _pdf(self, x):
-        return tf.nn.relu(1.0 - tf.abs(x))
-
-    def _cdf(self, x):
-        x = tf.clip_by_value(x, -1.0, 1.0)
-        return tf.where(x < 0, 0.5 * (1 + x) ** 2, 1 - 0.5 * (1 - x) ** 2)
-
-    def _icdf(self, u):
-        return tf.where(u < 0.5, tf.sqrt(2 * u) - 1, 1 - tf.sqrt(2 * (1 - u)))
 
 
 class TwiceTheMass(Triangle):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
 import tfmollify as tfm
+from tests import user_kernels
 from tfmollify.core import modes
 from tfmollify.testing import strategies as tst
 
@@ -38,22 +38,11 @@ def first(strategy, condition=lambda value: True):
                                                        max_examples=100, database=None))
 
 
-class Triangle(tfm.kernels.Kernel):
+class Triangle(user_kernels.Triangle):
     """A user's kernel, not registered: ``max(1 - |x|, 0)``."""
 
     name = "strategies_triangle"
-    variance = 1.0 / 6.0
     support = (-1.0, 1.0)
-
-    def _pdf(self, x):
-        return tf.nn.relu(1.0 - tf.abs(x))
-
-    def _cdf(self, x):
-        x = tf.clip_by_value(x, -1.0, 1.0)
-        return tf.where(x < 0, 0.5 * (1 + x) ** 2, 1 - 0.5 * (1 - x) ** 2)
-
-    def _icdf(self, u):
-        return tf.where(u < 0.5, tf.sqrt(2 * u) - 1, 1 - tf.sqrt(2 * (1 - u)))
 
 
 class Inverted(Triangle):

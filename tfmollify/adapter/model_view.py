@@ -359,7 +359,7 @@ class ModelView:
             out, _ = model.stateless_call(base, nt, x, **kwargs)
         return out
 
-    def draws_supported(self) -> list[str]:
+    def layers_without_draw_forms(self) -> list[str]:
         """The layers among those whose weights get noise that have no per-row-weight form
         (:func:`tfmollify.adapter.draws.unsupported`): empty when several weight draws can
         share a pass."""

@@ -125,7 +125,7 @@ class Runner:
         if self._max_draws is None:
             per_draw = self._cores.weight_noise_bytes() // max(1, s.num_weight_samples)
             fits = int(s.weight_noise_cache_mb * 2**20 // max(1, per_draw))
-            self._max_draws = 1 if self.view.draws_supported() else max(1, fits)
+            self._max_draws = 1 if self.view.layers_without_draw_forms() else max(1, fits)
         cap = s.num_weight_samples if s.weight_draws_per_pass == "auto" else (
             s.weight_draws_per_pass)
         return min(self._max_draws, cap)
