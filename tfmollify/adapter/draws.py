@@ -159,16 +159,54 @@ def _grouped_conv(g: tf.Tensor, w: tf.Tensor, k: int, strides: Any, padding: str
                             dilation), k)
 
 
+def _rows_side_by_side(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
+    """Rows ``[S * k * inner, *sp, C]`` (laid out ``[S, k, inner]``) as ``[S * inner, *sp,
+    k * C]``: :func:`to_groups` and :func:`_side_by_side` in one transpose."""
+    rank = x.shape.rank
+    rest = tf.shape(x)[1:]
+    s = tf.shape(x)[0] // (k * inner)
+    y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
+    y = tf.transpose(y, [0, 2, *range(3, rank + 1), 1, rank + 1])  # [S, inner, *sp, k, C]
+    y = tf.reshape(y, tf.concat([[s * inner], rest[:-1], [-1]], 0))
+    channels = x.shape[-1]
+    y.set_shape([None, *x.shape[1:-1], None if channels is None else channels * k])
+    return y
+
+
+def _rows_apart(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
+    """The inverse of :func:`_rows_side_by_side`: ``[S * inner, *sp, k * F]`` back to rows
+    ``[S * k * inner, *sp, F]``."""
+    rank = y.shape.rank
+    sp = tf.shape(y)[1:-1]
+    z = tf.reshape(y, tf.concat([tf.stack([tf.shape(y)[0] // inner, inner]), sp, [k, -1]], 0))
+    z = tf.transpose(z, [0, rank, 1, *range(2, rank), rank + 1])  # [S, k, inner, *sp, F]
+    z = tf.reshape(z, tf.concat([[-1], sp, tf.shape(z)[-1:]], 0))
+    channels = y.shape[-1]
+    z.set_shape([None, *y.shape[1:-1], None if channels is None else channels // k])
+    return z
+
+
 def _conv(layer, x, params, k, inner):
     padding = layer.padding
     if padding == "causal":
         x, padding = _pad_causal(layer, x), "valid"
-    g = to_groups(x, k, inner)
-    y = _grouped_conv(g, tf.cast(params("kernel"), g.dtype), k, layer.strides, padding,
-                      layer.dilation_rate, layer.rank)
+    kernel = params("kernel")
+    if layer.rank == 3 or x.dtype not in _GROUPED_DTYPES:  # one convolution per group
+        g = to_groups(x, k, inner)
+        y = _grouped_conv(g, tf.cast(kernel, g.dtype), k, layer.strides, padding,
+                          layer.dilation_rate, layer.rank)
+        if layer.use_bias:
+            y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
+        return _activate(layer, from_groups(y, k, inner))
+    # one grouped convolution; the bias and the activation on its output as it comes (each
+    # group's channels side by side), where the backend fuses them into the convolution
+    y = _convolve(_rows_side_by_side(x, k, inner), _kernels_side_by_side(
+        tf.cast(kernel, x.dtype), k), layer.strides, padding, layer.dilation_rate)
     if layer.use_bias:
-        y = y + _trailing(tf.cast(params("bias"), y.dtype), y.shape.rank)
-    return _activate(layer, from_groups(y, k, inner))
+        bias = tf.cast(params("bias"), y.dtype)
+        y = tf.nn.bias_add(y, tf.reshape(
+            tf.broadcast_to(bias, tf.concat([[k], tf.shape(bias)[1:]], 0)), [-1]))
+    return _rows_apart(_activate(layer, y), k, inner)
 
 
 def _depthwise_side_by_side(w: tf.Tensor, k: int) -> tf.Tensor:

@@ -87,9 +87,9 @@ class Rules:
         if batch and self.input_range is not None:
             check_input_range(arrays["inputs"], self.input_range)
         elif batch and self.eq30_quantile is not None and not self.eq30_parts:
-            check_constant(eq30(arrays["inputs"], self.eq30_quantile)[1].numpy())
+            check_constant(np.asarray(eq30(np.asarray(arrays["inputs"]), self.eq30_quantile)[1]))
         for name, key in self.eq30_parts if batch else ():
-            r = eq30(np.asarray(arrays[name], np.float64), self.eq30_quantile)[1].numpy()
+            r = np.asarray(eq30(np.asarray(arrays[name], np.float64), self.eq30_quantile)[1])
             check_constant(r, f"input {key} of ", " (or one per input)")
         seeds(arrays["seeds"], 0, batch)
 
@@ -120,25 +120,40 @@ CONSTANT_EXAMPLE = (
 RULES_FILE = "tfmollify_request_rules.json"
 
 
-def eq30(values: tf.Tensor, quantile: float) -> tuple[tf.Tensor, tf.Tensor]:
+def eq30(values: Any, quantile: float) -> tuple[Any, Any]:
     """Eq. 30's scale per example: ``eps = r / q`` with ``r = max(x) - mean(x)``.
 
-    Runs eagerly for :meth:`tfmollify.Explainer.explain` and inside the export's graph.
+    The one rule, in two forms: NumPy for a NumPy array (the eager path of
+    :meth:`tfmollify.Explainer.explain`, where six eager TensorFlow ops cost a millisecond a
+    call) and TensorFlow for a tensor (inside the export's graph). Both compute in float64.
 
     Args:
-        values: Examples ``[B, ...]`` (computed in float64).
+        values: Examples ``[B, ...]``: a NumPy array, or a tensor.
         quantile: ``kernel.eq30_quantile(alpha)``.
 
     Returns:
-        ``(eps [B], r [B])`` in float64; ``r <= 0`` marks a constant example (no scale).
+        ``(eps [B], r [B])`` in float64, NumPy arrays for a NumPy array and tensors otherwise;
+        ``r <= 0`` marks a constant example (no scale).
+
+    Example:
+
+    >>> import numpy as np
+    >>> eps, r = eq30(np.array([[0.0, 1.0, 2.0, 5.0]]), 2.0)
+    >>> r.tolist(), eps.tolist()
+    ([3.0], [1.5])
     """
+    if isinstance(values, np.ndarray) and values.ndim and values[:1].size:
+        flat = values.reshape(values.shape[0], -1).astype(np.float64, copy=False)
+        r = flat.max(axis=1) - flat.mean(axis=1)
+        return r / float(quantile), r
     flat = tf.cast(tf.reshape(values, [tf.shape(values)[0], -1]), tf.float64)
     r = tf.reduce_max(flat, axis=1) - tf.reduce_mean(flat, axis=1)
     return r / tf.constant(quantile, tf.float64), r
 
 
 def _eq30_checked(spec: Spec, values: np.ndarray, what: str = "", fix: str = "") -> np.ndarray:
-    eps, r = (t.numpy() for t in eq30(values, spec.kernel.eq30_quantile(spec.alpha)))
+    q = spec.kernel.eq30_quantile(spec.alpha)
+    eps, r = (np.asarray(t) for t in eq30(np.asarray(values), q))
     check_constant(r, what, fix)
     return eps
 

@@ -409,6 +409,17 @@ class _Core(_WeightDraws):
         bc = tf.shape(blk.keys)[0] // k
         eps = tf.reshape(blk.eps, tf.concat([[k, bc], tf.shape(blk.eps)[1:]], 0))
         keys = tf.reshape(blk.keys, [k, bc])
+        if self.lay.n_chunks == 1 and self.lay.chunk == self.lay.n_in:
+            # each group's pass holds all its draw's samples: the k groups' input draws are one
+            # run of consecutive indices, drawn in one go (the same values, no loop)
+            t, log_w = self.noise(eps[0], keys[0], blk.offsets[0] + first, k * count)
+
+            def by_group(v):  # [bc, k * count, ...] -> [k * bc, count, ...]
+                v = tf.reshape(v, tf.concat([[bc, k, count], tf.shape(v)[2:]], 0))
+                v = tf.transpose(v, [1, 0, *range(2, v.shape.rank)])
+                return tf.reshape(v, tf.concat([[k * bc, count], tf.shape(v)[3:]], 0))
+
+            return by_group(t), None if log_w is None else by_group(log_w[..., None])[..., 0]
 
         def one(args):  # a loop over the groups, not k copies of the graph (tracing time)
             e, ky, off = args
