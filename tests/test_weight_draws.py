@@ -15,6 +15,7 @@ import pytest
 
 import tfmollify as tfm
 from tfmollify.adapter import draws
+from tfmollify.adapter import runner as runner_lib
 from tfmollify.core import plan
 
 L = keras.layers
@@ -211,6 +212,31 @@ def test_the_plan_counts_the_draws_against_batch_size():
     assert p.layout.draws == 2 and p.rows_per_pass == 32
     anti = plan.layout("ng", "antithetic", 1, 10, 1, 1)
     assert plan.draws_per_pass(anti, None, 1, 10) == 1
+    # a bound on the rows of a shared pass: 25 rows hold 2 draws of 10 (one pass of 3 would not)
+    assert plan.draws_per_pass(lay, None, 10, 10, draw_rows=25) == 2
+    assert plan.draws_per_pass(lay, None, 10, 10, draw_rows=9) == 1
+
+
+def test_large_passes_keep_one_draw_per_pass_unless_told():
+    """Under ``"auto"`` draws share a pass only while it holds at most ``DRAWS_PASS_BYTES``
+    (sharing saves a pass's fixed cost, which large passes do not feel); an int setting shares
+    them anyway, with the same estimate."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((256, 256, 3)), L.Conv2D(32, 3),
+                              L.GlobalAveragePooling2D(), L.Dense(2)])
+    x = np.random.default_rng(0).random((1, 256, 256, 3), dtype=np.float32)
+    auto = tfm.Explainer(model, mode="ng", num_weight_samples=2, seed=3)
+    assert auto.runner.view.row_bytes() > runner_lib.DRAWS_PASS_BYTES
+    assert auto.runner.draw_rows == 1
+    told = tfm.Explainer(model, mode="ng", num_weight_samples=2, seed=3, weight_draws_per_pass=2)
+    assert told.runner.draw_rows is None
+    ra, rt = auto.explain_full(x, [0]), told.explain_full(x, [0])
+    assert (ra.weight_draws_per_pass, rt.weight_draws_per_pass) == (1, 2)
+    a = np.asarray(ra.attributions)
+    np.testing.assert_allclose(np.asarray(rt.attributions), a, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(a).max()))
+    small = tfm.Explainer(_model(*MODELS["conv2d"]), mode="ng", num_weight_samples=2)
+    assert small.runner.draw_rows > 100
 
 
 @pytest.mark.slow

@@ -269,13 +269,20 @@ def _layer_norm(layer, x, params, k, inner):
 
 
 def _batch_norm(layer, x, params, k, inner):
+    """Inference batch normalisation as ``tf.nn.batch_normalization`` (Keras' backend op)
+    computes it, op for op, with each group's ``gamma`` and ``beta``: the same rounding as the
+    layer's own call (a deep net amplifies any other order's)."""
     dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
-    x = tf.cast(x, dtype)
-    y = keras.ops.batch_normalization(
-        x, tf.cast(params("moving_mean")[0], dtype), tf.cast(params("moving_variance")[0], dtype),
-        axis=layer.axis, epsilon=layer.epsilon,
-    )
-    return tf.cast(_scale_offset(layer, y, params, k, inner), layer.compute_dtype)
+    mean = tf.cast(params("moving_mean")[0], dtype)
+    inv = tf.math.rsqrt(tf.cast(params("moving_variance")[0], dtype) + layer.epsilon)[None]
+    if getattr(layer, "gamma", None) is not None:
+        inv = inv * tf.cast(params("gamma"), dtype)  # [k or 1, C]
+    offset = -mean * inv
+    if getattr(layer, "beta", None) is not None:
+        offset = tf.cast(params("beta"), dtype) - mean * inv
+    g = to_groups(tf.cast(x, dtype), k, inner)
+    y = g * _trailing(inv, g.shape.rank) + _trailing(offset, g.shape.rank)
+    return tf.cast(from_groups(y, k, inner), layer.compute_dtype)
 
 
 _FORMS: dict[str, Form] = {

@@ -151,6 +151,7 @@ def make(
     evaluations_per_sample: int,
     batch: int | None = None,
     max_draws: int = 1,
+    draw_rows: int | None = None,
 ) -> Plan:
     """The plan of a call with ``batch`` examples (None: the plan of the compiled core, whose
     ``block`` is then the examples per pass, or 0 for "all of them").
@@ -165,6 +166,8 @@ def make(
             known ``batch``, NoiseGrad and FusionGrad put ``K > 1`` draws in a pass whenever
             they fit: ``K = min(max_draws, M, batch_size // (block x chunk x evaluations))``,
             evened out over the passes (:func:`draws_per_pass`).
+        draw_rows: A pass of several weight draws holds at most this many rows (None: no
+            bound beyond ``batch_size``); the caller's rule for passes worth sharing.
 
     Returns:
         The :class:`Plan`.
@@ -186,26 +189,31 @@ def make(
     else:
         examples = max(1, batch if block is None else min(batch, block))
         k = draws_per_pass(lay, batch_size, examples * lay.chunk * evaluations_per_sample,
-                           max_draws)
+                           max_draws, draw_rows)
         lay = dataclasses.replace(lay, draws=k)
     return Plan(block=examples, layout=lay, evaluations_per_sample=evaluations_per_sample)
 
 
 def draws_per_pass(lay: Layout, batch_size: int | None, rows_per_draw: int,
-                   max_draws: int) -> int:
+                   max_draws: int, draw_rows: int | None = None) -> int:
     """Weight draws per pass: as many as fit under ``batch_size`` (all of them, up to
-    ``max_draws``, without a bound), whole units only (1 where a unit spans several draws:
-    antithetic pairs, Sobol replicates), the same number in every pass.
+    ``max_draws``, without a bound) and, with several, within ``draw_rows`` rows; whole units
+    only (1 where a unit spans several draws: antithetic pairs, Sobol replicates), the same
+    number in every pass.
 
     Example:
 
     >>> lay = layout("ng", "iid", 1, 10, 1, 1)
     >>> draws_per_pass(lay, 32, 1, 10), draws_per_pass(lay, 4, 1, 10), draws_per_pass(lay, 8, 8, 10)
     (10, 4, 1)
+    >>> draws_per_pass(lay, None, 1, 10, draw_rows=5), draws_per_pass(lay, None, 8, 10, 4)
+    (5, 1)
     """
     if lay.n_w <= 1 or lay.w_unit != 1 or max_draws <= 1:
         return 1
     fit = lay.n_w if batch_size is None else batch_size // max(1, rows_per_draw)
+    if draw_rows is not None:
+        fit = min(fit, draw_rows // max(1, rows_per_draw))
     k = max(1, min(lay.n_w, max_draws, fit))
     groups = -(-lay.n_w // k)
     return -(-lay.n_w // groups)  # equal passes, as few padding draws as possible

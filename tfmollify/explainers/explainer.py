@@ -108,14 +108,15 @@ class Explainer:
             The ``K`` weight draws of one pass (``weight_draws_per_pass``) count against it too.
         weight_draws_per_pass: NG/FG: ``"auto"`` evaluates ``K`` weight draws in one pass
             (their rows side by side, each draw's rows under its own weights) whenever ``K > 1``
-            fit: ``K x`` the rows of one draw within ``batch_size`` and ``K x`` the perturbed
-            weights within ``weight_noise_cache_mb``. It takes effect when every layer whose
-            weights get noise has a per-row-weight form (Dense, EinsumDense, Conv1D/2D/3D,
-            DepthwiseConv2D, SeparableConv2D, Embedding, LayerNormalization,
+            fit: ``K x`` the rows of one draw within ``batch_size`` and within 16 MiB of
+            activations (sharing saves a pass's fixed cost, which only small passes feel), and
+            ``K x`` the perturbed weights within ``weight_noise_cache_mb``. It takes effect when
+            every layer whose weights get noise has a per-row-weight form (Dense, EinsumDense,
+            Conv1D/2D/3D, DepthwiseConv2D, SeparableConv2D, Embedding, LayerNormalization,
             BatchNormalization, MultiHeadAttention's projections) and the sampler is ``"iid"``;
-            otherwise one draw per pass. An int caps ``K``; 1 forces one draw per pass. The
-            same seed gives the same draws either way; ``explain_full(...)
-            .weight_draws_per_pass`` says which path ran.
+            otherwise one draw per pass. An int caps ``K`` without the 16 MiB rule (larger
+            passes may gain on a GPU); 1 forces one draw per pass. The same seed gives the same
+            draws either way; ``explain_full(...).weight_draws_per_pass`` says which path ran.
         weight_layers: The layers whose weights get noise in ``ng``/``fg``: names or layer
             objects (nested layers included). ``None``: every layer with trainable weights.
             Variables of other layers are never perturbed (the paper saw weight noise in the
