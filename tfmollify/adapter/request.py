@@ -87,9 +87,9 @@ class Rules:
         if batch and self.input_range is not None:
             check_input_range(arrays["inputs"], self.input_range)
         elif batch and self.eq30_quantile is not None and not self.eq30_parts:
-            check_constant(np.asarray(eq30(np.asarray(arrays["inputs"]), self.eq30_quantile)[1]))
+            check_constant(eq30(np.asarray(arrays["inputs"]), self.eq30_quantile)[1])
         for name, key in self.eq30_parts if batch else ():
-            r = np.asarray(eq30(np.asarray(arrays[name], np.float64), self.eq30_quantile)[1])
+            r = eq30(np.asarray(arrays[name], np.float64), self.eq30_quantile)[1]
             check_constant(r, f"input {key} of ", " (or one per input)")
         seeds(arrays["seeds"], 0, batch)
 
@@ -153,9 +153,9 @@ def eq30(values: Any, quantile: float) -> tuple[Any, Any]:
 
 def _eq30_checked(spec: Spec, values: np.ndarray, what: str = "", fix: str = "") -> np.ndarray:
     q = spec.kernel.eq30_quantile(spec.alpha)
-    eps, r = (np.asarray(t) for t in eq30(np.asarray(values), q))
+    eps, r = eq30(np.asarray(values), q)
     check_constant(r, what, fix)
-    return eps
+    return np.asarray(eps)  # (a tensor only for examples without elements)
 
 
 def rows(inputs: Any, compute: np.dtype) -> tuple[np.ndarray, np.dtype, bool]:

@@ -75,6 +75,7 @@ class Runner:
         self._auto: tuple[int | None] | None = None
         self._max_draws: int | None = None
         self._draw_rows: tuple[int | None] | None = None
+        self._row_bytes: tuple[int | None] | None = None
 
     # -- plans -------------------------------------------------------------------------------
     @property
@@ -91,7 +92,7 @@ class Runner:
         if s.batch_size != "auto":
             return s.batch_size
         if self._auto is None:
-            per_row = self.view.row_bytes()
+            per_row = self.row_bytes
             rows = (
                 AUTO_FALLBACK_EVALUATIONS if not per_row
                 else max(1, auto_budget() // per_row)
@@ -139,6 +140,14 @@ class Runner:
         return min(self._max_draws, cap)
 
     @property
+    def row_bytes(self) -> int | None:
+        """:meth:`ModelView.row_bytes`, counted once for both rules that read it (the
+        ``"auto"`` bound and :attr:`draw_rows`)."""
+        if self._row_bytes is None:
+            self._row_bytes = (self.view.row_bytes(),)
+        return self._row_bytes[0]
+
+    @property
     def draw_rows(self) -> int | None:
         """The most rows a pass of several weight draws may hold: :data:`DRAWS_PASS_BYTES` of
         evaluations under ``weight_draws_per_pass="auto"`` (None: no bound beyond
@@ -146,7 +155,7 @@ class Runner:
         if self.spec.weight_draws_per_pass != "auto" or not self.spec.smoothing.weight_noise:
             return None
         if self._draw_rows is None:
-            per_row = self.view.row_bytes()
+            per_row = self.row_bytes
             self._draw_rows = (None if not per_row else max(1, DRAWS_PASS_BYTES // per_row),)
         return self._draw_rows[0]
 

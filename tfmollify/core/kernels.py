@@ -298,8 +298,13 @@ class Kernel:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def check_alpha(alpha: Any) -> float:
-    """``alpha`` as a float in the open interval (0, 1), or a ``TypeError``/``ValueError``."""
+def check_alpha(
+    alpha: Any,
+    meaning: str = "It is the fraction of the noise inside [-r, r]; the paper recommends 0.9 "
+    "or 0.95.",
+) -> float:
+    """``alpha`` as a float in the open interval (0, 1), or a ``TypeError``/``ValueError`` whose
+    message ends with ``meaning`` (what this ``alpha`` is)."""
     try:
         a = float(alpha)
     except (TypeError, ValueError):
@@ -310,7 +315,7 @@ def check_alpha(alpha: Any) -> float:
     if not (0.0 < a < 1.0):
         raise ValueError(
             f"Argument `alpha` must be in the open interval (0, 1). Received: alpha={alpha!r}. "
-            "It is the fraction of the noise inside [-r, r]; the paper recommends 0.9 or 0.95."
+            + meaning
         )
     return a
 

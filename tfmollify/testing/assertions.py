@@ -60,19 +60,9 @@ def bonferroni_threshold(n: int, alpha: float = 1e-4) -> float:
 
 
 def _check_alpha(alpha: Any) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise TypeError(
-            "Argument `alpha` must be a float in the open interval (0, 1). "
-            f"Received: alpha={alpha!r}"
-        ) from None
-    if not 0.0 < a < 1.0:
-        raise ValueError(
-            f"Argument `alpha` must be in (0, 1). Received: alpha={alpha!r}. It is the "
-            "family-wise rate of false failures (e.g. 1e-4)."
-        )
-    return a
+    return kernels_lib.check_alpha(
+        alpha, meaning="It is the family-wise rate of false failures (e.g. 1e-4)."
+    )
 
 
 def _check_atol(atol: Any) -> float:
