@@ -54,7 +54,10 @@ class RecordRows(keras.layers.Layer):
     def call(self, x):
         seen = tf.numpy_function(self.log, [x], tf.float32, stateful=False)
         seen.set_shape([])
-        return x + tf.stop_gradient(seen)
+        # a factor (exactly 1), not a term: the gradient needs its value, so the recorder runs
+        # in every pass even where static shapes let TensorFlow prune the forward ops the
+        # gradient does not need (a trace for one example)
+        return x * (1.0 + tf.stop_gradient(seen))
 
     def compute_output_shape(self, shape):
         return shape

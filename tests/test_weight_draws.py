@@ -284,8 +284,39 @@ def test_the_batched_path_matches_a_noisegrad_written_without_tfmollify():
     explainer = tfm.Explainer(model, mode="ng", num_weight_samples=5, seed=3)
     result = explainer.explain_full(x, [0, 2])
     assert result.weight_draws_per_pass == 5
-    table = explainer.runner.cached_table()
-    assert table is not None and table.shape[0] == 5
+    import tensorflow as tf
+
+    from tfmollify.core import engine, sampling
+
+    table = engine.weight_noise_table(  # the standard weight noise of seed 3, [M, P]
+        explainer.view, tfm.kernels.get("gaussian"), tf.constant(sampling.weight_key(3)), 5
+    ).numpy()
+    assert table.shape == (5, sum(int(np.prod(v.shape)) for v in model.trainable_variables))
     expected = _plain_noisegrad(model, x, np.array([0, 2]), table, 0.2)
     got = np.asarray(result.attributions)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_the_factor_table_holds_each_variables_factors_in_aligned_blocks():
+    """What the core multiplies the weights by: for each variable, ``1 + eps z`` of every draw
+    (z: the standard weight noise), in a block of its own that starts on 64 bytes."""
+    import tensorflow as tf
+
+    from tfmollify.core import engine, sampling
+
+    model = _model(*MODELS["conv2d"])
+    explainer = tfm.Explainer(model, mode="ng", num_weight_samples=3, seed=5,
+                              weight_epsilon=0.3, kernel="rect")
+    explainer(np.zeros((1, 9, 9, 2), np.float32), 0)
+    factors = explainer.runner.cached_table().numpy()
+    z = engine.weight_noise_table(explainer.view, tfm.kernels.get("rect"),
+                                  tf.constant(sampling.weight_key(5)), 3).numpy()
+    sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
+    at = engine.factor_offsets(sizes, 3)
+    assert factors.shape == (at[-1],) and all(a % engine.FACTOR_ALIGN == 0 for a in at)
+    for n, (part, size) in enumerate(zip(np.split(z, np.cumsum(sizes)[:-1], axis=1), sizes,
+                                         strict=True)):
+        block = factors[at[n]:at[n + 1]]
+        want = (np.float32(1) + np.float32(0.3) * part).reshape(-1)
+        np.testing.assert_array_equal(block[:3 * size], want)
+        assert not block[3 * size:].any()  # the padding

@@ -66,8 +66,8 @@ class Request:
         targets, eps, seeds: Per example: class indices, input-noise scales, noise seeds.
         fn: The compiled core.
         compute: The compute dtype.
-        wkey, wnoise: The weight-noise key and cached table (``[0, 0]`` when drawn in the
-            graph).
+        wkey, wnoise: The weight-noise key and cached weight-factor table (``[0]`` when drawn
+            in the graph).
         block: Examples per call of ``fn`` (the ``batch_size`` memory bound).
         draws: Weight draws per pass of ``fn`` (NoiseGrad/FusionGrad; 1 otherwise).
         out_shape: One example's attribution shape (the rows' shape unless the attribution

@@ -170,9 +170,12 @@ class Cores:
         ``draws``: weight draws per pass (:attr:`tfmollify.core.plan.Layout.draws`).
         """
         compute = tf.as_dtype(x.dtype)
+        # one example: a trace of its own, with static shapes (the common case of explaining
+        # one prediction; TensorFlow then folds the shape arithmetic away)
+        batch = 1 if x.shape[0] == 1 else None
         key = (
             x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr,
-            packing, draws,
+            packing, draws, batch,
         )
         with self._lock:
             fn = self._functions.get(key)
@@ -189,7 +192,7 @@ class Cores:
                 # the concrete function: traced now, once, and called without dispatch
                 try:
                     fn = engine.build(
-                        self.view, core, target_fn, on_trace=self._count_trace
+                        self.view, core, target_fn, on_trace=self._count_trace, batch=batch
                     ).get_concrete_function()
                 except ValueError as exc:
                     if "called more than once" in str(exc):  # our words, without Keras' dump
@@ -204,21 +207,24 @@ class Cores:
 
     # -- weight noise ------------------------------------------------------------------------
     def weight_noise_bytes(self) -> int:
-        """Size of the cached weight-noise table: ``M x`` the perturbed weights' size."""
+        """Size of the cached weight-factor table: ``M x`` the perturbed weights' size (each
+        variable's block padded to 64 bytes)."""
         if not self.spec.smoothing.weight_noise:
             return 0
         itemsize = 8 if self.view.weight_dtype() == tf.float64 else 4
-        return self.spec.num_weight_samples * sum(self.view.weight_sizes()) * itemsize
+        return engine.factor_offsets(self.view.weight_sizes(), self.spec.num_weight_samples)[
+            -1] * itemsize
 
     @property
     def caches_weight_noise(self) -> bool:
-        """Whether NG/FG pass the standard weight noise in as a table (a fixed seed and a
-        table within ``weight_noise_cache_mb``); decided once."""
+        """Whether NG/FG pass the weight factors in as a table (a fixed seed, a table within
+        ``weight_noise_cache_mb`` and no variable wider than the table's dtype); decided once."""
         if self._caches is None:
             s = self.spec
             self._caches = (
                 s.smoothing.weight_noise and s.seed is not None
                 and self.weight_noise_bytes() <= s.weight_noise_cache_mb * 2**20
+                and engine.exact_factors(self.view)
             )
         return self._caches
 
@@ -239,7 +245,7 @@ class Cores:
             dtype = self.view.weight_dtype() if self.spec.smoothing.weight_noise else compute
             with self._lock:
                 if dtype not in self._no_noise:
-                    self._no_noise[dtype] = tf.zeros([0, 0], dtype)
+                    self._no_noise[dtype] = tf.zeros([0], dtype)
                 return self._no_noise[dtype]
         s = self.spec
         if seed != s.seed:  # a round's own draws: not kept, and no lock held while drawing
@@ -250,10 +256,11 @@ class Cores:
             return self._tables[seed]
 
     def _draw_table(self, wkey: tf.Tensor) -> tf.Tensor:
-        """A fresh weight-noise table ``[M, sum of the weight sizes]`` from ``wkey``."""
+        """A fresh weight-factor table (:func:`tfmollify.core.engine.weight_factor_table`) from
+        ``wkey``."""
         s = self.spec
-        return engine.weight_noise_table(
-            self.view, s.kernel, wkey, s.num_weight_samples,
+        return engine.weight_factor_table(
+            self.view, s.kernel, wkey, s.num_weight_samples, s.weight_epsilon,
             antithetic=s.sampler == "antithetic",
             sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
         )
@@ -268,5 +275,6 @@ class Cores:
             }
 
     def cached_table(self) -> tf.Tensor | None:
-        """The kept weight-noise table of the explainer's seed (None before the first call)."""
+        """The kept weight-factor table of the explainer's seed (None before the first call;
+        :func:`tfmollify.core.engine.weight_factor_table`)."""
         return self._tables.get(self.spec.seed)

@@ -213,8 +213,8 @@ class Runner:
 
     @property
     def caches_weight_noise(self) -> bool:
-        """Whether NG/FG pass the standard weight noise in as a table (a fixed seed and a
-        table within ``weight_noise_cache_mb``); decided once."""
+        """Whether NG/FG pass the weight factors in as a table (see
+        :attr:`Cores.caches_weight_noise <tfmollify.adapter.cores.Cores.caches_weight_noise>`)."""
         return self._cores.caches_weight_noise
 
     def weight_noise(self, seed: int, wkey: tf.Tensor, compute: tf.DType) -> tf.Tensor:
@@ -230,7 +230,8 @@ class Runner:
         return self._cores.cache_info()
 
     def cached_table(self) -> tf.Tensor | None:
-        """The kept weight-noise table of the explainer's seed (None before the first call)."""
+        """The kept weight-factor table of the explainer's seed (None before the first call;
+        :func:`tfmollify.core.engine.weight_factor_table`)."""
         return self._cores.cached_table()
 
     def _function(

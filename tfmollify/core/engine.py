@@ -32,7 +32,10 @@ from tfmollify.core.inputs import unpack_rows
 from tfmollify.core.kernels import Kernel
 from tfmollify.core.plan import Layout
 
-__all__ = ["CoreSpec", "build", "probe_shapes", "weight_noise_table"]
+__all__ = [
+    "CoreSpec", "build", "exact_factors", "factor_offsets", "probe_shapes", "weight_factor_table",
+    "weight_noise_table",
+]
 
 
 class Network(Protocol):
@@ -103,8 +106,8 @@ class CoreSpec:
         with_stderr: Compute standard errors (a few more operations per sample).
         proposal: Draw input noise from this kernel instead and reweight (Theorem 3.11).
         proposal_scale: The proposal's scale relative to ``epsilon``.
-        cached_weight_noise: The standard weight noise of all ``M`` draws is passed in
-            (``wnoise [M, P]``, see :func:`weight_noise_table`) instead of drawn in the graph.
+        cached_weight_noise: The weight factors of all ``M`` draws are passed in (``wnoise``,
+            see :func:`weight_factor_table`) instead of drawn in the graph.
         pipeline: Weight draws whose evaluations may run concurrently (``parallel_iterations``
             of the loop over draws); 1 keeps the memory bound of ``chunk`` exact.
         parts: For a model with several inputs: the float inputs are packed, flattened and
@@ -161,6 +164,20 @@ class CoreSpec:
         return self.input_shape if self.output_shape is None else self.output_shape
 
 
+def _while(cond: Callable, body: Callable, loop_vars: tuple, parallel_iterations: int) -> Any:
+    """``tf.while_loop`` whose variables keep the static shapes they enter with (a trace for
+    one example has static shapes that the merges inside would otherwise loosen)."""
+    shapes = [t.shape for t in tf.nest.flatten(loop_vars)]
+
+    def kept(*args):
+        out = body(*args)
+        for t, shape in zip(tf.nest.flatten(out), shapes, strict=True):
+            t.set_shape(shape)
+        return out
+
+    return tf.while_loop(cond, kept, loop_vars, parallel_iterations=parallel_iterations)
+
+
 def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.Tensor:
     """The target scores ``[m]``, or ``[m, K]`` for a callable target with ``K > 1`` scores
     per row (each attributed on its own, sharing the forward pass)."""
@@ -189,6 +206,64 @@ def weight_noise_table(
         autograph=False,
     )
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
+
+
+#: Elements each variable's block of the factor table is padded to a multiple of (64 bytes of
+#: float32): the blocks then start on aligned addresses, where TensorFlow slices without a copy
+FACTOR_ALIGN = 16
+
+
+def factor_offsets(sizes: list[int], draws: int) -> list[int]:
+    """Where each variable's block ``[draws, size]`` starts in the factor table, and (last) the
+    table's length: each block padded to a multiple of :data:`FACTOR_ALIGN`.
+
+    Example:
+
+    >>> factor_offsets([3, 20], 2)
+    [0, 16, 64]
+    """
+    out = [0]
+    for size in sizes:
+        out.append(out[-1] + -(-draws * size // FACTOR_ALIGN) * FACTOR_ALIGN)
+    return out
+
+
+def weight_factor_table(
+    view: Network, kernel: Kernel, wkey: Any, draws: int, epsilon: float,
+    antithetic: bool = False, sobol: int | None = None,
+) -> tf.Tensor:
+    """The factors ``1 + epsilon zeta`` of draws ``0 .. draws - 1`` that multiply the perturbed
+    weights, as the core takes them in (``wnoise``, with ``cached_weight_noise``).
+
+    One flat table: for each perturbed variable in order, its factors ``[draws, *shape]``
+    (computed in the variable's dtype, as the core computes them from :func:`weight_noise_table`
+    in the graph), flattened and padded (:func:`factor_offsets`). Per call the core then only
+    multiplies: no gather, split or scaling of the noise (the table is read once).
+    """
+    noise = weight_noise_table(view, kernel, wkey, draws, antithetic, sobol)
+    sizes, dtype = view.weight_sizes(), view.weight_dtype()
+    offsets = factor_offsets(sizes, draws)
+    blocks = []
+    parts = tf.split(noise, sizes, axis=1)
+    for i, (part, v) in enumerate(zip(parts, _selected(view), strict=True)):
+        vd = tf.as_dtype(v.dtype)
+        factor = 1.0 + tf.constant(epsilon, vd) * tf.cast(part, vd)
+        flat = tf.cast(tf.reshape(factor, [-1]), dtype)
+        blocks += [flat, tf.zeros([offsets[i + 1] - offsets[i] - draws * sizes[i]], dtype)]
+    return tf.concat(blocks, 0)
+
+
+def exact_factors(view: Network) -> bool:
+    """Whether :func:`weight_factor_table`'s dtype holds every perturbed variable's factors
+    exactly (no variable wider than it)."""
+    size = view.weight_dtype().size
+    return all(tf.as_dtype(v.dtype).size <= size for v in _selected(view))
+
+
+def _selected(view: Network) -> list[Any]:
+    """The trainable variables that get weight noise."""
+    sel = view.weight_selection
+    return list(view.trainable) if sel is None else [view.trainable[i] for i in sel]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,13 +312,13 @@ class _WeightDraws:
             unit = aggregation.init_state(blk.size, self.out_size, self.dtype)
             # one draw after the other (an unrolled pair would run both draws' passes at once,
             # twice the `batch_size` bound); the outer loop already overlaps draws when unbounded
-            _, unit = tf.while_loop(
+            _, unit = _while(
                 lambda j, u: j < (g + 1) * lay.w_unit, one_draw, (g * lay.w_unit, unit),
                 parallel_iterations=1,
             )
             return g + 1, aggregation.merge_unit(st, unit, with_stderr)
 
-        _, state = tf.while_loop(
+        _, state = _while(
             lambda g, st: g < lay.n_w // lay.w_unit,
             outer if lay.w_unit == 1 else outer_group,
             (tf.constant(0), state),
@@ -257,9 +332,18 @@ class _WeightDraws:
         out), each exactly as :meth:`perturbed_weights` gives it for its draw."""
         k, last = self.draws, self.lay.n_w - 1
         js = [tf.minimum(j0 + i, last) for i in range(k)]
+        out = [v.value for v in self.trainable]
         if self.spec.cached_weight_noise:
-            rows = tf.gather(wnoise, tf.stack(js))  # [k, P]: one slice per variable below
-        elif self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
+            for i, block in zip(self.selected, self.factor_blocks(wnoise), strict=True):
+                if k == self.lay.n_w:  # every draw in this pass: the whole block
+                    rows = block
+                elif self.lay.n_w % k == 0:  # no padding draw: k consecutive rows
+                    rows = block[j0:j0 + k]
+                else:
+                    rows = tf.gather(block, tf.stack(js))
+                out[i] = out[i][None] * tf.cast(rows, out[i].dtype)
+            return out
+        if self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
             rows = tf.stack([tf.concat(sampling.weight_noise(
                 self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
                 self.sobol_w), axis=0) for j in js])
@@ -268,12 +352,21 @@ class _WeightDraws:
                 self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
                 self.sobol_w), axis=0), tf.stack(js), fn_output_signature=self.w_dtype)
         parts = tf.split(rows, self.sizes, axis=1)
-        out = [v.value for v in self.trainable]
         for i, part in zip(self.selected, parts, strict=True):
             val = out[i]
             noise = tf.cast(tf.reshape(part, [k, *self.trainable[i].shape]), val.dtype)
             out[i] = val[None] * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
         return out
+
+    def factor_blocks(self, wnoise: tf.Tensor) -> list[tf.Tensor]:
+        """Each perturbed variable's factors ``[M, *shape]`` in the cached table
+        (:func:`weight_factor_table`): slices of it, without a copy."""
+        m = self.lay.n_w
+        at = factor_offsets(self.sizes, m)
+        return [
+            tf.reshape(wnoise[at[n]:at[n] + m * size], [m, *self.trainable[i].shape])
+            for n, (i, size) in enumerate(zip(self.selected, self.sizes, strict=True))
+        ]
 
     def weight_groups(self, state, blk: _Block, wkey, wnoise):
         """NoiseGrad/FusionGrad with ``K`` weight draws per pass: the block's rows ``K`` times
@@ -308,14 +401,14 @@ class _WeightDraws:
                                            for t in per_draw])
                 return i + 1, aggregation.merge_unit(st, unit, with_stderr)
 
-            _, st = tf.while_loop(lambda i, st: i < k, close, (tf.constant(0), st),
+            _, st = _while(lambda i, st: i < k, close, (tf.constant(0), st),
                                   parallel_iterations=1)
             return g + 1, st
 
         if lay.draw_groups == 1:  # every draw in one pass: no loop (a scope, as in a loop:
             with tf.name_scope("draws"):  # a layer named "__x" is no valid root scope)
                 return body(tf.constant(0), state)[1]
-        _, state = tf.while_loop(
+        _, state = _while(
             lambda g, st: g < lay.draw_groups, body, (tf.constant(0), state),
             parallel_iterations=self.spec.pipeline,
         )
@@ -385,15 +478,16 @@ class _Core(_WeightDraws):
         return unpack_rows(flat, ints, self.spec.parts)
 
     def perturbed_weights(self, j: tf.Tensor, wkey: tf.Tensor, wnoise: tf.Tensor) -> list:
-        """The trainable weights under weight draw ``j``: ``w (1 + weight_eps zeta_j)``."""
-        if self.spec.cached_weight_noise:
-            parts = tf.split(wnoise[j], self.sizes)
-        else:
-            parts = sampling.weight_noise(
-                self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
-                self.sobol_w,
-            )
+        """The trainable weights under weight draw ``j``: ``w (1 + weight_eps zeta_j)`` (the
+        factors from the cached table, else drawn here)."""
         out = [v.value for v in self.trainable]
+        if self.spec.cached_weight_noise:
+            for i, block in zip(self.selected, self.factor_blocks(wnoise), strict=True):
+                out[i] = out[i] * tf.cast(block[j], out[i].dtype)
+            return out
+        parts = sampling.weight_noise(
+            self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic, self.sobol_w
+        )
         for i, part in zip(self.selected, parts, strict=True):
             val = out[i]
             noise = tf.cast(tf.reshape(part, self.trainable[i].shape), val.dtype)
@@ -579,7 +673,7 @@ class _Core(_WeightDraws):
 
         if lay.n_chunks == 1:  # no loop: fewer ops per weight draw
             return body(tf.constant(0), state)[1]
-        _, state = tf.while_loop(
+        _, state = _while(
             lambda k, st: k < lay.n_chunks, body, (tf.constant(0), state), parallel_iterations=1
         )
         return state
@@ -600,7 +694,7 @@ class _Core(_WeightDraws):
             unit = self.unit(blk, r * lay.in_unit, None)
             return r + 1, aggregation.merge_unit(st, unit, with_stderr)
 
-        _, state = tf.while_loop(
+        _, state = _while(
             lambda r, st: r < lay.n_in // lay.in_unit, replicate, (tf.constant(0), state),
             parallel_iterations=1,
         )
@@ -688,6 +782,7 @@ def build(
     spec: CoreSpec,
     target_fn: Callable | None = None,
     on_trace: Callable[[], None] | None = None,
+    batch: int | None = None,
 ) -> Callable:
     """Compiles the explainer core for the model seen through ``view`` and ``spec``.
 
@@ -697,13 +792,16 @@ def build(
         spec: Static configuration.
         target_fn: Optional callable ``scores [n, ...] -> [n]`` replacing class indices.
         on_trace: Called each time the function is traced (to count retracing).
+        batch: The examples of every call when fixed, else None (any number). A fixed count
+            gives the trace static shapes, so TensorFlow folds the shape arithmetic of the
+            groupings and loops away: half the ops per call for one example on LeNet.
 
     Returns:
         ``core(x [Bc, *shape], ints int64 [Bc, I] (with spec.parts only), targets int32 [Bc],
         eps [Bc] (or [Bc, K] with spec.parts), seeds int64 [Bc], wkey uint64 [1],
-        wnoise [M, P] or [0, 0])`` returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])``
-        where ``finite`` counts the samples with finite attributions (``stderr`` is empty
-        unless ``spec.with_stderr``).
+        wnoise)`` (``wnoise``: the weight factors of :func:`weight_factor_table`, or ``[0]``)
+        returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
+        samples with finite attributions (``stderr`` is empty unless ``spec.with_stderr``).
     """
     lay = spec.layout
     if spec.sampler == "antithetic" and (
@@ -725,12 +823,12 @@ def build(
 
     dtype = spec.compute_dtype
     signature = [
-        tf.TensorSpec([None, *spec.input_shape], dtype),
-        tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([None, core.size] if spec.elementwise_eps else [None], dtype),
-        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([batch, *spec.input_shape], dtype),
+        tf.TensorSpec([batch], tf.int32),
+        tf.TensorSpec([batch, core.size] if spec.elementwise_eps else [batch], dtype),
+        tf.TensorSpec([batch], tf.int64),
         tf.TensorSpec([1], tf.uint64),
-        tf.TensorSpec([None, None], view.weight_dtype() if core.weight_noise else dtype),
+        tf.TensorSpec([None], view.weight_dtype() if core.weight_noise else dtype),
     ]
     if spec.parts is None:
         return tf.function(
@@ -742,9 +840,9 @@ def build(
         for _, shape, d in spec.parts
         if tf.as_dtype(d).is_integer
     )
-    signature[1:1] = [tf.TensorSpec([None, int_size], tf.int64)]
+    signature[1:1] = [tf.TensorSpec([batch, int_size], tf.int64)]
     if spec.noise_shape is None and not spec.elementwise_eps:
-        signature[3] = tf.TensorSpec([None, len(core.part_sizes)], dtype)
+        signature[3] = tf.TensorSpec([batch, len(core.part_sizes)], dtype)
     return tf.function(
         tfmollify_core, input_signature=signature, jit_compile=spec.jit_compile, autograph=False
     )

@@ -259,6 +259,8 @@ def example_bits(
 ) -> tf.Tensor:
     """:func:`stream_bits` of every example key: ``[len(keys), count, size]`` uint32/uint64."""
     full = tf.uint64 if dtype == tf.float64 else tf.uint32
+    if keys.shape[0] == 1:  # one example (a static shape): its stream, without a loop
+        return stream_bits(keys[0], first, count, size, stream, dtype)[None]
     return tf.map_fn(
         lambda k: stream_bits(k, first, count, size, stream, dtype),
         keys,
