@@ -299,6 +299,21 @@ def test_no_retracing_across_calls(shared_models):
         assert e.trace_count == len(keys)
 
 
+def test_one_example_runs_a_static_trace_with_the_same_values(shared_models):
+    """One example gets a function traced for exactly one example (static shapes); its values
+    are those of the same example in a larger batch, bit for bit, in every mode."""
+    model = shared_models(mlp)
+    x = np.random.default_rng(13).normal(size=(3, 5)).astype(np.float32)
+    for mode in tfm.MODES:
+        e = tfm.Explainer(model, mode=mode, num_samples=3, num_weight_samples=4, seed=2)
+        np.testing.assert_array_equal(e(x[:1], 1), e(x, 1)[:1])
+        one = e.runner.prepare(x[:1], 1, with_stderr=False).fn
+        many = e.runner.prepare(x, 1, with_stderr=False).fn
+        assert one.structured_input_signature[0][0].shape.as_list() == [1, 5], mode
+        assert many.structured_input_signature[0][0].shape.as_list() == [None, 5], mode
+        assert e.trace_count == 2, mode
+
+
 def test_dtype_and_type_are_preserved(shared_models):
     model = shared_models(mlp)
     x = np.random.default_rng(11).normal(size=(2, 5))

@@ -103,8 +103,9 @@ class Explainer:
         proposal_scale: The proposal's scale relative to ``epsilon``. Choose a proposal with
             tails at least as heavy as the kernel's, or the estimate has infinite variance.
         weight_noise_cache_mb: With a fixed ``seed`` the ``M`` weight draws are the same on every
-            call, so NG/FG keep their standard noise (``M x`` the number of weights) in memory
-            when it fits in this many MiB, and only draw it on the first call. 0 disables it.
+            call, so NG/FG keep them in memory (as the factors ``1 + weight_epsilon z`` that
+            multiply the weights, ``M x`` the number of weights) when they fit in this many MiB,
+            and only draw them on the first call. 0 disables it.
             The ``K`` weight draws of one pass (``weight_draws_per_pass``) count against it too.
         weight_draws_per_pass: NG/FG: ``"auto"`` evaluates ``K`` weight draws in one pass
             (their rows side by side, each draw's rows under its own weights) whenever ``K > 1``
