@@ -299,6 +299,30 @@ def test_no_retracing_across_calls(shared_models):
         assert e.trace_count == len(keys)
 
 
+def test_many_noisegrad_explainers_raise_no_retracing_warning():
+    """Each NG explainer with a seed draws its weight-noise table with a function of its own;
+    TensorFlow counts them together, and the warning about it is tfmollify's, so it is dropped
+    (it named the table's function before)."""
+    import logging
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = tf.get_logger()  # the filter sits on TensorFlow's logger, before its handlers
+    level = logger.level
+    logger.setLevel("WARNING")  # the suite quietens it to errors
+    logger.addHandler(handler)
+    try:
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        x = np.zeros((2, 3), np.float32)
+        for seed in range(12):
+            tfm.Explainer(model, mode="ng", num_weight_samples=2, seed=seed)(x, 0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert not [m for m in seen if "retracing" in m], seen
+
+
 def test_one_example_runs_a_static_trace_with_the_same_values(shared_models):
     """One example gets a function traced for exactly one example (static shapes); its values
     are those of the same example in a larger batch, bit for bit, in every mode."""
