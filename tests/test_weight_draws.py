@@ -165,6 +165,9 @@ def test_noise_at_a_layer_tolerance_rounds_and_a_batch_size_bound():
     assert_same(model, x, [0, 1, 2, 0, 1], expect_draws=1, mode="fg", num_samples=3,
                 batch_size=12)
     assert_same(model, x[:2], [0, 1], expect_draws=2, mode="fg", num_samples=3, batch_size=12)
+    # one input draw per weight draw: draw j's is input draw j in both paths (the shared pass
+    # once gave every draw input draw 0)
+    assert_same(model, x, [0, 1, 2, 0, 1], mode="fg", num_samples=1)
 
 
 @pytest.mark.slow

@@ -382,8 +382,9 @@ class _WeightDraws:
             j0 = g * k
             weights = self.group_weights(j0, wkey, wnoise)
             inside = tf.cast(j0 + tf.range(k) < lay.n_w, self.dtype)  # padding draws: 0
-            if lay.n_in == 1:  # NoiseGrad: each draw's one sample is its own unit
-                a = self.samples(tiled, 0, 1, weights)
+            if lay.n_in == 1:  # each draw's one sample is its own unit (FG: input draw j)
+                a = self.samples(dataclasses.replace(tiled, offsets=j0 + tf.range(k)), 0, 1,
+                                 weights)
                 a = tf.transpose(tf.reshape(a, [k, bc, self.out_size]), [1, 0, 2])
                 vals, mask = aggregation.clean(a)
                 mask = mask * inside[None, :]
