@@ -687,6 +687,68 @@ def test_cached_weight_noise_gives_the_same_result(mode, shared_models):
         tfm.Explainer(model, weight_noise_cache_mb=-1, **kw)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mode="sg", num_samples=6),
+        dict(mode="sg", num_samples=6, sampler="antithetic", aggregation="vargrad"),
+        dict(mode="sg", num_samples=8, sampler="sobol", replicates=2),
+        dict(mode="sg", num_samples=4, input_range=(-3.0, 3.0)),
+        dict(mode="sg", num_samples=4, attribution="integrated_gradients", ig_steps=3),
+        dict(mode="sg", num_samples=4, noise_at="hidden"),
+        dict(mode="fg", num_samples=3, num_weight_samples=4),
+        dict(mode="fg", num_samples=3, num_weight_samples=5, weight_draws_per_pass=2),
+        dict(mode="fg", num_samples=3, num_weight_samples=4, weight_draws_per_pass=1),
+    ],
+    ids=["sg", "antithetic", "sobol", "input_range", "ig", "noise_at", "fg", "fg_padded",
+         "fg_one_draw"],
+)
+def test_kept_input_noise_gives_the_same_values(kw, shared_models):
+    """With a fixed seed the examples' input draws are kept between calls; every sampler and
+    layout that takes them in gives exactly the values drawn in the graph, call after call."""
+    model = shared_models(mlp)
+    if kw.get("noise_at") == "hidden":
+        kw = dict(kw, noise_at=model.layers[0].name)
+    x = np.random.default_rng(4).normal(size=(2, 5)).astype(np.float32)
+    kept = tfm.Explainer(model, seed=3, **kw)
+    drawn = tfm.Explainer(model, seed=3, input_noise_cache_mb=0, **kw)
+    # the same draws; TensorFlow's vectorised kernels may round an element differently (1 ulp)
+    # where it sits at another place of a tensor (a vector lane or the scalar tail)
+    same = lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)  # noqa: E731
+    a = kept(x, [0, 2])
+    assert kept.runner.cache_info()["input_noise_tables"] == 1
+    assert drawn.runner.cache_info()["input_noise_tables"] == 0
+    same(a, drawn(x, [0, 2]))
+    np.testing.assert_array_equal(a, kept(x, [0, 2]))  # the kept draws
+    x2 = x[::-1].copy()  # other inputs, the same example positions: the same draws again
+    same(kept(x2, [1, 0]), drawn(x2, [1, 0]))
+    one = x[:1]  # another example count: its own draws
+    same(kept(one, 1), drawn(one, 1))
+
+
+def test_input_noise_is_kept_only_when_the_next_call_reuses_it(shared_models):
+    model = shared_models(mlp)
+    x = np.random.default_rng(5).normal(size=(3, 5)).astype(np.float32)
+    kw = dict(mode="sg", num_samples=4)
+
+    def kept(e, *args, **call):
+        e.explain(x, [0, 1, 2], *args, **call)
+        return e.runner.cache_info()["input_noise_tables"]
+
+    assert kept(tfm.Explainer(model, seed=1, **kw)) == 1
+    assert kept(tfm.Explainer(model, **kw)) == 0  # a fresh seed per call
+    assert kept(tfm.Explainer(model, seed=1, **kw), seeds=[1, 2, 3]) == 0  # the caller's seeds
+    assert kept(tfm.Explainer(model, seed=1, proposal="cauchy", **kw)) == 0
+    assert kept(tfm.Explainer(model, seed=1, tolerance=0.5, max_samples=8, **kw)) == 0
+    # B x N x D = 3 x 4 x 5 float32: 240 bytes
+    assert kept(tfm.Explainer(model, seed=1, input_noise_cache_mb=239 / 2**20, **kw)) == 0
+    assert kept(tfm.Explainer(model, seed=1, input_noise_cache_mb=240 / 2**20, **kw)) == 1
+    assert kept(tfm.Explainer(model, seed=1, batch_size=2, **kw)) == 0  # N split over passes
+    for bad in (-1, float("nan"), "64", True):
+        with pytest.raises(ValueError, match=r"`input_noise_cache_mb`.*Received"):
+            tfm.Explainer(model, input_noise_cache_mb=bad, **kw)
+
+
 # -- models and targets of every shape the API admits --------------------------------------------
 class NoTrainingArg(keras.Model):
     """A subclassed model whose ``call`` has no ``training`` argument."""

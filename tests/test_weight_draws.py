@@ -168,6 +168,7 @@ def test_noise_at_a_layer_tolerance_rounds_and_a_batch_size_bound():
     # one input draw per weight draw: draw j's is input draw j in both paths (the shared pass
     # once gave every draw input draw 0)
     assert_same(model, x, [0, 1, 2, 0, 1], mode="fg", num_samples=1)
+    assert_same(model, x, [0, 1, 2, 0, 1], mode="fg", num_samples=1, input_noise_cache_mb=0)
 
 
 @pytest.mark.slow

@@ -56,6 +56,7 @@ def run_block(req: Request, start: int, stop: int) -> tuple[tf.Tensor, tf.Tensor
         tf.constant(req.seeds[start:stop]),
         req.wkey,
         req.wnoise,
+        req.xnoise if req.xnoise.shape[0] in (0, stop - start) else req.xnoise[start:stop],
     )
 
 

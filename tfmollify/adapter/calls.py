@@ -68,6 +68,8 @@ class Request:
         compute: The compute dtype.
         wkey, wnoise: The weight-noise key and cached weight-factor table (``[0]`` when drawn
             in the graph).
+        xnoise: The examples' cached standard input noise ``[B, span, Dn]`` (``[0, 0, 0]``
+            when drawn in the graph; see :meth:`tfmollify.adapter.cores.Cores.input_noise`).
         block: Examples per call of ``fn`` (the ``batch_size`` memory bound).
         draws: Weight draws per pass of ``fn`` (NoiseGrad/FusionGrad; 1 otherwise).
         out_shape: One example's attribution shape (the rows' shape unless the attribution
@@ -92,6 +94,7 @@ class Request:
     out_shape: tuple[int, ...] | None = None
     structured: bool = True
     draws: int = 1
+    xnoise: tf.Tensor | None = None
 
     @property
     def batch(self) -> int:

@@ -53,7 +53,9 @@ class Cores:
         self._callables: dict[int, Callable] = {}  # held, so that their ids stay unique
         self._tables: dict[int, tf.Tensor] = {}  # weight-noise tables by seed
         self._wkeys: dict[int, tf.Tensor] = {}
-        self._no_noise: dict[tf.DType, tf.Tensor] = {}
+        self._no_noise: dict[Any, tf.Tensor] = {}
+        self._noise_fns: dict[Any, tuple[Callable, int, int] | None] = {}
+        self._xnoise: tuple[Any, bytes, tf.Tensor] | None = None  # the last input-noise table
         self.trace_count = 0
         self._caches: bool | None = None
 
@@ -162,12 +164,13 @@ class Cores:
     def function(
         self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
         noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
-        *, pipeline: int, draws: int = 1,
+        *, pipeline: int, draws: int = 1, cached_input: bool = False,
     ) -> Callable:
         """The compiled core for rows like ``x`` (traced on the first call for its key).
 
         ``pipeline``: the runner's weight draws in flight (:attr:`Runner.pipeline`);
-        ``draws``: weight draws per pass (:attr:`tfmollify.core.plan.Layout.draws`).
+        ``draws``: weight draws per pass (:attr:`tfmollify.core.plan.Layout.draws`);
+        ``cached_input``: the core takes its input noise in (:meth:`input_noise`).
         """
         compute = tf.as_dtype(x.dtype)
         # one example: a trace of its own, with static shapes (the common case of explaining
@@ -175,7 +178,7 @@ class Cores:
         batch = 1 if x.shape[0] == 1 else None
         key = (
             x.shape[1:], compute, None if target_fn is None else id(target_fn), with_stderr,
-            packing, draws, batch,
+            packing, draws, batch, cached_input,
         )
         with self._lock:
             fn = self._functions.get(key)
@@ -183,6 +186,7 @@ class Cores:
                 core = self.core_spec(
                     x.shape[1:], compute, with_stderr=with_stderr,
                     cached_weight_noise=self.caches_weight_noise,
+                    cached_input_noise=cached_input,
                     # overlap two weight draws where no exact bound is asked for (same result)
                     pipeline=pipeline,
                     jit_compile=self.spec.jit_compile,
@@ -265,6 +269,57 @@ class Cores:
             sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
         )
 
+    # -- input noise -------------------------------------------------------------------------
+    def input_noise(
+        self, x: np.ndarray, seeds: np.ndarray, packing: Any,
+        noise_shape: tuple[int, ...] | None, draws: int,
+    ) -> tf.Tensor | None:
+        """The standard input noise of the examples of ``seeds`` for a core of rows like ``x``
+        (:func:`tfmollify.core.engine.input_noise_table`), kept for the next call with the same
+        seeds; None where the core draws it itself: its layout does not take it in
+        (:func:`tfmollify.core.engine.caches_input_noise`), or ``B x`` the draws' size is
+        over ``input_noise_cache_mb``.
+
+        Only the explainer's own seed reuses its example seeds call after call (the caller
+        asks for no other), so one table is kept: the last one.
+        """
+        compute = tf.as_dtype(x.dtype)
+        key = (x.shape[1:], compute, packing, noise_shape, draws)
+        with self._lock:
+            if key not in self._noise_fns:
+                core = self.core_spec(
+                    x.shape[1:], compute, with_stderr=False, cached_weight_noise=False,
+                    pipeline=1, jit_compile=False,
+                    parts=None if packing is None else packing.parts(),
+                    noise_shape=noise_shape, draws=draws,
+                )
+                size = int(np.prod(x.shape[1:] if noise_shape is None else noise_shape))
+                self._noise_fns[key] = (
+                    (engine.input_noise_table(self.view, core), engine.noise_span(core), size)
+                    if engine.caches_input_noise(core) else None
+                )
+            made = self._noise_fns[key]
+            if made is None:
+                return None
+            table_fn, span, size = made
+            nbytes = x.shape[0] * span * size * compute.size
+            if nbytes > self.spec.input_noise_cache_mb * 2**20:
+                return None
+            kept = self._xnoise
+            if kept is not None and kept[0] == key and kept[1] == seeds.tobytes():
+                return kept[2]
+            table = table_fn(tf.constant(seeds))
+            self._xnoise = (key, seeds.tobytes(), table)
+            return table
+
+    def no_input_noise(self, compute: tf.DType) -> tf.Tensor:
+        """The core's ``xnoise`` input where it draws its input noise itself: ``[0, 0, 0]``."""
+        with self._lock:
+            key = ("xnoise", compute)
+            if key not in self._no_noise:
+                self._no_noise[key] = tf.zeros([0, 0, 0], compute)
+            return self._no_noise[key]
+
     def cache_info(self) -> dict[str, int]:
         """Sizes of the caches: compiled functions, callable targets held, weight-noise tables."""
         with self._lock:
@@ -272,6 +327,7 @@ class Cores:
                 "functions": len(self._functions),
                 "callables": len(self._callables),
                 "tables": len(self._tables),
+                "input_noise_tables": int(self._xnoise is not None),
             }
 
     def cached_table(self) -> tf.Tensor | None:

@@ -163,7 +163,7 @@ class Runner:
         self, input_shape: tuple[int, ...], compute: tf.DType, *, with_stderr: bool,
         cached_weight_noise: bool, pipeline: int, jit_compile: bool, parts: Any = None,
         noise_shape: tuple[int, ...] | None = None, output_shape: tuple[int, ...] | None = None,
-        draws: int = 1,
+        draws: int = 1, cached_input_noise: bool = False,
     ) -> engine.CoreSpec:
         """The engine's static configuration for one input shape and dtype (``noise_shape``,
         ``output_shape``: from :meth:`shapes`)."""
@@ -172,7 +172,8 @@ class Runner:
             mode=s.smoothing, layout=dataclasses.replace(self.plan().layout, draws=draws),
             input_shape=tuple(int(d) for d in input_shape), compute_dtype=compute,
             jit_compile=jit_compile, with_stderr=with_stderr,
-            cached_weight_noise=cached_weight_noise, pipeline=pipeline, parts=parts,
+            cached_weight_noise=cached_weight_noise, cached_input_noise=cached_input_noise,
+            pipeline=pipeline, parts=parts,
             output_shape=output_shape, noise_shape=noise_shape,
             elementwise_eps=s.input_range is not None,
         )
@@ -237,13 +238,13 @@ class Runner:
     def _function(
         self, x: np.ndarray, target_fn: Callable | None, with_stderr: bool, packing: Any,
         noise_shape: tuple[int, ...] | None = None, out_shape: tuple[int, ...] | None = None,
-        draws: int = 1,
+        draws: int = 1, cached_input: bool = False,
     ) -> Callable:
         """The compiled core for rows like ``x`` (:meth:`Cores.function
         <tfmollify.adapter.cores.Cores.function>`)."""
         return self._cores.function(
             x, target_fn, with_stderr, packing, noise_shape, out_shape, pipeline=self.pipeline,
-            draws=draws,
+            draws=draws, cached_input=cached_input,
         )
 
     # -- preparing a call --------------------------------------------------------------------
@@ -305,13 +306,20 @@ class Runner:
         ex_seeds = request_lib.seeds(seeds, seed, x.shape[0], offset)
         compute = tf.as_dtype(x.dtype)
         plan = self.plan(x.shape[0])
+        xnoise = None
+        if seeds is None and offset == 0 and seed == spec.seed and spec.tolerance is None:
+            # the explainer's own seed: the same example seeds, so the same input draws, on
+            # every call (another seed, or rounds of their own seeds, would not reuse them)
+            xnoise = self._cores.input_noise(x, ex_seeds, packing, noise_shape,
+                                             plan.layout.draws)
         fn = self._function(x, target_fn, with_stderr, packing, noise_shape, out_shape,
-                            plan.layout.draws)
+                            plan.layout.draws, cached_input=xnoise is not None)
         wkey = self._cores.wkey(seed)
         return Request(
             x, out_dtype, is_tensor, ints, packing, idx, eps, ex_seeds, fn, compute, wkey,
             self.weight_noise(seed, wkey, compute), plan.block,
             out_shape, out_shape is None and view.attribute_layer is None, plan.layout.draws,
+            self._cores.no_input_noise(compute) if xnoise is None else xnoise,
         )
 
     def _rows(self, inputs: Any) -> tuple[np.ndarray, np.ndarray, np.dtype, bool, Any]:

@@ -51,6 +51,7 @@ ARGUMENTS: Mapping[str, Any] = types.MappingProxyType(
         "proposal": None,
         "proposal_scale": 1.0,
         "weight_noise_cache_mb": 256.0,
+        "input_noise_cache_mb": 64.0,
         "weight_draws_per_pass": "auto",
         "weight_layers": None,
         "perturb_bias": True,
@@ -207,6 +208,7 @@ class Spec:
     proposal: kernels_lib.Kernel | None
     proposal_scale: float
     weight_noise_cache_mb: float
+    input_noise_cache_mb: float
     weight_draws_per_pass: int | str
     weight_layers: tuple[Any, ...] | None
     perturb_bias: bool
@@ -276,7 +278,8 @@ class Spec:
             jit_compile=_check_bool("jit_compile", a["jit_compile"]),
             proposal=proposal,
             proposal_scale=check_positive("proposal_scale", a["proposal_scale"]),
-            weight_noise_cache_mb=_check_cache_mb(a["weight_noise_cache_mb"]),
+            weight_noise_cache_mb=_check_cache_mb(a, "weight_noise_cache_mb"),
+            input_noise_cache_mb=_check_cache_mb(a, "input_noise_cache_mb"),
             weight_draws_per_pass=_check_draws(a["weight_draws_per_pass"]),
             weight_layers=_check_weight_layers(a["weight_layers"], a["perturb_bias"],
                                                smoothing),
@@ -551,11 +554,12 @@ def _check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def _check_cache_mb(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+def _check_cache_mb(arguments: dict[str, Any], name: str) -> float:
+    value = arguments[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(
-            "Argument `weight_noise_cache_mb` must be a number >= 0. "
-            f"Received: weight_noise_cache_mb={value!r}"
+            f"Argument `{name}` must be a number >= 0 (MiB; 0 keeps nothing). "
+            f"Received: {name}={value!r}"
         )
     return float(value)
 

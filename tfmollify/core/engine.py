@@ -33,8 +33,8 @@ from tfmollify.core.kernels import Kernel
 from tfmollify.core.plan import Layout
 
 __all__ = [
-    "CoreSpec", "build", "exact_factors", "factor_offsets", "probe_shapes", "weight_factor_table",
-    "weight_noise_table",
+    "CoreSpec", "build", "caches_input_noise", "exact_factors", "factor_offsets",
+    "input_noise_table", "noise_span", "probe_shapes", "weight_factor_table", "weight_noise_table",
 ]
 
 
@@ -109,6 +109,8 @@ class CoreSpec:
         proposal_scale: The proposal's scale relative to ``epsilon``.
         cached_weight_noise: The weight factors of all ``M`` draws are passed in (``wnoise``,
             see :func:`weight_factor_table`) instead of drawn in the graph.
+        cached_input_noise: The standard input noise of every input draw is passed in
+            (``xnoise``, see :func:`input_noise_table`) instead of drawn in the graph.
         pipeline: Weight draws whose evaluations may run concurrently (``parallel_iterations``
             of the loop over draws); 1 keeps the memory bound of ``chunk`` exact.
         parts: For a model with several inputs: the float inputs are packed, flattened and
@@ -150,6 +152,7 @@ class CoreSpec:
     proposal: Kernel | None = None
     proposal_scale: float = 1.0
     cached_weight_noise: bool = False
+    cached_input_noise: bool = False
     pipeline: int = 1
     parts: tuple[tuple[Any, tuple[int, ...], str], ...] | None = None
     sampler: str = "iid"
@@ -208,6 +211,37 @@ def weight_noise_table(
 
     table = tf.function(tfmollify_core_weight_noise, autograph=False)
     return tf.stack([table(tf.constant(j)) for j in range(draws)])
+
+
+def caches_input_noise(spec: CoreSpec) -> bool:
+    """Whether a core of ``spec`` can take its input noise in (``cached_input_noise``): input
+    noise without a proposal, and every pass holding all the samples of its weight draw (one
+    run of draws per example: :func:`noise_span` of them)."""
+    lay = spec.layout
+    return (spec.mode.input_noise and spec.proposal is None and lay.n_chunks == 1
+            and lay.chunk == lay.n_in and not lay.split_units)
+
+
+def noise_span(spec: CoreSpec) -> int:
+    """The input draws per example a core of ``spec`` reads (with :func:`caches_input_noise`):
+    ``N`` for each weight draw slot (the ``K``-draw passes' padding draws included)."""
+    lay = spec.layout
+    return lay.n_in if not spec.mode.weight_noise else lay.n_in * lay.draw_groups * lay.draws
+
+
+def input_noise_table(view: Network, spec: CoreSpec) -> Callable:
+    """A compiled function ``seeds int64 [B] -> [B, span, Dn]``: the standard input noise of
+    the examples of ``seeds`` (:func:`noise_span` draws each, ``Dn`` the rows' or the noise
+    layer's size), the same values a core of ``spec`` draws in the graph; a core with
+    ``cached_input_noise`` takes them in (``xnoise``) for explainers that reuse them across
+    calls."""
+    core, span = _Core(view, spec, None), noise_span(spec)
+
+    def tfmollify_core_input_noise(seeds):  # named: the retracing filter knows it as our own
+        return core.standard_noise(sampling.example_keys(seeds), 0, span)[0]
+
+    return tf.function(tfmollify_core_input_noise, autograph=False,
+                       input_signature=[tf.TensorSpec([None], tf.int64)])
 
 
 #: Elements each variable's block of the factor table is padded to a multiple of (64 bytes of
@@ -278,6 +312,8 @@ class _Block:
     eps: tf.Tensor  # [Bc] or [Bc, K] input-noise scales
     keys: tf.Tensor  # [Bc] Philox keys
     offsets: Any = None  # [K] input-draw offsets of the K row groups (several weight draws)
+    table: Any = None  # [Bc, span, Dn] the examples' standard input noise, if passed in
+
 
     @property
     def size(self) -> tf.Tensor:
@@ -287,7 +323,7 @@ class _Block:
         """The block's rows ``k`` times over, group after group (``k`` weight draws)."""
         rep = lambda t: tf.tile(t, [k] + [1] * (t.shape.rank - 1))  # noqa: E731
         return _Block(rep(self.x), rep(self.ints), rep(self.targets), rep(self.eps),
-                      rep(self.keys))
+                      rep(self.keys), table=self.table)  # the table by example, not tiled
 
 
 class _WeightDraws:
@@ -501,7 +537,7 @@ class _Core(_WeightDraws):
         """:meth:`noise` for a block; with row groups (several weight draws), group ``k``'s
         draws start at ``blk.offsets[k] + first``, as they would in their own pass."""
         if blk.offsets is None:
-            return self.noise(blk.eps, blk.keys, first, count)
+            return self.noise(blk.eps, blk.keys, first, count, blk.table)
         k = self.draws
         bc = tf.shape(blk.keys)[0] // k
         eps = tf.reshape(blk.eps, tf.concat([[k, bc], tf.shape(blk.eps)[1:]], 0))
@@ -509,7 +545,7 @@ class _Core(_WeightDraws):
         if self.lay.n_chunks == 1 and self.lay.chunk == self.lay.n_in:
             # each group's pass holds all its draw's samples: the k groups' input draws are one
             # run of consecutive indices, drawn in one go (the same values, no loop)
-            t, log_w = self.noise(eps[0], keys[0], blk.offsets[0] + first, k * count)
+            t, log_w = self.noise(eps[0], keys[0], blk.offsets[0] + first, k * count, blk.table)
 
             def by_group(v):  # [bc, k * count, ...] -> [k * bc, count, ...]
                 v = tf.reshape(v, tf.concat([[bc, k, count], tf.shape(v)[2:]], 0))
@@ -520,11 +556,11 @@ class _Core(_WeightDraws):
 
         def one(args):  # a loop over the groups, not k copies of the graph (tracing time)
             e, ky, off = args
-            t, log_w = self.noise(e, ky, off + first, count)
+            t, log_w = self.noise(e, ky, off + first, count, blk.table)
             return t if log_w is None else (t, log_w)
 
         if self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
-            parts = [self.noise(eps[i], keys[i], blk.offsets[i] + first, count)
+            parts = [self.noise(eps[i], keys[i], blk.offsets[i] + first, count, blk.table)
                      for i in range(k)]
             t = tf.concat([p[0] for p in parts], axis=0)
             return t, None if parts[0][1] is None else tf.concat([p[1] for p in parts], 0)
@@ -537,10 +573,26 @@ class _Core(_WeightDraws):
             log_w = tf.reshape(log_w, tf.concat([[k * bc], tf.shape(log_w)[2:]], 0))
         return tf.reshape(t, tf.concat([[k * bc], tf.shape(t)[2:]], 0)), log_w
 
-    def noise(self, eps, keys, first, count):
+    def noise(self, eps, keys, first, count, table=None):
         """The scaled noise ``[Bc, count, Dn]`` of flat input-draw indices ``first..`` (``Dn``:
         the input rows' or the noise layer's size), and the log importance weights
-        ``[Bc, count]`` (None without a proposal)."""
+        ``[Bc, count]`` (None without a proposal); from the examples' ``table`` of standard
+        noise when it is passed in."""
+        if table is None:
+            z, log_w = self.standard_noise(keys, first, count)
+        else:  # the same draws, made before the call (never with a proposal)
+            z, log_w = tf.slice(table, tf.stack([0, first, 0]), [-1, count, -1]), None
+        if self.spec.elementwise_eps:  # one scale per element (input_range)
+            scale = eps[:, None, :]
+        elif self.spec.parts is None or self.noise_shape is not None:
+            scale = eps[:, None, None]
+        else:  # per-input scales spread over the packed row
+            scale = tf.repeat(eps, self.part_sizes, axis=1)[:, None, :]
+        return scale * z, log_w
+
+    def standard_noise(self, keys, first, count):
+        """The standard noise ``z [Bc, count, Dn]`` of flat input-draw indices ``first..`` and
+        the log importance weights (see :meth:`noise`)."""
         dtype, size, kernel = self.dtype, self.noise_size, self.spec.kernel
         if self.sobol_in is not None:
             u = sampling.sobol_uniforms(keys, first, count, size, dtype, self.sobol_in)
@@ -556,13 +608,7 @@ class _Core(_WeightDraws):
             z = ratio * zp
             log_w = tf.reduce_sum(kernel.log_pdf(z) - self.proposal.log_pdf(zp), axis=2)
             log_w += size * tf.math.log(ratio)
-        if self.spec.elementwise_eps:  # one scale per element (input_range)
-            scale = eps[:, None, :]
-        elif self.spec.parts is None or self.noise_shape is not None:
-            scale = eps[:, None, None]
-        else:  # per-input scales spread over the packed row
-            scale = tf.repeat(eps, self.part_sizes, axis=1)[:, None, :]
-        return scale * z, log_w
+        return z, log_w
 
     def score(self, inp, rows, blk: _Block, weights, hooks) -> tf.Tensor:
         """The target scores ``[m]`` at rows ``inp [m, ...]``; ``m`` is a multiple ``k n`` of
@@ -703,9 +749,13 @@ class _Core(_WeightDraws):
         )
         return state
 
-    def __call__(self, x, ints, targets, eps, seeds, wkey, wnoise):
+    def __call__(self, x, ints, targets, eps, seeds, wkey, wnoise, xnoise):
         lay, with_stderr = self.lay, self.spec.with_stderr
-        blk = _Block(x, ints, targets, tf.cast(eps, self.dtype), sampling.example_keys(seeds))
+        table = None
+        if self.spec.cached_input_noise:
+            table = tf.ensure_shape(xnoise, [x.shape[0], noise_span(self.spec), self.noise_size])
+        blk = _Block(x, ints, targets, tf.cast(eps, self.dtype), sampling.example_keys(seeds),
+                     table=table)
         if not self.weight_noise and lay.n_chunks == 1 and lay.in_unit == 1:
             # every sample of the block in one pass: aggregate directly
             vals, mask = aggregation.clean(self.samples(blk, 0, lay.n_in, None))
@@ -802,7 +852,9 @@ def build(
     Returns:
         ``core(x [Bc, *shape], ints int64 [Bc, I] (with spec.parts only), targets int32 [Bc],
         eps [Bc] (or [Bc, K] with spec.parts), seeds int64 [Bc], wkey uint64 [1],
-        wnoise)`` (``wnoise``: the weight factors of :func:`weight_factor_table`, or ``[0]``)
+        wnoise, xnoise)`` (``wnoise``: the weight factors of :func:`weight_factor_table`, or
+        ``[0]``; ``xnoise``: the examples' input noise of :func:`input_noise_table` with
+        ``spec.cached_input_noise``, or ``[0, 0, 0]``)
         returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
         samples with finite attributions (``stderr`` is empty unless ``spec.with_stderr``).
     """
@@ -813,16 +865,16 @@ def build(
         raise ValueError(f"antithetic sampling needs even draw counts, got {lay.n_in}, {lay.n_w}")
     core = _Core(view, spec, target_fn)
 
-    def tfmollify_core(x, ints, targets, eps, seeds, wkey, wnoise):
+    def tfmollify_core(x, ints, targets, eps, seeds, wkey, wnoise, xnoise):
         if on_trace is not None:
             on_trace()
-        return core(x, ints, targets, eps, seeds, wkey, wnoise)
+        return core(x, ints, targets, eps, seeds, wkey, wnoise, xnoise)
 
-    def tfmollify_core_one_input(x, targets, eps, seeds, wkey, wnoise):
+    def tfmollify_core_one_input(x, targets, eps, seeds, wkey, wnoise, xnoise):
         if on_trace is not None:
             on_trace()
         return core(x, tf.zeros([tf.shape(x)[0], 0], tf.int64), targets, eps, seeds, wkey,
-                    wnoise)
+                    wnoise, xnoise)
 
     dtype = spec.compute_dtype
     signature = [
@@ -832,6 +884,7 @@ def build(
         tf.TensorSpec([batch], tf.int64),
         tf.TensorSpec([1], tf.uint64),
         tf.TensorSpec([None], view.weight_dtype() if core.weight_noise else dtype),
+        tf.TensorSpec([None, None, None], dtype),
     ]
     if spec.parts is None:
         return tf.function(

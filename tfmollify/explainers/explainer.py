@@ -107,6 +107,14 @@ class Explainer:
             multiply the weights, ``M x`` the number of weights) when they fit in this many MiB,
             and only draw them on the first call. 0 disables it.
             The ``K`` weight draws of one pass (``weight_draws_per_pass``) count against it too.
+        input_noise_cache_mb: With a fixed ``seed`` (and no ``seeds`` passed) the examples of a
+            call get the same input draws on every call with as many examples, so SG/FG keep
+            the last call's standard input noise (``B x`` the draws' size) when it fits in this
+            many MiB, and only draw it anew for other examples counts, shapes or seeds: a
+            repeated one-example call then only adds the noise, it does not draw it. It takes
+            effect where every pass holds all the input draws of its weight draw (the whole
+            ``N`` within ``batch_size``), without ``proposal`` or ``tolerance``. 0 disables it;
+            the results are the same either way.
         weight_draws_per_pass: NG/FG: ``"auto"`` evaluates ``K`` weight draws in one pass
             (their rows side by side, each draw's rows under its own weights) whenever ``K > 1``
             fit: ``K x`` the rows of one draw within ``batch_size`` and within 16 MiB of
@@ -224,6 +232,7 @@ class Explainer:
         proposal: str | kernels_lib.Kernel | None = None,
         proposal_scale: float = 1.0,
         weight_noise_cache_mb: float = 256.0,
+        input_noise_cache_mb: float = 64.0,
         weight_draws_per_pass: int | str = "auto",
         weight_layers: Sequence[Any] | None = None,
         perturb_bias: bool = True,
