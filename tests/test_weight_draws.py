@@ -113,6 +113,67 @@ def test_every_supported_layer_gives_the_same_estimate(name, mode):
     assert_same(model, x, [0, 2], mode=mode, **kw)
 
 
+def _conv_chain(sequential=False):
+    """Convolutions with pooling, activations and dropout between them (rows side by side)."""
+    keras.utils.set_random_seed(0)
+    chain = [L.Conv2D(3, 3, activation="relu", name="c1"), L.ReLU(name="r"),
+             L.MaxPooling2D(name="p1"), L.Dropout(0.5, name="drop"), L.Conv2D(4, 3, name="c2"),
+             L.LeakyReLU(name="lr"), L.AveragePooling2D(2, name="p2"), L.Conv2D(2, 1, name="c3"),
+             L.Flatten(), L.Dense(3, name="d")]
+    if sequential:
+        return keras.Sequential([keras.Input((12, 12, 2)), *chain])
+    inp = h = keras.Input((12, 12, 2))
+    for layer in chain:
+        h = layer(h)
+    return keras.Model(inp, h)
+
+
+def _names(model, ids):
+    return sorted(layer.name for layer in model.layers if id(layer) in ids)
+
+
+def test_rows_stay_side_by_side_from_one_convolution_to_the_next():
+    """The plan: a layer gives its rows side by side when every layer called on its output
+    takes them so; Flatten does not, a model output does not, a hooked layer does not."""
+    model = _conv_chain()
+    convs = [model.get_layer(n) for n in ("c1", "c2", "c3")]
+    plan = draws.side_by_side_plan(model, convs, set())
+    assert _names(model, plan.side_out) == ["c1", "c2", "drop", "lr", "p1", "p2", "r"]
+    assert _names(model, plan.side_in) == ["c2", "c3", "drop", "lr", "p1", "p2", "r"]
+    assert sorted(layer.name for layer in plan.channelwise) == ["drop", "lr", "p1", "p2", "r"]
+    hooked = draws.side_by_side_plan(model, convs, {id(model.get_layer("p1"))})
+    # r's taker is hooked: r gives rows (and drop takes rows, giving them side by side)
+    assert _names(model, hooked.side_out) == ["c1", "c2", "drop", "lr", "p2"]
+    # c2 without noise (no per-row form): the rows come apart before it (at drop), and lr
+    # lays them side by side again for p2 and c3
+    assert _names(model, draws.side_by_side_plan(model, convs[::2], set()).side_out) == [
+        "c1", "lr", "p1", "p2", "r"]
+    # a convolution whose output is also a model output, or also flattened, keeps rows apart
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 2))
+    c = L.Conv2D(3, 3, name="c")
+    h = c(inp)
+    two = keras.Model(inp, [L.Flatten()(L.MaxPooling2D()(h)), h])
+    assert not draws.side_by_side_plan(two, [c], set()).side_out
+    branch = keras.Model(inp, L.Concatenate()([L.Flatten()(h), L.Flatten()(L.ReLU()(h))]))
+    assert id(c) not in draws.side_by_side_plan(branch, [c], set()).side_out
+
+
+@pytest.mark.parametrize("mode", ["ng", "fg"])
+def test_side_by_side_rows_give_the_same_estimate(mode):
+    model = _conv_chain()
+    x = np.random.default_rng(4).normal(size=(2, 12, 12, 2)).astype("float32")
+    kw = {"num_samples": 3} if mode == "fg" else {}
+    assert_same(model, x, [0, 2], mode=mode, **kw)
+    assert_same(_conv_chain(sequential=True), x, [0, 2], mode=mode, **kw)
+    assert_same(model, x, [1, 0], mode=mode, weight_layers=["c1", "d"], **kw)
+    assert_same(model, x, [1, 0], mode=mode, attribute_at="p1", **kw)  # a hooked pool
+    keras.utils.set_random_seed(0)
+    one_d = keras.Sequential([keras.Input((10, 2)), L.Conv1D(3, 3, activation="relu"),
+                              L.MaxPooling1D(), L.Conv1D(2, 2), L.Flatten(), L.Dense(3)])
+    assert_same(one_d, x[:, :10, 0, :], [0, 1], mode=mode, **kw)
+
+
 def test_embedding_weights_at_the_embedding_layer():
     keras.utils.set_random_seed(0)
     inp = keras.Input((5,), dtype="int32")

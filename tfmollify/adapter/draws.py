@@ -18,10 +18,18 @@ gradients; 1 otherwise), then the ``K`` groups of ``inner`` rows (:func:`to_grou
 another type, or one of these in a configuration without a form (``channels_first``, LoRA,
 quantised, normalisation over another axis than the last), makes the model fall back to one
 draw per pass (:func:`unsupported`).
+
+A grouped convolution takes its rows *side by side*, ``[S * inner, *positions, K * C]``, and
+gives them so. Between two convolutions, the layers that act on each channel alone (pooling,
+activations, inference dropout) run on that layout as it is, so the rows stay side by side
+from one convolution to the next instead of being transposed back and forth
+(:func:`side_by_side_plan`): passed between layers, such a tensor is merely reshaped to the
+rows' shape ``[S * K * inner, *positions, C]`` (its last axis still the channels).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +38,10 @@ import tensorflow as tf
 
 from tfmollify.adapter import keras_compat
 
-__all__ = ["form_of", "from_groups", "to_groups", "unsupported"]
+__all__ = [
+    "SidePlan", "channelwise", "form_of", "from_groups", "run_form", "side_by_side_plan",
+    "to_groups", "unsupported",
+]
 
 #: A per-row-weight form: ``form(layer, x, params, k, inner) -> y``. ``params(name)`` gives the
 #: layer's weight ``name`` with a leading axis of ``k`` (the draws) or of 1 (a weight shared by
@@ -186,7 +197,30 @@ def _rows_apart(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     return z
 
 
-def _conv(layer, x, params, k, inner):
+def _as_side(x: tf.Tensor, k: int, inner: tf.Tensor, side: bool) -> tf.Tensor:
+    """Rows ``x`` as side-by-side rows ``[S * inner, *sp, k * C]``: a reshape when they come
+    side by side already (``side``), else :func:`_rows_side_by_side`."""
+    if not side:
+        return _rows_side_by_side(x, k, inner)
+    y = tf.reshape(x, tf.concat([[-1], tf.shape(x)[1:-1], [k * tf.shape(x)[-1]]], 0))
+    channels = x.shape[-1]
+    y.set_shape([None, *x.shape[1:-1], None if channels is None else channels * k])
+    return y
+
+
+def _from_side(y: tf.Tensor, k: int, inner: tf.Tensor, side: bool) -> tf.Tensor:
+    """Side-by-side rows ``[S * inner, *sp, k * F]`` passed on: merely reshaped to the rows'
+    shape ``[S * k * inner, *sp, F]`` when the next layers take them side by side (``side``),
+    else laid out as rows (:func:`_rows_apart`)."""
+    if not side:
+        return _rows_apart(y, k, inner)
+    z = tf.reshape(y, tf.concat([[-1], tf.shape(y)[1:-1], [tf.shape(y)[-1] // k]], 0))
+    channels = y.shape[-1]
+    z.set_shape([None, *y.shape[1:-1], None if channels is None else channels // k])
+    return z
+
+
+def _conv(layer, x, params, k, inner, side_in=False, side_out=False):
     padding = layer.padding
     if padding == "causal":
         x, padding = _pad_causal(layer, x), "valid"
@@ -200,13 +234,13 @@ def _conv(layer, x, params, k, inner):
         return _activate(layer, from_groups(y, k, inner))
     # one grouped convolution; the bias and the activation on its output as it comes (each
     # group's channels side by side), where the backend fuses them into the convolution
-    y = _convolve(_rows_side_by_side(x, k, inner), _kernels_side_by_side(
+    y = _convolve(_as_side(x, k, inner, side_in), _kernels_side_by_side(
         tf.cast(kernel, x.dtype), k), layer.strides, padding, layer.dilation_rate)
     if layer.use_bias:
         bias = tf.cast(params("bias"), y.dtype)
         y = tf.nn.bias_add(y, tf.reshape(
             tf.broadcast_to(bias, tf.concat([[k], tf.shape(bias)[1:]], 0)), [-1]))
-    return _rows_apart(_activate(layer, y), k, inner)
+    return _from_side(_activate(layer, y), k, inner, side_out)
 
 
 def _depthwise_side_by_side(w: tf.Tensor, k: int) -> tf.Tensor:
@@ -332,6 +366,130 @@ def form_of(layer: Any) -> Form | None:
                                 or getattr(layer, "synchronized", False)):
         return None
     return form
+
+
+#: Layers that act on each channel of each position alone (in inference): they run on
+#: side-by-side rows as they are
+_CHANNELWISE = frozenset({
+    "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+})
+#: Layers that pool positions channel by channel: they run on side-by-side rows reshaped
+_POOLS = frozenset({"MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SidePlan:
+    """Where rows travel side by side between layers in one pass (:func:`side_by_side_plan`).
+
+    Attributes:
+        side_in: Ids of the layers whose input comes side by side.
+        side_out: Ids of the layers whose output goes on side by side.
+        channelwise: The channel-wise layers that take or give side-by-side rows (their calls
+            go through :func:`channelwise`).
+    """
+
+    side_in: frozenset[int] = frozenset()
+    side_out: frozenset[int] = frozenset()
+    channelwise: tuple[Any, ...] = ()
+
+
+def _called_once(layer: Any) -> bool:
+    found = keras_compat.inbound_layers(layer)
+    return found is not None and len(found) == 1
+
+
+def _takes_side(layer: Any, forms: set[int]) -> bool:
+    """Whether ``layer`` can take and give side-by-side rows: a grouped convolution in its
+    per-row form (``forms``), or a channel-wise Keras layer (channels last)."""
+    name = type(layer).__name__
+    if type(layer).__module__.split(".")[0] != "keras" or not _called_once(layer):
+        return False
+    if id(layer) in forms:
+        return (form_of(layer) is _conv and layer.rank != 3
+                and tf.as_dtype(layer.compute_dtype) in _GROUPED_DTYPES)
+    if name in _POOLS:
+        return getattr(layer, "data_format", "channels_last") == "channels_last"
+    return name in _CHANNELWISE and not layer.trainable_weights
+
+
+def _model_outputs(net: Any) -> list[Any]:
+    """The symbolic outputs of ``net`` and of every model nested in it."""
+    out = []
+    for model in (net, *keras_compat.sublayers(net, recursive=True)):
+        try:
+            out += keras.tree.flatten(getattr(model, "outputs", None) or [])
+        except (AttributeError, ValueError):
+            continue
+    return out
+
+
+def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int]) -> SidePlan:
+    """Where rows can travel side by side in a pass of ``net`` whose ``form_layers`` compute
+    in their per-row forms.
+
+    A layer gives its output side by side when it can (a grouped convolution, or a
+    channel-wise layer, called once, whose call no hook holds: ``hooked``) and every layer
+    called on its output can take it so; its output is no model's output. A layer takes its
+    input side by side when the layer it is called on gives it so.
+
+    Example:
+
+    >>> import keras
+    >>> L = keras.layers
+    >>> inp = keras.Input((8, 8, 2))
+    >>> c1, pool, c2 = L.Conv2D(3, 3), L.MaxPooling2D(), L.Conv2D(4, 3)
+    >>> net = keras.Model(inp, L.Flatten()(c2(pool(c1(inp)))))
+    >>> plan = side_by_side_plan(net, [c1, c2], set())
+    >>> plan.side_out == {id(c1), id(pool)}, plan.side_in == {id(pool), id(c2)}
+    (True, True)
+    """
+    forms = {id(layer) for layer in form_layers}
+    able = {
+        id(layer): layer for layer in keras_compat.sublayers(net, recursive=True)
+        if id(layer) not in hooked and _takes_side(layer, forms)
+    }
+    outputs = _model_outputs(net)
+    side_out = set()
+    for i, layer in able.items():
+        takers = keras_compat.outbound_layers(layer)
+        if (takers and all(id(t) in able for t in takers)
+                and not any(t is layer.output for t in outputs)):
+            side_out.add(i)
+    side_in = {i for i, layer in able.items()
+               if id(keras_compat.inbound_layers(layer)[0]) in side_out}
+    return SidePlan(
+        frozenset(side_in), frozenset(side_out),
+        tuple(layer for i, layer in able.items()
+              if i not in forms and (i in side_in or i in side_out)),
+    )
+
+
+def run_form(layer: Any, form: Form, x: tf.Tensor, params: Callable[[str], tf.Tensor], k: int,
+             inner: tf.Tensor, plan: SidePlan) -> tf.Tensor:
+    """``layer``'s per-row-weight ``form`` on rows ``x``, taking and giving them side by side
+    where ``plan`` says so (a grouped convolution only)."""
+    side_in, side_out = id(layer) in plan.side_in, id(layer) in plan.side_out
+    if side_in or side_out:
+        return _conv(layer, x, params, k, inner, side_in, side_out)
+    return form(layer, x, params, k, inner)
+
+
+def channelwise(layer: Any, call: Callable, x: tf.Tensor, k: int, inner: tf.Tensor,
+                plan: SidePlan, *args: Any, **kwargs: Any) -> tf.Tensor:
+    """A channel-wise layer's own ``call`` on rows ``x`` that come or go side by side (see
+    :func:`side_by_side_plan`): a pooling layer pools the side-by-side rows, an activation
+    acts on them as they come."""
+    side_in, side_out = id(layer) in plan.side_in, id(layer) in plan.side_out
+    if side_in and type(layer).__name__ in _POOLS:
+        y = _from_side(call(_as_side(x, k, inner, True), *args, **kwargs), k, inner, True)
+    else:
+        y = call(x, *args, **kwargs)
+    if side_in == side_out:
+        return y
+    if side_out:  # rows in, side by side out
+        return _from_side(_rows_side_by_side(y, k, inner), k, inner, True)
+    return _rows_apart(_as_side(y, k, inner, True), k, inner)
 
 
 def owners(net: Any, variables: list[Any]) -> dict[int, Any]:

@@ -7,6 +7,9 @@ with the public API used first wherever one exists:
   public ``Model.layers`` covers models only, and misses layers held by a plain layer);
 - the input layer that made a symbolic input tensor (``KerasTensor._keras_history``; the public
   route, an ``InputLayer`` whose ``output`` is the tensor, is tried first);
+- which layers a layer was called on and which layers were called on its output
+  (``Operation._inbound_nodes`` / ``_outbound_nodes`` and ``Node.parent_nodes``; Keras has no
+  public graph walk: :func:`inbound_layers`, :func:`outbound_layers`);
 - whether a model's ``call`` takes ``training`` is public: :func:`call_takes_training` reads the
   signature with :mod:`inspect`, as Keras itself does;
 - the drawing state of ``keras.utils.Progbar`` (``_last_update``, ``_dynamic_display``,
@@ -38,7 +41,9 @@ import keras
 __all__ = [
     "KERAS_VERSION",
     "call_takes_training",
+    "inbound_layers",
     "input_layer_name",
+    "outbound_layers",
     "private_names_missing",
     "progbar_drawn_at",
     "progbar_forget_line",
@@ -91,6 +96,34 @@ def input_layer_name(model: Any, tensor: Any) -> str | None:
     history = getattr(tensor, "_keras_history", None)  # private: see the module docstring
     layer = getattr(history, "operation", None) or (history[0] if history else None)
     return getattr(layer, "name", None)
+
+
+def inbound_layers(layer: Any) -> list[Any] | None:
+    """The layers whose outputs ``layer`` was called on, when it was called exactly once in the
+    graphs it belongs to (None: called several times, never, or unknown on this Keras).
+
+    Example:
+
+    >>> import keras
+    >>> inp = keras.Input((2,))
+    >>> d = keras.layers.Dense(3, name="d")
+    >>> out = keras.layers.ReLU(name="r")(d(inp))
+    >>> [layer.name for layer in inbound_layers(out._keras_history.operation)]
+    ['d']
+    """
+    nodes = getattr(layer, "_inbound_nodes", None)  # private: see the module docstring
+    if nodes is None or len(nodes) != 1:
+        return None
+    return [node.operation for node in getattr(nodes[0], "parent_nodes", None) or []]
+
+
+def outbound_layers(layer: Any) -> list[Any] | None:
+    """The layers called on ``layer``'s outputs, in every graph it belongs to (None: unknown on
+    this Keras). A model output that no layer takes is not among them."""
+    nodes = getattr(layer, "_outbound_nodes", None)  # private: see the module docstring
+    if nodes is None:
+        return None
+    return [node.operation for node in nodes]
 
 
 def call_takes_training(model: Any) -> bool:
@@ -146,6 +179,16 @@ def private_names_missing() -> list[str]:
         problems.append(
             f"Keras {KERAS_VERSION} has no KerasTensor._keras_history with the operation: "
             "update tfmollify.adapter.keras_compat.input_layer_name (export signature names)"
+        )
+    inp = keras.Input((1,))
+    dense = keras.layers.Dense(1)
+    keras.layers.ReLU()(dense(inp))
+    if (inbound_layers(dense) is None or len(inbound_layers(dense)) != 1
+            or outbound_layers(dense) is None or len(outbound_layers(dense)) != 1):
+        problems.append(
+            f"Keras {KERAS_VERSION} has no Operation._inbound_nodes/_outbound_nodes with "
+            "Node.parent_nodes: update tfmollify.adapter.keras_compat.inbound_layers and "
+            "outbound_layers (convolutions then keep their draws side by side less often)"
         )
     bar = keras.utils.Progbar(1)
     lacking = [n for n in ("_last_update", "_dynamic_display", "_prev_total_width")

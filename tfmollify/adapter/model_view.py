@@ -100,12 +100,24 @@ class _Calls:
 def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor) -> Iterator[None]:
     """While open, the layers owning the weights of ``per_draw`` (``{id(variable): [k, ...]}``)
     compute in their per-row-weight forms. A layer whose call an interception already holds
-    (a hook on its output) keeps the hook, over the form."""
+    (a hook on its output) keeps the hook, over the form. Between grouped convolutions the rows
+    stay side by side through the channel-wise layers (:func:`draws.side_by_side_plan`)."""
     owners = draws.owners(net, [v for v in net.trainable_variables if id(v) in per_draw])
     layers_ = list({id(layer): layer for layer in owners.values()}.values())
     saved = []
     _INTERCEPT_LOCK.acquire()
     try:
+        hooked = {id(layer) for layer in keras_compat.sublayers(net, recursive=True)
+                  if isinstance(layer.__dict__.get("call"), _Calls)}
+        plan = draws.side_by_side_plan(net, layers_, hooked)
+        for layer in plan.channelwise:  # never hooked (the plan leaves those out)
+
+            def passed(inputs, *args, layer=layer, original=layer.call, **kwargs):
+                return draws.channelwise(layer, original, inputs, k, inner, plan, *args,
+                                         **kwargs)
+
+            saved.append((layer, layer.__dict__.get("call"), None))
+            object.__setattr__(layer, "call", passed)
         for layer in layers_:
             form = draws.form_of(layer)
             named = {v.name: v for v in layer.weights}
@@ -116,7 +128,7 @@ def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor)
 
             def call(inputs, *args, layer=layer, form=form, params=params, **kwargs):
                 del args, kwargs  # training=False, no mask in inference
-                return form(layer, inputs, params, k, inner)
+                return draws.run_form(layer, form, inputs, params, k, inner, plan)
 
             own = layer.__dict__.get("call")
             if isinstance(own, _Calls):  # hooked: the hook stays on top of the form
