@@ -76,6 +76,7 @@ class Runner:
         self._max_draws: int | None = None
         self._draw_rows: tuple[int | None] | None = None
         self._row_bytes: tuple[int | None] | None = None
+        self._plans: dict[int | None, plan_lib.Plan] = {}  # by examples per call (a few)
 
     # -- plans -------------------------------------------------------------------------------
     @property
@@ -112,15 +113,22 @@ class Runner:
         return 2 if overlap else 1
 
     def plan(self, batch: int | None = None) -> plan_lib.Plan:
-        """The static plan of a call with ``batch`` examples (see :mod:`tfmollify.core.plan`)."""
+        """The static plan of a call with ``batch`` examples (see :mod:`tfmollify.core.plan`);
+        made once per ``batch`` (the settings are frozen: the same plan every time)."""
+        found = self._plans.get(batch)
+        if found is not None:
+            return found
         s = self.spec
-        return plan_lib.make(
+        made = plan_lib.make(
             mode=s.smoothing, sampler=s.sampler, num_samples=s.num_samples,
             num_weight_samples=s.num_weight_samples, replicates=s.replicates,
             batch_size=self.batch_size, evaluations_per_sample=s.evaluations_per_sample,
             batch=batch, max_draws=self.max_draws if batch is not None else 1,
             draw_rows=self.draw_rows,
         )
+        if len(self._plans) < 64:  # a stream of calls of every size keeps the first 64
+            self._plans[batch] = made
+        return made
 
     @property
     def max_draws(self) -> int:

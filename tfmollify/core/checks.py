@@ -36,6 +36,8 @@ __all__ = [
 def _known(value: Any) -> np.ndarray | None:
     """``value`` as an array when it is known now (NumPy, Python, an eager or constant tensor);
     None for a symbolic tensor (inside a graph being traced)."""
+    if isinstance(value, np.ndarray | np.generic | int | float):  # no tensor: asked first
+        return np.asarray(value)
     if tf.is_tensor(value):
         known = tf.get_static_value(value)
         return None if known is None else np.asarray(known)
