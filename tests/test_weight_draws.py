@@ -362,10 +362,9 @@ def test_the_batched_path_matches_a_noisegrad_written_without_tfmollify():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
-def test_the_table_holds_each_variables_perturbed_weights_in_aligned_blocks():
-    """What the core reads as the weights: for each variable, ``w (1 + eps z)`` of every draw
-    (z: the standard weight noise), in a block of its own that starts on 64 bytes; then the
-    values ``w`` the table was made from."""
+def test_the_factor_table_holds_each_variables_factors_in_aligned_blocks():
+    """What the core multiplies the weights by: for each variable, ``1 + eps z`` of every draw
+    (z: the standard weight noise), in a block of its own that starts on 64 bytes."""
     import tensorflow as tf
 
     from tfmollify.core import engine, sampling
@@ -374,17 +373,15 @@ def test_the_table_holds_each_variables_perturbed_weights_in_aligned_blocks():
     explainer = tfm.Explainer(model, mode="ng", num_weight_samples=3, seed=5,
                               weight_epsilon=0.3, kernel="rect")
     explainer(np.zeros((1, 9, 9, 2), np.float32), 0)
-    table = explainer.runner.cached_table().numpy()
+    factors = explainer.runner.cached_table().numpy()
     z = engine.weight_noise_table(explainer.view, tfm.kernels.get("rect"),
                                   tf.constant(sampling.weight_key(5)), 3).numpy()
-    weights = [v.numpy().reshape(-1) for v in model.trainable_variables]
-    sizes = [w.size for w in weights]
+    sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
     at = engine.factor_offsets(sizes, 3)
-    assert table.shape == (at[-1] + sum(sizes),) and all(a % engine.FACTOR_ALIGN == 0 for a in at)
-    np.testing.assert_array_equal(table[at[-1]:], np.concatenate(weights))
-    for n, (part, w) in enumerate(zip(np.split(z, np.cumsum(sizes)[:-1], axis=1), weights,
-                                      strict=True)):
-        block = table[at[n]:at[n + 1]]
-        want = (w[None] * (np.float32(1) + np.float32(0.3) * part)).reshape(-1)
-        np.testing.assert_array_equal(block[:3 * w.size], want)
-        assert not block[3 * w.size:].any()  # the padding
+    assert factors.shape == (at[-1],) and all(a % engine.FACTOR_ALIGN == 0 for a in at)
+    for n, (part, size) in enumerate(zip(np.split(z, np.cumsum(sizes)[:-1], axis=1), sizes,
+                                         strict=True)):
+        block = factors[at[n]:at[n + 1]]
+        want = (np.float32(1) + np.float32(0.3) * part).reshape(-1)
+        np.testing.assert_array_equal(block[:3 * size], want)
+        assert not block[3 * size:].any()  # the padding

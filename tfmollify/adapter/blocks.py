@@ -41,14 +41,11 @@ def _silent(total: int) -> contextlib.AbstractContextManager[_Silent]:
     return contextlib.nullcontext(_Silent())
 
 
-def run_block(
-    req: Request, start: int, stop: int
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def run_block(req: Request, start: int, stop: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The core on examples ``start:stop`` of ``req``, on the current device.
 
     Returns:
-        ``(value [n, D], stderr [n, D] or [0], finite [n], held)`` in the compute dtype;
-        ``held``: whether the cached perturbed weights held (the model's weights unchanged).
+        ``(value [n, D], stderr [n, D] or [0], finite [n])`` in the compute dtype.
     """
     ints = () if req.packing is None else (tf.constant(req.ints[start:stop]),)
     return req.fn(
@@ -65,9 +62,9 @@ def run_block(
 
 def run(
     req: Request, block_runner: BlockRunner, progress: Progress | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All blocks of ``req``, each by ``block_runner``: ``(values [B, D], stderr [B, D] or [0],
-    finite [B], held)`` (``held``: every block found its cached perturbed weights holding).
+    finite [B])``.
 
     ``progress``: called with the number of examples, it returns the context manager of a bar
     with ``update(n)``; None shows nothing.
@@ -78,5 +75,4 @@ def run(
             part = block_runner(req, start, stop)
             parts.append(tuple(p.numpy() for p in part))  # waits: the bar tells the truth
             bar.update(stop - start)
-    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)),
-            all(bool(p[3]) for p in parts))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))

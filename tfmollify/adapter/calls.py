@@ -66,7 +66,7 @@ class Request:
         targets, eps, seeds: Per example: class indices, input-noise scales, noise seeds.
         fn: The compiled core.
         compute: The compute dtype.
-        wkey, wnoise: The weight-noise key and cached perturbed-weight table (``[0]`` when drawn
+        wkey, wnoise: The weight-noise key and cached weight-factor table (``[0]`` when drawn
             in the graph).
         xnoise: The examples' cached standard input noise ``[B, span, Dn]`` (``[0, 0, 0]``
             when drawn in the graph; see :meth:`tfmollify.adapter.cores.Cores.input_noise`).

@@ -211,18 +211,17 @@ class Cores:
 
     # -- weight noise ------------------------------------------------------------------------
     def weight_noise_bytes(self) -> int:
-        """Size of the cached perturbed-weight table: ``M x`` the perturbed weights' size (each
-        variable's block padded to 64 bytes), and their values once more."""
+        """Size of the cached weight-factor table: ``M x`` the perturbed weights' size (each
+        variable's block padded to 64 bytes)."""
         if not self.spec.smoothing.weight_noise:
             return 0
         itemsize = 8 if self.view.weight_dtype() == tf.float64 else 4
-        sizes = self.view.weight_sizes()
-        return (engine.factor_offsets(sizes, self.spec.num_weight_samples)[-1]
-                + sum(sizes)) * itemsize
+        return engine.factor_offsets(self.view.weight_sizes(), self.spec.num_weight_samples)[
+            -1] * itemsize
 
     @property
     def caches_weight_noise(self) -> bool:
-        """Whether NG/FG pass the perturbed weights in as a table (a fixed seed, a table within
+        """Whether NG/FG pass the weight factors in as a table (a fixed seed, a table within
         ``weight_noise_cache_mb`` and no variable wider than the table's dtype); decided once."""
         if self._caches is None:
             s = self.spec
@@ -261,22 +260,14 @@ class Cores:
             return self._tables[seed]
 
     def _draw_table(self, wkey: tf.Tensor) -> tf.Tensor:
-        """The perturbed weights of every draw from ``wkey`` and the variables' values now
-        (:func:`tfmollify.core.engine.perturbed_weight_table`)."""
+        """A fresh weight-factor table (:func:`tfmollify.core.engine.weight_factor_table`) from
+        ``wkey``."""
         s = self.spec
-        factors = engine.weight_factor_table(
+        return engine.weight_factor_table(
             self.view, s.kernel, wkey, s.num_weight_samples, s.weight_epsilon,
             antithetic=s.sampler == "antithetic",
             sobol=s.num_weight_samples // s.replicates if s.sampler == "sobol" else None,
         )
-        return engine.perturbed_weight_table(self.view, factors, s.num_weight_samples)
-
-    def forget_table(self, table: tf.Tensor) -> None:
-        """Drops the kept ``table`` (the variables changed since it was made: the next call
-        makes it anew from their values)."""
-        with self._lock:
-            for seed in [s for s, kept in self._tables.items() if kept is table]:
-                del self._tables[seed]
 
     # -- input noise -------------------------------------------------------------------------
     def input_noise(
@@ -340,6 +331,6 @@ class Cores:
             }
 
     def cached_table(self) -> tf.Tensor | None:
-        """The kept perturbed-weight table of the explainer's seed (None before the first call;
-        :func:`tfmollify.core.engine.perturbed_weight_table`)."""
+        """The kept weight-factor table of the explainer's seed (None before the first call;
+        :func:`tfmollify.core.engine.weight_factor_table`)."""
         return self._tables.get(self.spec.seed)

@@ -222,7 +222,7 @@ class Runner:
 
     @property
     def caches_weight_noise(self) -> bool:
-        """Whether NG/FG pass the perturbed weights in as a table (see
+        """Whether NG/FG pass the weight factors in as a table (see
         :attr:`Cores.caches_weight_noise <tfmollify.adapter.cores.Cores.caches_weight_noise>`)."""
         return self._cores.caches_weight_noise
 
@@ -239,8 +239,8 @@ class Runner:
         return self._cores.cache_info()
 
     def cached_table(self) -> tf.Tensor | None:
-        """The kept perturbed-weight table of the explainer's seed (None before the first call;
-        :func:`tfmollify.core.engine.perturbed_weight_table`)."""
+        """The kept weight-factor table of the explainer's seed (None before the first call;
+        :func:`tfmollify.core.engine.weight_factor_table`)."""
         return self._cores.cached_table()
 
     def _function(
@@ -385,10 +385,7 @@ class Runner:
         with ``update(n)`` (the explainer passes :func:`tfmollify.explainers.progress.bar`);
         None shows nothing.
         """
-        values, errors, finite, held = blocks.run(req, self.run_block, progress)
-        if not held:  # the model's weights changed since the table was made: made anew next
-            self._cores.forget_table(req.wnoise)
-        return values, errors, finite
+        return blocks.run(req, self.run_block, progress)
 
     def shape_rows(self, req: Request, flat: np.ndarray) -> np.ndarray:
         """Flat results ``[B, D]`` as an array shaped like the request's rows, in the results'

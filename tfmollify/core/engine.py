@@ -34,8 +34,7 @@ from tfmollify.core.plan import Layout
 
 __all__ = [
     "CoreSpec", "build", "caches_input_noise", "exact_factors", "factor_offsets",
-    "input_noise_table", "noise_span", "perturbed_weight_table", "probe_shapes",
-    "weight_factor_table", "weight_noise_table",
+    "input_noise_table", "noise_span", "probe_shapes", "weight_factor_table", "weight_noise_table",
 ]
 
 
@@ -108,10 +107,8 @@ class CoreSpec:
         with_stderr: Compute standard errors (a few more operations per sample).
         proposal: Draw input noise from this kernel instead and reweight (Theorem 3.11).
         proposal_scale: The proposal's scale relative to ``epsilon``.
-        cached_weight_noise: The perturbed weights of all ``M`` draws are passed in
-            (``wnoise``, see :func:`perturbed_weight_table`) instead of drawn in the graph
-            (which the core still does when the variables no longer hold the values the table
-            was made from).
+        cached_weight_noise: The weight factors of all ``M`` draws are passed in (``wnoise``,
+            see :func:`weight_factor_table`) instead of drawn in the graph.
         cached_input_noise: The standard input noise of every input draw is passed in
             (``xnoise``, see :func:`input_noise_table`) instead of drawn in the graph.
         pipeline: Weight draws whose evaluations may run concurrently (``parallel_iterations``
@@ -292,26 +289,6 @@ def weight_factor_table(
     return tf.concat(blocks, 0)
 
 
-def perturbed_weight_table(view: Network, factors: tf.Tensor, draws: int) -> tf.Tensor:
-    """The perturbed weights ``w (1 + epsilon zeta)`` of draws ``0 .. draws - 1``, as the core
-    takes them in (``wnoise``, with ``cached_weight_noise``), from the variables' values now
-    and their :func:`weight_factor_table` ``factors``: the same layout, each block computed as
-    the core computes it (in the variable's dtype), followed by the values themselves (the
-    core compares them with the variables' at every call, and draws in the graph when they
-    differ). A pass then only reads its weights."""
-    sizes, dtype = view.weight_sizes(), view.weight_dtype()
-    offsets = factor_offsets(sizes, draws)
-    blocks, values = [], []
-    for i, v in enumerate(_selected(view)):
-        val = tf.convert_to_tensor(v.value)
-        end = offsets[i] + draws * sizes[i]
-        factor = tf.reshape(factors[offsets[i]:end], [draws, *val.shape])
-        blocks += [tf.reshape(tf.cast(val[None] * tf.cast(factor, val.dtype), dtype), [-1]),
-                   factors[end:offsets[i + 1]]]
-        values.append(tf.reshape(tf.cast(val, dtype), [-1]))
-    return tf.concat(blocks + values, 0)
-
-
 def exact_factors(view: Network) -> bool:
     """Whether :func:`weight_factor_table`'s dtype holds every perturbed variable's factors
     exactly (no variable wider than it)."""
@@ -387,77 +364,23 @@ class _WeightDraws:
         )
         return state
 
-    def unchanged(self, wnoise: tf.Tensor) -> tf.Tensor:
-        """Whether the perturbed variables hold the values the cached table was made from
-        (:func:`perturbed_weight_table`), compared bit for bit: a bool scalar."""
-        at = factor_offsets(self.sizes, self.lay.n_w)[-1]
-        dtype = wnoise.dtype
-        now = tf.concat([tf.reshape(tf.cast(self.trainable[i].value, dtype), [-1])
-                         for i in self.selected], 0)
-        bits = {2: tf.int16, 4: tf.int32, 8: tf.int64}[dtype.size]
-        return tf.reduce_all(tf.equal(tf.bitcast(now, bits),
-                                      tf.bitcast(wnoise[at:at + sum(self.sizes)], bits)))
-
-    def with_table(self, cached: Callable[[], list], drawn: Callable[[], list]) -> list:
-        """The perturbed weights from the cached table while it holds (``cached``), else drawn
-        in the graph (``drawn``): both give the selected variables' values."""
-        out = [v.value for v in self.trainable]
-        chosen = tf.cond(self.table_holds, cached, drawn)
-        for i, val in zip(self.selected, chosen, strict=True):
-            out[i] = val
-        return out
-
-    def perturbed_weights(self, j: tf.Tensor, wkey: tf.Tensor, wnoise: tf.Tensor) -> list:
-        """The trainable weights under weight draw ``j``: ``w (1 + weight_eps zeta_j)`` (from
-        the cached table while it holds, else drawn here)."""
-        if self.spec.cached_weight_noise:
-            return self.with_table(
-                lambda: [tf.cast(block[j], self.trainable[i].dtype) for i, block in
-                         zip(self.selected, self.factor_blocks(wnoise), strict=True)],
-                lambda: [self.drawn_weights(j, wkey)[i] for i in self.selected],
-            )
-        return self.drawn_weights(j, wkey)
-
-    def drawn_weights(self, j: tf.Tensor, wkey: tf.Tensor) -> list:
-        """:meth:`perturbed_weights` with the draw made in the graph."""
-        out = [v.value for v in self.trainable]
-        parts = sampling.weight_noise(
-            self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic, self.sobol_w
-        )
-        for i, part in zip(self.selected, parts, strict=True):
-            val = out[i]
-            noise = tf.cast(tf.reshape(part, self.trainable[i].shape), val.dtype)
-            out[i] = val * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
-        return out
-
     def group_weights(self, j0, wkey, wnoise) -> list:
         """The trainable weights under draws ``j0 .. j0 + K - 1``: the perturbed ones with a
         leading axis of ``K`` (a padding draw past the last repeats it; its samples are masked
         out), each exactly as :meth:`perturbed_weights` gives it for its draw."""
         k, last = self.draws, self.lay.n_w - 1
         js = [tf.minimum(j0 + i, last) for i in range(k)]
-        if not self.spec.cached_weight_noise:
-            return self.drawn_group(js, wkey)
-
-        def cached():  # the perturbed weights, made before the call
-            rows = []
+        out = [v.value for v in self.trainable]
+        if self.spec.cached_weight_noise:
             for i, block in zip(self.selected, self.factor_blocks(wnoise), strict=True):
                 if k == self.lay.n_w:  # every draw in this pass: the whole block
-                    part = block
+                    rows = block
                 elif self.lay.n_w % k == 0:  # no padding draw: k consecutive rows
-                    part = block[j0:j0 + k]
+                    rows = block[j0:j0 + k]
                 else:
-                    part = tf.gather(block, tf.stack(js))
-                rows.append(tf.cast(part, self.trainable[i].dtype))
-            return rows
-
-        return self.with_table(cached, lambda: [self.drawn_group(js, wkey)[i]
-                                                for i in self.selected])
-
-    def drawn_group(self, js: list, wkey) -> list:
-        """:meth:`group_weights` with the draws made in the graph."""
-        k = self.draws
-        out = [v.value for v in self.trainable]
+                    rows = tf.gather(block, tf.stack(js))
+                out[i] = out[i][None] * tf.cast(rows, out[i].dtype)
+            return out
         if self.spec.jit_compile:  # XLA: k copies (its loops need static shapes)
             rows = tf.stack([tf.concat(sampling.weight_noise(
                 self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic,
@@ -474,8 +397,8 @@ class _WeightDraws:
         return out
 
     def factor_blocks(self, wnoise: tf.Tensor) -> list[tf.Tensor]:
-        """Each perturbed variable's block ``[M, *shape]`` in the cached table
-        (:func:`perturbed_weight_table`): slices of it, without a copy."""
+        """Each perturbed variable's factors ``[M, *shape]`` in the cached table
+        (:func:`weight_factor_table`): slices of it, without a copy."""
         m = self.lay.n_w
         at = factor_offsets(self.sizes, m)
         return [
@@ -592,6 +515,23 @@ class _Core(_WeightDraws):
         if self.spec.parts is None:
             return tf.cast(flat, self.model_dtype)
         return unpack_rows(flat, ints, self.spec.parts)
+
+    def perturbed_weights(self, j: tf.Tensor, wkey: tf.Tensor, wnoise: tf.Tensor) -> list:
+        """The trainable weights under weight draw ``j``: ``w (1 + weight_eps zeta_j)`` (the
+        factors from the cached table, else drawn here)."""
+        out = [v.value for v in self.trainable]
+        if self.spec.cached_weight_noise:
+            for i, block in zip(self.selected, self.factor_blocks(wnoise), strict=True):
+                out[i] = out[i] * tf.cast(block[j], out[i].dtype)
+            return out
+        parts = sampling.weight_noise(
+            self.spec.kernel, wkey, j, self.sizes, self.w_dtype, self.antithetic, self.sobol_w
+        )
+        for i, part in zip(self.selected, parts, strict=True):
+            val = out[i]
+            noise = tf.cast(tf.reshape(part, self.trainable[i].shape), val.dtype)
+            out[i] = val * (1.0 + tf.constant(self.spec.weight_epsilon, val.dtype) * noise)
+        return out
 
     def block_noise(self, blk: _Block, first, count):
         """:meth:`noise` for a block; with row groups (several weight draws), group ``k``'s
@@ -811,9 +751,6 @@ class _Core(_WeightDraws):
 
     def __call__(self, x, ints, targets, eps, seeds, wkey, wnoise, xnoise):
         lay, with_stderr = self.lay, self.spec.with_stderr
-        # the cached weights hold while the variables hold the values they were made from
-        self.table_holds = (self.unchanged(wnoise) if self.spec.cached_weight_noise
-                            else tf.constant(True))
         table = None
         if self.spec.cached_input_noise:
             table = tf.ensure_shape(xnoise, [x.shape[0], noise_span(self.spec), self.noise_size])
@@ -836,7 +773,7 @@ class _Core(_WeightDraws):
             finite = state.n
         if stderr is None:
             stderr = tf.zeros([0], self.dtype)
-        return value, stderr, finite, self.table_holds
+        return value, stderr, finite
 
 
 def probe_shapes(
@@ -915,13 +852,11 @@ def build(
     Returns:
         ``core(x [Bc, *shape], ints int64 [Bc, I] (with spec.parts only), targets int32 [Bc],
         eps [Bc] (or [Bc, K] with spec.parts), seeds int64 [Bc], wkey uint64 [1],
-        wnoise, xnoise)`` (``wnoise``: the perturbed weights of :func:`perturbed_weight_table`, or
+        wnoise, xnoise)`` (``wnoise``: the weight factors of :func:`weight_factor_table`, or
         ``[0]``; ``xnoise``: the examples' input noise of :func:`input_noise_table` with
         ``spec.cached_input_noise``, or ``[0, 0, 0]``)
-        returning ``(value [Bc, D], stderr [Bc, D], finite [Bc], table_holds)`` where
-        ``finite`` counts the samples with finite attributions (``stderr`` is empty unless
-        ``spec.with_stderr``) and ``table_holds`` says whether the cached perturbed weights
-        held (else they were drawn in the graph, and the caller should make a new table).
+        returning ``(value [Bc, D], stderr [Bc, D], finite [Bc])`` where ``finite`` counts the
+        samples with finite attributions (``stderr`` is empty unless ``spec.with_stderr``).
     """
     lay = spec.layout
     if spec.sampler == "antithetic" and (

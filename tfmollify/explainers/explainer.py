@@ -103,12 +103,9 @@ class Explainer:
         proposal_scale: The proposal's scale relative to ``epsilon``. Choose a proposal with
             tails at least as heavy as the kernel's, or the estimate has infinite variance.
         weight_noise_cache_mb: With a fixed ``seed`` the ``M`` weight draws are the same on every
-            call, so NG/FG keep them in memory (as the perturbed weights
-            ``w (1 + weight_epsilon z)`` and the values ``w`` they came from, ``M + 1 x`` the
-            number of weights) when they fit in this many MiB, and only draw them on the first
-            call. Each call checks the model's weights against ``w`` (bit for bit, in the graph):
-            a call after they changed draws in the graph, and the next one keeps the new
-            weights' draws. 0 disables it.
+            call, so NG/FG keep them in memory (as the factors ``1 + weight_epsilon z`` that
+            multiply the weights, ``M x`` the number of weights) when they fit in this many MiB,
+            and only draw them on the first call. 0 disables it.
             The ``K`` weight draws of one pass (``weight_draws_per_pass``) count against it too.
         input_noise_cache_mb: With a fixed ``seed`` (and no ``seeds`` passed) the examples of a
             call get the same input draws on every call with as many examples, so SG/FG keep

@@ -320,7 +320,7 @@ class _ServingGraph:
     def run(self, x, ints, t, eps, s):
         both = (x, ints) if self.packing is not None else (x,)
         return self.core(*both, t, eps, s, self.wkey, tf.zeros([0], self.no_noise_dtype),
-                         tf.zeros([0, 0, 0], eps.dtype))[:3]
+                         tf.zeros([0, 0, 0], eps.dtype))
 
     def run_rows(self, x, ints, targets, eps, seeds, batch):
         """The core over ``batch`` rows, in blocks of ``block`` examples when bounded."""
