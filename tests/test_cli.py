@@ -45,6 +45,7 @@ def assert_one_line_error(res: subprocess.CompletedProcess, match: str) -> None:
     assert err and match in err[-1], res.stderr
 
 
+@pytest.mark.slow
 def test_help_on_every_subcommand(capsys):
     from tfmollify.interface import cli
 
@@ -122,6 +123,7 @@ def test_explain_writes_npy_and_png(saved_model):
     assert (d / "heat.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_explain_on_an_image_file(saved_model, tmp_path):
     import matplotlib.pyplot as plt
 

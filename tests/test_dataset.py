@@ -148,6 +148,7 @@ def test_one_device_strategy_and_enclosing_scope(model):
 
 
 # -- .npy output --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_output_streams_to_npy(model, tmp_path):
     x, y, ds = batched(11)
     ex = make(model, "fg")

@@ -299,6 +299,7 @@ def test_no_retracing_across_calls(shared_models):
         assert e.trace_count == len(keys)
 
 
+@pytest.mark.slow
 def test_many_noisegrad_explainers_raise_no_retracing_warning():
     """Each NG explainer with a seed draws its weight-noise table with a function of its own;
     TensorFlow counts them together, and the warning about it is tfmollify's, so it is dropped
@@ -687,21 +688,27 @@ def test_cached_weight_noise_gives_the_same_result(mode, shared_models):
         tfm.Explainer(model, weight_noise_cache_mb=-1, **kw)
 
 
+def _slow(kw, name):
+    return pytest.param(kw, id=name, marks=(pytest.mark.slow,))
+
+
 @pytest.mark.parametrize(
     "kw",
     [
-        dict(mode="sg", num_samples=6),
-        dict(mode="sg", num_samples=6, sampler="antithetic", aggregation="vargrad"),
-        dict(mode="sg", num_samples=8, sampler="sobol", replicates=2),
-        dict(mode="sg", num_samples=4, input_range=(-3.0, 3.0)),
-        dict(mode="sg", num_samples=4, attribution="integrated_gradients", ig_steps=3),
-        dict(mode="sg", num_samples=4, noise_at="hidden"),
-        dict(mode="fg", num_samples=3, num_weight_samples=4),
-        dict(mode="fg", num_samples=3, num_weight_samples=5, weight_draws_per_pass=2),
-        dict(mode="fg", num_samples=3, num_weight_samples=4, weight_draws_per_pass=1),
+        pytest.param(dict(mode="sg", num_samples=6), id="sg"),
+        _slow(dict(mode="sg", num_samples=6, sampler="antithetic", aggregation="vargrad"),
+              "antithetic"),
+        _slow(dict(mode="sg", num_samples=8, sampler="sobol", replicates=2), "sobol"),
+        _slow(dict(mode="sg", num_samples=4, input_range=(-3.0, 3.0)), "input_range"),
+        _slow(dict(mode="sg", num_samples=4, attribution="integrated_gradients", ig_steps=3),
+              "ig"),
+        _slow(dict(mode="sg", num_samples=4, noise_at="hidden"), "noise_at"),
+        pytest.param(dict(mode="fg", num_samples=3, num_weight_samples=4), id="fg"),
+        _slow(dict(mode="fg", num_samples=3, num_weight_samples=5, weight_draws_per_pass=2),
+              "fg_padded"),
+        _slow(dict(mode="fg", num_samples=3, num_weight_samples=4, weight_draws_per_pass=1),
+              "fg_one_draw"),
     ],
-    ids=["sg", "antithetic", "sobol", "input_range", "ig", "noise_at", "fg", "fg_padded",
-         "fg_one_draw"],
 )
 def test_kept_input_noise_gives_the_same_values(kw, shared_models):
     """With a fixed seed the examples' input draws are kept between calls; every sampler and

@@ -308,6 +308,7 @@ def test_export_with_several_inputs_takes_one_tensor_per_input(tmp_path, as_dict
         np.testing.assert_allclose(out[f"0/attributions_{k}"], want[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mixed_precision_through_export_and_dataset(tmp_path):
     keras.config.set_dtype_policy("mixed_float16")
     try:

@@ -307,6 +307,7 @@ def test_rows_share_their_noise_and_results_are_reproducible():
     np.testing.assert_array_equal(a.attributions, c.attributions)
 
 
+@pytest.mark.slow
 def test_noisegrad_with_weight_layers_leaves_the_model_unchanged():
     lm = _causal_transformer(3)
     before = [w.copy() for w in lm.get_weights()]

@@ -111,6 +111,7 @@ def test_antithetic_noise_is_the_documented_pairs_and_chunking_changes_nothing(m
     np.testing.assert_array_equal(z[:, 0::2], iid)  # pair p uses stream index p
 
 
+@pytest.mark.slow
 def test_antithetic_export_and_argument_checks(tmp_path):
     model = mlp(seed=1)
     x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
@@ -231,6 +232,7 @@ def test_sobol_stderr_matches_the_spread_over_seeds_on_an_mlp():
         assert 0.7 < ratio < 1.4, (mode, ratio)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sg", "ng", "fg"])
 def test_sobol_is_batch_and_chunk_independent_exportable_and_compiles(mode, tmp_path):
     model = mlp(seed=2)

@@ -159,6 +159,7 @@ def test_rows_stay_side_by_side_from_one_convolution_to_the_next():
     assert id(c) not in draws.side_by_side_plan(branch, [c], set()).side_out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ng", "fg"])
 def test_side_by_side_rows_give_the_same_estimate(mode):
     model = _conv_chain()
