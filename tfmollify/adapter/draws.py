@@ -210,27 +210,27 @@ def _rows_apart(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     return z
 
 
+def _channels_scaled(t: tf.Tensor, up: int, down: int) -> tf.Tensor:
+    """``t`` reshaped (no copy) to ``up / down`` times its channels, the leading axis taking
+    the rest; the static shape kept."""
+    shape = tf.shape(t)
+    y = tf.reshape(t, tf.concat([[-1], shape[1:-1], [shape[-1] * up // down]], 0))
+    channels = t.shape[-1]
+    y.set_shape([None, *t.shape[1:-1], None if channels is None else channels * up // down])
+    return y
+
+
 def _as_side(x: tf.Tensor, k: int, inner: tf.Tensor, side: bool) -> tf.Tensor:
     """Rows ``x`` as side-by-side rows ``[S * inner, *sp, k * C]``: a reshape when they come
     side by side already (``side``), else :func:`_rows_side_by_side`."""
-    if not side:
-        return _rows_side_by_side(x, k, inner)
-    y = tf.reshape(x, tf.concat([[-1], tf.shape(x)[1:-1], [k * tf.shape(x)[-1]]], 0))
-    channels = x.shape[-1]
-    y.set_shape([None, *x.shape[1:-1], None if channels is None else channels * k])
-    return y
+    return _channels_scaled(x, k, 1) if side else _rows_side_by_side(x, k, inner)
 
 
 def _from_side(y: tf.Tensor, k: int, inner: tf.Tensor, side: bool) -> tf.Tensor:
     """Side-by-side rows ``[S * inner, *sp, k * F]`` passed on: merely reshaped to the rows'
     shape ``[S * k * inner, *sp, F]`` when the next layers take them side by side (``side``),
     else laid out as rows (:func:`_rows_apart`)."""
-    if not side:
-        return _rows_apart(y, k, inner)
-    z = tf.reshape(y, tf.concat([[-1], tf.shape(y)[1:-1], [tf.shape(y)[-1] // k]], 0))
-    channels = y.shape[-1]
-    z.set_shape([None, *y.shape[1:-1], None if channels is None else channels // k])
-    return z
+    return _channels_scaled(y, 1, k) if side else _rows_apart(y, k, inner)
 
 
 def _conv(layer, x, params, k, inner, side_in=False, side_out=False):

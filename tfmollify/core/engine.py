@@ -74,10 +74,10 @@ class Network(Protocol):
 class _OwnRetracingFilter(logging.Filter):
     """Drops TensorFlow's "frequent retracing" warning about tfmollify's own core function.
 
-    Every explainer compiles its own core once per input signature (and the function that draws
-    its weight-noise table once); TensorFlow counts the traces of all of them together (they
-    share one code object) and would warn about creating functions in a loop. Warnings about the
-    user's own functions pass through.
+    Every explainer compiles its own core once per input signature (and the functions that draw
+    its weight-noise and input-noise tables once); TensorFlow counts the traces of all of them
+    together (they share one code object) and would warn about creating functions in a loop.
+    Warnings about the user's own functions pass through.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -218,8 +218,8 @@ def caches_input_noise(spec: CoreSpec) -> bool:
     noise without a proposal, and every pass holding all the samples of its weight draw (one
     run of draws per example: :func:`noise_span` of them)."""
     lay = spec.layout
-    return (spec.mode.input_noise and spec.proposal is None and lay.n_chunks == 1
-            and lay.chunk == lay.n_in and not lay.split_units)
+    return (spec.mode.input_noise and spec.proposal is None and lay.whole_draws
+            and not lay.split_units)
 
 
 def noise_span(spec: CoreSpec) -> int:
@@ -313,7 +313,6 @@ class _Block:
     keys: tf.Tensor  # [Bc] Philox keys
     offsets: Any = None  # [K] input-draw offsets of the K row groups (several weight draws)
     table: Any = None  # [Bc, span, Dn] the examples' standard input noise, if passed in
-
 
     @property
     def size(self) -> tf.Tensor:
@@ -542,7 +541,7 @@ class _Core(_WeightDraws):
         bc = tf.shape(blk.keys)[0] // k
         eps = tf.reshape(blk.eps, tf.concat([[k, bc], tf.shape(blk.eps)[1:]], 0))
         keys = tf.reshape(blk.keys, [k, bc])
-        if self.lay.n_chunks == 1 and self.lay.chunk == self.lay.n_in:
+        if self.lay.whole_draws:
             # each group's pass holds all its draw's samples: the k groups' input draws are one
             # run of consecutive indices, drawn in one go (the same values, no loop)
             t, log_w = self.noise(eps[0], keys[0], blk.offsets[0] + first, k * count, blk.table)

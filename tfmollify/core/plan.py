@@ -62,6 +62,11 @@ class Layout:
         return self.n_chunks * self.chunk > self.n_loop
 
     @property
+    def whole_draws(self) -> bool:
+        """Whether every pass holds all ``n_in`` input draws of its weight draw (one chunk)."""
+        return self.n_chunks == 1 and self.chunk == self.n_in
+
+    @property
     def draw_groups(self) -> int:
         """Passes over the weight draws: ``ceil(n_w / draws)``."""
         return -(-self.n_w // self.draws)
