@@ -159,6 +159,36 @@ def test_rows_stay_side_by_side_from_one_convolution_to_the_next():
     assert id(c) not in draws.side_by_side_plan(branch, [c], set()).side_out
 
 
+def test_a_convolution_fed_by_the_inputs_convolves_one_groups_copies():
+    """NoiseGrad's groups see the same rows up to the first layer with noise: a convolution
+    the inputs feed (through weightless layers) convolves one group's rows, with each row's own
+    gradient. Not with input noise (``copies`` off), not through a hook or a layer with
+    weights, not after another convolution."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((9, 9, 2))
+    scale, pad = L.Rescaling(0.5, name="scale"), L.ZeroPadding2D(1, name="pad")
+    c1 = L.Conv2D(3, 3, strides=2, padding="same", activation="relu", name="c1")
+    c2 = L.Conv2D(2, 3, dilation_rate=2, padding="same", name="c2")
+    c3 = L.Conv2D(2, 3, name="c3")
+    norm = L.BatchNormalization(name="bn")
+    h = c1(pad(scale(inp)))
+    model = keras.Model(inp, L.Dense(3)(L.Concatenate()(
+        [L.Flatten()(c2(L.MaxPooling2D()(h))), L.Flatten()(c3(norm(inp)))])))
+    convs = [c1, c2, c3]
+    assert _names(model, draws.side_by_side_plan(model, convs, set(), True).shared) == ["c1"]
+    assert not draws.side_by_side_plan(model, convs, set()).shared
+    assert not draws.side_by_side_plan(model, convs, {id(pad)}, True).shared
+    x = np.random.default_rng(5).normal(size=(2, 9, 9, 2)).astype("float32")
+    assert_same(model, x, [0, 2], mode="ng")
+    assert_same(model, x, [1, 0], mode="ng", attribution="integrated_gradients", ig_steps=3)
+    assert_same(model, x, [1, 0], mode="ng", explain_at="scale")
+    one_d = keras.Sequential([keras.Input((8, 3)), L.Conv1D(4, 3, padding="causal",
+                                                            dilation_rate=2), L.Flatten(),
+                              L.Dense(3)])
+    assert draws.side_by_side_plan(one_d, one_d.layers[:1], set(), True).shared
+    assert_same(one_d, x[:, :8, 0, :2].repeat(2, axis=-1)[..., :3], [0, 1], mode="ng")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ng", "fg"])
 def test_side_by_side_rows_give_the_same_estimate(mode):

@@ -49,6 +49,35 @@ __all__ = [
 Form = Callable[[Any, tf.Tensor, Callable[[str], tf.Tensor], int, tf.Tensor], tf.Tensor]
 
 
+_BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
+
+
+def _moved(w: tf.Tensor, perm: list[int]) -> tf.Tensor:
+    """``tf.transpose`` of a tensor no gradient flows through (the weights), on its bits: the
+    integer transpose moves these kernels' small blocks several times faster than the float
+    one on CPU (oneDNN's; 2 against 32 us for LeNet's second kernel)."""
+    bits = _BITS.get(w.dtype.size)
+    if bits is None:
+        return tf.transpose(w, perm)
+    return tf.bitcast(tf.transpose(tf.bitcast(w, bits), perm), w.dtype)
+
+
+def _shuffled(x: tf.Tensor, perm: list[int]) -> tf.Tensor:
+    """``tf.transpose`` of rows a gradient flows through, on their bits both ways (see
+    :func:`_moved`): its gradient is the inverse transpose, also on the bits. (Under
+    ``batch_jacobian``, ``pfor`` has no vectorised ``Bitcast`` and loops over it instead:
+    the same values.)"""
+    if _BITS.get(x.dtype.size) is None or not x.dtype.is_floating:
+        return tf.transpose(x, perm)
+    inverse = [perm.index(i) for i in range(len(perm))]
+
+    @tf.custom_gradient
+    def move(t):
+        return _moved(t, perm), lambda dy: _moved(dy, inverse)
+
+    return move(x)
+
+
 def to_groups(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     """Rows ``[S * k * inner, ...]`` laid out ``[S, k, inner]`` as ``[k, S * inner, ...]``.
 
@@ -62,7 +91,7 @@ def to_groups(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     rest = tf.shape(x)[1:]
     s = tf.shape(x)[0] // (k * inner)
     y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
-    y = tf.transpose(y, [1, 0, 2, *range(3, x.shape.rank + 2)])
+    y = _shuffled(y, [1, 0, 2, *range(3, x.shape.rank + 2)])
     return tf.reshape(y, tf.concat([tf.stack([k, s * inner]), rest], 0))
 
 
@@ -79,7 +108,7 @@ def from_groups(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     rest = tf.shape(y)[2:]
     s = tf.shape(y)[1] // inner
     z = tf.reshape(y, tf.concat([tf.stack([k, s, inner]), rest], 0))
-    z = tf.transpose(z, [1, 0, 2, *range(3, y.shape.rank + 1)])
+    z = _shuffled(z, [1, 0, 2, *range(3, y.shape.rank + 1)])
     return tf.reshape(z, tf.concat([tf.stack([s * k * inner]), rest], 0))
 
 
@@ -123,7 +152,7 @@ def _einsum(layer, x, params, k, inner):
 def _side_by_side(g: tf.Tensor) -> tf.Tensor:
     """Grouped rows ``[k, R, *sp, C]`` as ``[R, *sp, k * C]`` (the groups on the channels)."""
     rank = g.shape.rank
-    y = tf.transpose(g, [1, *range(2, rank - 1), 0, rank - 1])
+    y = _shuffled(g, [1, *range(2, rank - 1), 0, rank - 1])
     return tf.reshape(y, tf.concat([tf.shape(y)[:-2], [-1]], 0))
 
 
@@ -131,20 +160,7 @@ def _apart(y: tf.Tensor, k: int) -> tf.Tensor:
     """Rows ``[R, *sp, k * F]`` back as grouped rows ``[k, R, *sp, F]``."""
     rank = y.shape.rank
     z = tf.reshape(y, tf.concat([tf.shape(y)[:-1], [k, -1]], 0))
-    return tf.transpose(z, [rank - 1, 0, *range(1, rank - 1), rank])
-
-
-_BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
-
-
-def _moved(w: tf.Tensor, perm: list[int]) -> tf.Tensor:
-    """``tf.transpose`` of a tensor no gradient flows through (the weights), on its bits: the
-    integer transpose moves these kernels' small blocks several times faster than the float
-    one on CPU (oneDNN's; 2 against 32 us for LeNet's second kernel)."""
-    bits = _BITS.get(w.dtype.size)
-    if bits is None:
-        return tf.transpose(w, perm)
-    return tf.bitcast(tf.transpose(tf.bitcast(w, bits), perm), w.dtype)
+    return _shuffled(z, [rank - 1, 0, *range(1, rank - 1), rank])
 
 
 def _kernels_side_by_side(w: tf.Tensor, k: int) -> tf.Tensor:
@@ -190,7 +206,7 @@ def _rows_side_by_side(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     rest = tf.shape(x)[1:]
     s = tf.shape(x)[0] // (k * inner)
     y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
-    y = tf.transpose(y, [0, 2, *range(3, rank + 1), 1, rank + 1])  # [S, inner, *sp, k, C]
+    y = _shuffled(y, [0, 2, *range(3, rank + 1), 1, rank + 1])  # [S, inner, *sp, k, C]
     y = tf.reshape(y, tf.concat([[s * inner], rest[:-1], [-1]], 0))
     channels = x.shape[-1]
     y.set_shape([None, *x.shape[1:-1], None if channels is None else channels * k])
@@ -203,7 +219,7 @@ def _rows_apart(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     rank = y.shape.rank
     sp = tf.shape(y)[1:-1]
     z = tf.reshape(y, tf.concat([tf.stack([tf.shape(y)[0] // inner, inner]), sp, [k, -1]], 0))
-    z = tf.transpose(z, [0, rank, 1, *range(2, rank), rank + 1])  # [S, k, inner, *sp, F]
+    z = _shuffled(z, [0, rank, 1, *range(2, rank), rank + 1])  # [S, k, inner, *sp, F]
     z = tf.reshape(z, tf.concat([[-1], sp, tf.shape(z)[-1:]], 0))
     channels = y.shape[-1]
     z.set_shape([None, *y.shape[1:-1], None if channels is None else channels // k])
@@ -233,7 +249,33 @@ def _from_side(y: tf.Tensor, k: int, inner: tf.Tensor, side: bool) -> tf.Tensor:
     return _channels_scaled(y, 1, k) if side else _rows_apart(y, k, inner)
 
 
-def _conv(layer, x, params, k, inner, side_in=False, side_out=False):
+def _shared_conv(x: tf.Tensor, w: tf.Tensor, k: int, inner: tf.Tensor, strides: Any,
+                 padding: str, dilation: Any) -> tf.Tensor:
+    """:func:`_convolve` of rows ``[S * k * inner, *sp, C]`` whose ``k`` groups are copies of
+    one another (see :func:`side_by_side_plan`) with the side-by-side kernel ``w [*ks, C,
+    k * F]``: one plain convolution of one group's rows gives ``[S * inner, *sp', k * F]``,
+    what the grouped convolution of the side-by-side rows gives, without laying ``k`` copies
+    side by side. Its gradient is the grouped one, each row's own."""
+
+    @tf.custom_gradient
+    def conv(x, w):
+        rest = tf.shape(x)[1:]
+        s = tf.shape(x)[0] // (k * inner)
+        one = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))[:, 0]
+        one = tf.reshape(one, tf.concat([[-1], rest], 0))
+
+        def grad(dy):  # the grouped convolution's gradient at the side-by-side rows
+            side = tf.concat([tf.shape(one)[:-1], [k * tf.shape(one)[-1]]], 0)
+            dx = tf.nn.conv_transpose(dy, w, side, list(strides), padding.upper(),
+                                      dilations=list(dilation))
+            return _rows_apart(dx, k, inner), None  # no gradient flows to the weights
+
+        return _convolve(one, w, strides, padding, dilation), grad
+
+    return conv(x, w)
+
+
+def _conv(layer, x, params, k, inner, side_in=False, side_out=False, shared=False):
     padding = layer.padding
     if padding == "causal":
         x, padding = _pad_causal(layer, x), "valid"
@@ -247,8 +289,12 @@ def _conv(layer, x, params, k, inner, side_in=False, side_out=False):
         return _activate(layer, from_groups(y, k, inner))
     # one grouped convolution; the bias and the activation on its output as it comes (each
     # group's channels side by side), where the backend fuses them into the convolution
-    y = _convolve(_as_side(x, k, inner, side_in), _kernels_side_by_side(
-        tf.cast(kernel, x.dtype), k), layer.strides, padding, layer.dilation_rate)
+    w = _kernels_side_by_side(tf.cast(kernel, x.dtype), k)
+    if shared:  # the k groups' rows are copies: one plain convolution
+        y = _shared_conv(x, w, k, inner, layer.strides, padding, layer.dilation_rate)
+    else:
+        y = _convolve(_as_side(x, k, inner, side_in), w, layer.strides, padding,
+                      layer.dilation_rate)
     if layer.use_bias:
         bias = tf.cast(params("bias"), y.dtype)
         y = tf.nn.bias_add(y, tf.reshape(
@@ -400,11 +446,15 @@ class SidePlan:
         side_out: Ids of the layers whose output goes on side by side.
         channelwise: The channel-wise layers that take or give side-by-side rows (their calls
             go through :func:`channelwise`).
+        shared: Ids of the grouped convolutions whose input rows are copies in every group
+            (the net's inputs are, and only weightless layers lie between): they convolve one
+            group's rows (:func:`_shared_conv`).
     """
 
     side_in: frozenset[int] = frozenset()
     side_out: frozenset[int] = frozenset()
     channelwise: tuple[Any, ...] = ()
+    shared: frozenset[int] = frozenset()
 
 
 def _called_once(layer: Any) -> bool:
@@ -437,7 +487,36 @@ def _model_outputs(net: Any) -> list[Any]:
     return out
 
 
-def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int]) -> SidePlan:
+def _fed_copies(layer: Any, inputs: list[Any], hooked: set[int], forms: set[int]) -> bool:
+    """Whether ``layer``'s input is one of the net's ``inputs`` (input layers), reached
+    through weightless Keras layers only, each called once on one input and held by no hook
+    (``hooked``) nor per-row form (``forms``)."""
+    up = keras_compat.inbound_layers(layer)
+    while up is not None and len(up) == 1:
+        layer = up[0]
+        if any(layer is i for i in inputs):
+            return True
+        if (type(layer).__module__.split(".")[0] != "keras" or layer.weights
+                or id(layer) in hooked or id(layer) in forms
+                or keras_compat.sublayers(layer)):
+            return False
+        up = keras_compat.inbound_layers(layer)
+    return False
+
+
+def _input_layers(net: Any) -> list[Any]:
+    """The input layers of ``net``'s own inputs."""
+    try:
+        tensors = keras.tree.flatten(net.inputs)
+    except (AttributeError, ValueError):  # a subclassed model: no symbolic inputs
+        return []
+    return [layer for layer in keras_compat.sublayers(net)
+            if isinstance(layer, keras.layers.InputLayer)
+            and any(layer.output is t for t in tensors)]
+
+
+def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int],
+                      copies: bool = False) -> SidePlan:
     """Where rows can travel side by side in a pass of ``net`` whose ``form_layers`` compute
     in their per-row forms.
 
@@ -445,6 +524,10 @@ def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int]) -> Sid
     channel-wise layer, called once, whose call no hook holds: ``hooked``) and every layer
     called on its output can take it so; its output is no model's output. A layer takes its
     input side by side when the layer it is called on gives it so.
+
+    With ``copies`` (the groups' input rows are copies of one another: no input noise, a
+    built-in method), a grouped convolution fed by the net's inputs through weightless layers
+    alone sees copies too, and convolves one group's rows (:attr:`SidePlan.shared`).
 
     Example:
 
@@ -471,20 +554,25 @@ def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int]) -> Sid
             side_out.add(i)
     side_in = {i for i, layer in able.items()
                if id(keras_compat.inbound_layers(layer)[0]) in side_out}
+    inputs = _input_layers(net) if copies else []
+    shared = {i for i, layer in able.items()
+              if i in forms and i not in side_in and _fed_copies(layer, inputs, hooked, forms)}
     return SidePlan(
         frozenset(side_in), frozenset(side_out),
         tuple(layer for i, layer in able.items()
               if i not in forms and (i in side_in or i in side_out)),
+        frozenset(shared),
     )
 
 
 def run_form(layer: Any, form: Form, x: tf.Tensor, params: Callable[[str], tf.Tensor], k: int,
              inner: tf.Tensor, plan: SidePlan) -> tf.Tensor:
-    """``layer``'s per-row-weight ``form`` on rows ``x``, taking and giving them side by side
-    where ``plan`` says so (a grouped convolution only)."""
+    """``layer``'s per-row-weight ``form`` on rows ``x``, taking and giving them side by side,
+    or convolving one group's copies, where ``plan`` says so (a grouped convolution only)."""
     side_in, side_out = id(layer) in plan.side_in, id(layer) in plan.side_out
-    if side_in or side_out:
-        return _conv(layer, x, params, k, inner, side_in, side_out)
+    shared = id(layer) in plan.shared
+    if side_in or side_out or shared:
+        return _conv(layer, x, params, k, inner, side_in, side_out, shared)
     return form(layer, x, params, k, inner)
 
 

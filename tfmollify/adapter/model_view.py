@@ -97,11 +97,14 @@ class _Calls:
 
 
 @contextlib.contextmanager
-def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor) -> Iterator[None]:
+def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor,
+             copies: bool = False) -> Iterator[None]:
     """While open, the layers owning the weights of ``per_draw`` (``{id(variable): [k, ...]}``)
     compute in their per-row-weight forms. A layer whose call an interception already holds
     (a hook on its output) keeps the hook, over the form. Between grouped convolutions the rows
-    stay side by side through the channel-wise layers (:func:`draws.side_by_side_plan`)."""
+    stay side by side through the channel-wise layers, and with ``copies`` (the groups' input
+    rows are copies) a convolution fed by the inputs convolves one group's rows
+    (:func:`draws.side_by_side_plan`)."""
     owners = draws.owners(net, [v for v in net.trainable_variables if id(v) in per_draw])
     layers_ = list({id(layer): layer for layer in owners.values()}.values())
     saved = []
@@ -109,7 +112,7 @@ def _per_row(net: Any, per_draw: dict[int, tf.Tensor], k: int, inner: tf.Tensor)
     try:
         hooked = {id(layer) for layer in keras_compat.sublayers(net, recursive=True)
                   if isinstance(layer.__dict__.get("call"), _Calls)}
-        plan = draws.side_by_side_plan(net, layers_, hooked)
+        plan = draws.side_by_side_plan(net, layers_, hooked, copies)
         for layer in plan.channelwise:  # never hooked (the plan leaves those out)
 
             def passed(inputs, *args, layer=layer, original=layer.call, **kwargs):
@@ -346,10 +349,11 @@ class ModelView:
         """The net's output for ``x`` in inference mode, with ``weights`` in place of its
         trainable variables (None: the stored ones).
 
-        ``groups=(k, inner)``: ``k`` weight draws share the pass. The perturbed weights (those
-        of :attr:`weight_selection`) then carry a leading axis of ``k``, the rows are laid out
-        ``[S, k, inner]`` (see :mod:`tfmollify.adapter.draws`) and the layers owning them run
-        in their per-row-weight forms.
+        ``groups=(k, inner, copies)``: ``k`` weight draws share the pass. The perturbed
+        weights (those of :attr:`weight_selection`) then carry a leading axis of ``k``, the
+        rows are laid out ``[S, k, inner]`` (see :mod:`tfmollify.adapter.draws`) and the
+        layers owning them run in their per-row-weight forms. ``copies``: the ``k`` groups'
+        rows are the same (a convolution the inputs feed then convolves one group's).
 
         ``stateless_call`` passes keyword arguments straight to ``call``, so ``training`` is
         only given to models whose ``call`` accepts it (a subclassed model may not).

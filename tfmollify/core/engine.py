@@ -64,8 +64,9 @@ class Network(Protocol):
     def forward(self, inputs: Any, weights: Any, groups: Any = None) -> Any:
         """The network's scores on ``inputs``, with ``weights`` in place of its own (or None).
 
-        ``groups=(k, inner)``: ``k`` weight draws share the pass; the perturbed weights carry a
-        leading axis of ``k`` and the rows are laid out ``[S, k, inner]``."""
+        ``groups=(k, inner, copies)``: ``k`` weight draws share the pass; the perturbed
+        weights carry a leading axis of ``k`` and the rows are laid out ``[S, k, inner]``;
+        ``copies``: the ``k`` groups' rows are the same."""
 
     def activation(self, inputs: Any, layer: Any) -> Any:
         """The output of ``layer`` on ``inputs``."""
@@ -490,6 +491,8 @@ class _Core(_WeightDraws):
         )
         self.input_noise = spec.mode.input_noise
         self.weight_noise = spec.mode.weight_noise
+        # the weight draws' row groups are the same: no input noise, a built-in method
+        self.copies = not self.input_noise and spec.method is None
         self.proposal = spec.proposal if self.input_noise else None
         # importance-weighted samples are plain means of w*a (or w*a^2)
         self.agg_name = spec.aggregation if self.proposal is None else "smoothgrad"
@@ -614,7 +617,8 @@ class _Core(_WeightDraws):
         the ``n`` rows of ``rows`` (the examples they belong to), as in a method's path."""
         n = tf.shape(rows)[0]
         r = tf.tile(rows, [tf.shape(inp)[0] // n])
-        groups = None if self.draws == 1 or weights is None else (self.draws, n // self.draws)
+        groups = (None if self.draws == 1 or weights is None
+                  else (self.draws, n // self.draws, self.copies))
         with self.view.intercept(hooks):
             out = self.view.forward(self.unpack(inp, tf.gather(blk.ints, r)), weights, groups)
         return tf.cast(_select(out, tf.gather(blk.targets, r), self.target_fn), self.dtype)
