@@ -159,6 +159,7 @@ def test_rows_stay_side_by_side_from_one_convolution_to_the_next():
     assert id(c) not in draws.side_by_side_plan(branch, [c], set()).side_out
 
 
+@pytest.mark.slow  # the quick tier has the path: conv2d-ng's first convolution takes it
 def test_a_convolution_fed_by_the_inputs_convolves_one_groups_copies():
     """NoiseGrad's groups see the same rows up to the first layer with noise: a convolution
     the inputs feed (through weightless layers) convolves one group's rows, with each row's own
