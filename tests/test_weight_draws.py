@@ -179,6 +179,9 @@ def test_a_convolution_fed_by_the_inputs_convolves_one_groups_copies():
     assert _names(model, draws.side_by_side_plan(model, convs, set(), True).shared) == ["c1"]
     assert not draws.side_by_side_plan(model, convs, set()).shared
     assert not draws.side_by_side_plan(model, convs, {id(pad)}, True).shared
+    c4 = L.Conv2D(2, 3)
+    noisy = keras.Model(inp, L.Flatten()(c4(L.Lambda(lambda t: t * 2.0)(inp))))
+    assert not draws.side_by_side_plan(noisy, [c4], set(), True).shared  # a user's function
     x = np.random.default_rng(5).normal(size=(2, 9, 9, 2)).astype("float32")
     assert_same(model, x, [0, 2], mode="ng")
     assert_same(model, x, [1, 0], mode="ng", attribution="integrated_gradients", ig_steps=3)

@@ -490,15 +490,16 @@ def _model_outputs(net: Any) -> list[Any]:
 def _fed_copies(layer: Any, inputs: list[Any], hooked: set[int], forms: set[int]) -> bool:
     """Whether ``layer``'s input is one of the net's ``inputs`` (input layers), reached
     through weightless Keras layers only, each called once on one input and held by no hook
-    (``hooked``) nor per-row form (``forms``)."""
+    (``hooked``) nor per-row form (``forms``); not a ``Lambda`` (a user's function, which
+    could draw noise of its own)."""
     up = keras_compat.inbound_layers(layer)
     while up is not None and len(up) == 1:
         layer = up[0]
         if any(layer is i for i in inputs):
             return True
         if (type(layer).__module__.split(".")[0] != "keras" or layer.weights
-                or id(layer) in hooked or id(layer) in forms
-                or keras_compat.sublayers(layer)):
+                or type(layer).__name__ == "Lambda" or id(layer) in hooked
+                or id(layer) in forms or keras_compat.sublayers(layer)):
             return False
         up = keras_compat.inbound_layers(layer)
     return False
