@@ -352,6 +352,24 @@ def test_float64_and_mixed_precision_convolutions_take_one_convolution_per_draw(
     assert_same(model, x, [0, 1], mode="ng")
 
 
+@pytest.mark.slow
+def test_bfloat16_convolutions_take_the_grouped_and_copy_paths():
+    """Mixed bfloat16 has a grouped convolution's gradient on CPU: the copy path (the first
+    convolution) and the side-by-side path (the second) agree with one draw per pass."""
+    keras.utils.set_random_seed(0)
+    policy = "mixed_bfloat16"
+    model = keras.Sequential([
+        keras.Input((9, 9, 2)),
+        L.Conv2D(3, 3, strides=2, padding="same", activation="relu", dtype=policy),
+        L.MaxPooling2D(dtype=policy), L.Conv2D(2, 2, padding="same", dtype=policy),
+        L.Flatten(dtype=policy), L.Dense(2, dtype="float32"),
+    ])
+    plan = draws.side_by_side_plan(model, [model.layers[0], model.layers[2]], set(), True)
+    assert plan.shared == {id(model.layers[0])} and id(model.layers[2]) in plan.side_in
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 2)).astype("float32")
+    assert_same(model, x, [0, 1], mode="ng")
+
+
 def _plain_noisegrad(model, x, targets, table, weight_epsilon):
     """NoiseGrad written with Keras and TensorFlow only: for each row ``z_j`` of the standard
     weight noise, the gradient of the target score at ``x`` under ``w (1 + eps z_j)``, averaged
