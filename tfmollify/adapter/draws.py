@@ -78,6 +78,12 @@ def _shuffled(x: tf.Tensor, perm: list[int]) -> tf.Tensor:
     return move(x)
 
 
+def _by_group(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
+    """Rows ``[S * k * inner, ...]`` viewed as ``[S, k, inner, ...]`` (a reshape)."""
+    s = tf.shape(x)[0] // (k * inner)
+    return tf.reshape(x, tf.concat([tf.stack([s, k, inner]), tf.shape(x)[1:]], 0))
+
+
 def to_groups(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     """Rows ``[S * k * inner, ...]`` laid out ``[S, k, inner]`` as ``[k, S * inner, ...]``.
 
@@ -88,11 +94,8 @@ def to_groups(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     >>> to_groups(x, 2, tf.constant(2))[:, :, 0].numpy().tolist()
     [[0, 1, 4, 5], [2, 3, 6, 7]]
     """
-    rest = tf.shape(x)[1:]
-    s = tf.shape(x)[0] // (k * inner)
-    y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
-    y = _shuffled(y, [1, 0, 2, *range(3, x.shape.rank + 2)])
-    return tf.reshape(y, tf.concat([tf.stack([k, s * inner]), rest], 0))
+    y = _shuffled(_by_group(x, k, inner), [1, 0, 2, *range(3, x.shape.rank + 2)])
+    return tf.reshape(y, tf.concat([[k, -1], tf.shape(x)[1:]], 0))
 
 
 def from_groups(y: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
@@ -203,11 +206,8 @@ def _rows_side_by_side(x: tf.Tensor, k: int, inner: tf.Tensor) -> tf.Tensor:
     """Rows ``[S * k * inner, *sp, C]`` (laid out ``[S, k, inner]``) as ``[S * inner, *sp,
     k * C]``: :func:`to_groups` and :func:`_side_by_side` in one transpose."""
     rank = x.shape.rank
-    rest = tf.shape(x)[1:]
-    s = tf.shape(x)[0] // (k * inner)
-    y = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))
-    y = _shuffled(y, [0, 2, *range(3, rank + 1), 1, rank + 1])  # [S, inner, *sp, k, C]
-    y = tf.reshape(y, tf.concat([[s * inner], rest[:-1], [-1]], 0))
+    y = _shuffled(_by_group(x, k, inner), [0, 2, *range(3, rank + 1), 1, rank + 1])
+    y = tf.reshape(y, tf.concat([[-1], tf.shape(x)[1:-1], [k * tf.shape(x)[-1]]], 0))
     channels = x.shape[-1]
     y.set_shape([None, *x.shape[1:-1], None if channels is None else channels * k])
     return y
@@ -259,10 +259,7 @@ def _shared_conv(x: tf.Tensor, w: tf.Tensor, k: int, inner: tf.Tensor, strides: 
 
     @tf.custom_gradient
     def conv(x, w):
-        rest = tf.shape(x)[1:]
-        s = tf.shape(x)[0] // (k * inner)
-        one = tf.reshape(x, tf.concat([tf.stack([s, k, inner]), rest], 0))[:, 0]
-        one = tf.reshape(one, tf.concat([[-1], rest], 0))
+        one = tf.reshape(_by_group(x, k, inner)[:, 0], tf.concat([[-1], tf.shape(x)[1:]], 0))
 
         def grad(dy):  # the grouped convolution's gradient at the side-by-side rows
             side = tf.concat([tf.shape(one)[:-1], [k * tf.shape(one)[-1]]], 0)
@@ -400,6 +397,11 @@ def _has_input(layer: Any) -> bool:
         return False
 
 
+def _built_in(layer: Any) -> bool:
+    """Whether ``layer`` is one of Keras' own layers (not a user's subclass elsewhere)."""
+    return type(layer).__module__.split(".")[0] == "keras"
+
+
 def form_of(layer: Any) -> Form | None:
     """The per-row-weight form of ``layer``, or None when it has none (its type, or its
     configuration: ``channels_first``, LoRA, quantised, normalisation over other axes).
@@ -411,7 +413,7 @@ def form_of(layer: Any) -> Form | None:
     (True, True)
     """
     form = _FORMS.get(type(layer).__name__)
-    if form is None or type(layer).__module__.split(".")[0] != "keras":
+    if form is None or not _built_in(layer):
         return None
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         return None
@@ -466,7 +468,7 @@ def _takes_side(layer: Any, forms: set[int]) -> bool:
     """Whether ``layer`` can take and give side-by-side rows: a grouped convolution in its
     per-row form (``forms``), or a channel-wise Keras layer (channels last)."""
     name = type(layer).__name__
-    if type(layer).__module__.split(".")[0] != "keras" or not _called_once(layer):
+    if not _built_in(layer) or not _called_once(layer):
         return False
     if id(layer) in forms:
         return (form_of(layer) is _conv and layer.rank != 3
@@ -487,19 +489,18 @@ def _model_outputs(net: Any) -> list[Any]:
     return out
 
 
-def _fed_copies(layer: Any, inputs: list[Any], hooked: set[int], forms: set[int]) -> bool:
+def _fed_copies(layer: Any, inputs: list[Any], hooked: set[int]) -> bool:
     """Whether ``layer``'s input is one of the net's ``inputs`` (input layers), reached
-    through weightless Keras layers only, each called once on one input and held by no hook
-    (``hooked``) nor per-row form (``forms``); not a ``Lambda`` (a user's function, which
-    could draw noise of its own)."""
+    through weightless Keras layers only (so no per-row form), each called once on one input
+    and held by no hook (``hooked``); not a ``Lambda`` (a user's function, which could draw
+    noise of its own)."""
     up = keras_compat.inbound_layers(layer)
     while up is not None and len(up) == 1:
         layer = up[0]
         if any(layer is i for i in inputs):
             return True
-        if (type(layer).__module__.split(".")[0] != "keras" or layer.weights
-                or type(layer).__name__ == "Lambda" or id(layer) in hooked
-                or id(layer) in forms or keras_compat.sublayers(layer)):
+        if (not _built_in(layer) or layer.weights or type(layer).__name__ == "Lambda"
+                or id(layer) in hooked or keras_compat.sublayers(layer)):
             return False
         up = keras_compat.inbound_layers(layer)
     return False
@@ -557,7 +558,7 @@ def side_by_side_plan(net: Any, form_layers: list[Any], hooked: set[int],
                if id(keras_compat.inbound_layers(layer)[0]) in side_out}
     inputs = _input_layers(net) if copies else []
     shared = {i for i, layer in able.items()
-              if i in forms and i not in side_in and _fed_copies(layer, inputs, hooked, forms)}
+              if i in forms and i not in side_in and _fed_copies(layer, inputs, hooked)}
     return SidePlan(
         frozenset(side_in), frozenset(side_out),
         tuple(layer for i, layer in able.items()
