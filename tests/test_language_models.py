@@ -37,8 +37,13 @@ def _flat_and_nested(seed=0):
 
 
 # -- 1. token ids alone, the noise and the attribution at an embedding anywhere ---------------
-@pytest.mark.parametrize("mode", ["sg", "ng", "fg"])
-@pytest.mark.parametrize("aggregation", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize(
+    ("mode", "aggregation"),
+    # SmoothGrad is compared exactly under every aggregation; the weight-noise modes (checked
+    # for shape and finiteness) each with one
+    [("sg", "smoothgrad"), ("sg", "smoothgrad_sq"), ("sg", "vargrad"), ("ng", "vargrad"),
+     ("fg", "smoothgrad_sq")],
+)
 def test_nested_embedding_equals_the_split_model(mode, aggregation):
     flat, nested = _flat_and_nested()
     kw = dict(mode=mode, aggregation=aggregation, num_samples=4, num_weight_samples=3, seed=1,
