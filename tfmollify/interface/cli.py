@@ -586,6 +586,9 @@ def _add_table1_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=None,
                    help="explained examples per metric (default: 500, quick: 100)")
     p.add_argument("--seed", type=int, default=0)
+    from tfmollify.evaluation.experiments import table1  # numpy only: no TensorFlow yet
+
+    table1.add_kernels_argument(p)
     p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     p.set_defaults(func=_cmd_table1)
 

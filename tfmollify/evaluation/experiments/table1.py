@@ -60,6 +60,7 @@ __all__ = [
     "MODES",
     "QUICK",
     "Settings",
+    "add_kernels_argument",
     "cluttered_digits",
     "main",
     "run",
@@ -108,6 +109,8 @@ class Settings:
             (``Explainer(input_range=...)``, a scale per element from its distance to the
             nearer bound) instead of eq. 30 per example. Invariance explains ``x + c`` with the
             range moved by ``c`` as well. None (default): eq. 30 per example.
+        kernels: The kernels scored, a subset of :data:`KERNELS` (default: all five); the
+            rows and figure columns of the others stay empty.
     """
 
     num_examples: int = 500
@@ -120,6 +123,7 @@ class Settings:
     copies: int = 4
     seed: int = 0
     input_range: tuple[float, float] | None = None
+    kernels: tuple[str, ...] = KERNELS
 
 
 FULL = Settings()
@@ -309,8 +313,8 @@ def _explain_fn(method: str, settings: Settings) -> Callable[..., np.ndarray]:
     return explain
 
 
-def _methods() -> list[str]:
-    return ["original"] + [f"{m}/{k}" for m in MODES for k in KERNELS]
+def _methods(kernels: tuple[str, ...] = KERNELS) -> list[str]:
+    return ["original"] + [f"{m}/{k}" for m in MODES for k in KERNELS if k in kernels]
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -331,7 +335,8 @@ def _cells(scores: dict[str, dict[str, np.ndarray]], reduce: Callable) -> dict[s
         for metric in METRICS:
             for mode in MODES:
                 method = "original" if row == "original" else f"{mode}/{row}"
-                keep = row != "original" or modes.parse(mode).only_input_noise
+                keep = method in scores and (row != "original"
+                                             or modes.parse(mode).only_input_noise)
                 table[row][_column(metric, mode)] = (
                     reduce(scores[method][metric]) if keep else None)
     return table
@@ -573,7 +578,7 @@ def _score_methods(models: _Models, ex: _Examples, s: Settings, log: Callable[[s
     timings: dict[str, float] = {}
     figure_index = int(np.flatnonzero(ex.y == 0)[0]) if np.any(ex.y == 0) else 0
     figure_maps: dict[str, np.ndarray] = {}
-    methods = _methods()
+    methods = _methods(s.kernels)
     with progress_lib.bar(len(methods), enabled=progress, unit="method") as bar:
         for i, method in enumerate(methods, 1):
             t0 = time.perf_counter()
@@ -612,13 +617,13 @@ def _write_figure(path: str, results: _Results, ex: _Examples) -> None:
 
     maps, index = results.figure_maps, results.figure_index
     rows = [[maps["original"] if modes.parse(mode).only_input_noise else None]
-            + [maps[f"{mode}/{k}"] for k in KERNELS] for mode in MODES]
+            + [maps.get(f"{mode}/{k}") for k in KERNELS] for mode in MODES]
     fig = plot.grid(
         [[None if a is None else a.reshape(ex.x.shape[1:]) for a in r] for r in rows],
         row_labels=[m.upper() for m in MODES], col_labels=["gradient", *KERNELS],
         images=[ex.x[index]] * len(MODES), path=path,
-        title=f"Test digit labelled {int(ex.y[index])}: raw gradient and 15 mollified "
-              "gradients of the MLP",
+        title=f"Test digit labelled {int(ex.y[index])}: raw gradient and "
+              f"{len(maps) - 1} mollified gradients of the MLP",
     )
     import matplotlib.pyplot as plt
 
@@ -718,6 +723,9 @@ def run(
     s = settings if settings is not None else (QUICK if quick else FULL)
     if s.num_examples < 2:
         raise ValueError(f"Settings `num_examples` must be >= 2. Received {s.num_examples}")
+    if isinstance(s.kernels, str) or not s.kernels or any(k not in KERNELS for k in s.kernels):
+        raise ValueError(f"Settings `kernels` must be a non-empty tuple of names from {KERNELS}"
+                         f", e.g. ('gaussian', 'rect'). Received {s.kernels!r}")
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -762,6 +770,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--input-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="SG/FG: AdaptGrad's bounded input noise within [LOW, HIGH] instead of "
                         "eq. 30 per example (default: eq. 30)")
+    add_kernels_argument(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one at a terminal, for runs over 3 s)")
     return p
@@ -775,7 +784,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         changes["num_examples"] = args.examples
     if getattr(args, "input_range", None) is not None:  # tfmollify table1 has no such flag
         changes["input_range"] = tuple(float(v) for v in args.input_range)
+    if getattr(args, "kernels", None):
+        changes["kernels"] = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     return dataclasses.replace(s, **changes)
+
+
+def add_kernels_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--kernels`` option (shared by ``tfmollify table1`` and this module's runner)."""
+    parser.add_argument("--kernels", default=None, metavar="K1,K2",
+                        help="score only these kernels, comma-separated (default: all five: "
+                             + ",".join(KERNELS) + ")")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
