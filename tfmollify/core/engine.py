@@ -191,7 +191,10 @@ def _select(scores: Any, targets: tf.Tensor, target_fn: Callable | None) -> tf.T
         width = out.shape[-1] if out.shape.rank == 2 else None
         return out if width is not None and width > 1 else tf.reshape(out, [-1])
     scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
-    return tf.gather(scores, targets, axis=1, batch_dims=1)
+    # each row's own element: the same values as a batched gather, whose gradient traces
+    # several times as many ops (a one-hot product would turn another class's Inf into NaN)
+    rows = tf.range(tf.shape(scores)[0], dtype=targets.dtype)
+    return tf.gather_nd(scores, tf.stack([rows, targets], axis=1))
 
 
 def weight_noise_table(
