@@ -313,7 +313,7 @@ def _explain_fn(method: str, settings: Settings) -> Callable[..., np.ndarray]:
     return explain
 
 
-def _methods(kernels: tuple[str, ...] = KERNELS) -> list[str]:
+def _methods(kernels: tuple[str, ...]) -> list[str]:
     return ["original"] + [f"{m}/{k}" for m in MODES for k in KERNELS if k in kernels]
 
 
